@@ -31,14 +31,21 @@ export class MemoryCertificateProvider implements experimental.CertificateProvid
 
   addCaCertificateListener(listener: CaListener): void {
     this.#caListeners.add(listener);
-    if (this.#ca !== null) listener(this.#ca);
+    // Deliver the current value after grpc-js has finished registering its own watcher:
+    // it subscribes to providers before it subscribes the server, so a synchronous call
+    // here would be lost and the listener would drop every connection.
+    queueMicrotask(() => {
+      if (this.#ca !== null && this.#caListeners.has(listener)) listener(this.#ca);
+    });
   }
   removeCaCertificateListener(listener: CaListener): void {
     this.#caListeners.delete(listener);
   }
   addIdentityCertificateListener(listener: IdentityListener): void {
     this.#identityListeners.add(listener);
-    if (this.#identity !== null) listener(this.#identity);
+    queueMicrotask(() => {
+      if (this.#identity !== null && this.#identityListeners.has(listener)) listener(this.#identity);
+    });
   }
   removeIdentityCertificateListener(listener: IdentityListener): void {
     this.#identityListeners.delete(listener);

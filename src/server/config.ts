@@ -51,6 +51,12 @@ export const SERVER_DEFAULTS = {
   defaultJwtSvidTtlMs: 5 * 60_000,
 } as const;
 
+/** Keys of the `server` block. */
+const SERVER_KEYS: readonly string[] = [
+  'trust_domain', 'bind_address', 'bind_port', 'socket_path', 'data_dir', 'log_level', 'log_format',
+  'ca_ttl', 'default_x509_svid_ttl', 'default_jwt_svid_ttl', 'agent_ttl', 'ca_subject', 'ca_key_type',
+];
+
 /** Node attestors this server implements. */
 export const SUPPORTED_NODE_ATTESTORS: readonly string[] = ['join_token'];
 
@@ -63,9 +69,11 @@ function pluginData(reader: ConfigReader): ConfigReader {
 /** Builds the server config from a parsed file; relative paths resolve against `cwd`. */
 export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): ServerConfig {
   const root = new ConfigReader(tree, '');
+  root.done(['server', 'plugins', 'health_checks', 'telemetry']);
   const server = root.block('server');
   const plugins = root.block('plugins');
-  root.done(['server', 'plugins', 'health_checks', 'telemetry']);
+  // Unknown keys first: a typo should be reported as a typo, not as a missing field.
+  server.done(SERVER_KEYS);
 
   const trustDomain = server.string('trust_domain');
   const td = parseTrustDomain(trustDomain);
@@ -74,6 +82,10 @@ export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): Server
   const logLevel = server.string('log_level', SERVER_DEFAULTS.logLevel);
   if (normaliseLogLevel(logLevel) === undefined) server.fail('log_level', `must be one of DEBUG, INFO, WARN, ERROR (got "${logLevel}")`);
 
+  const logFormat = server.string('log_format', 'json').toLowerCase();
+  if (logFormat !== 'json') server.fail('log_format', `only "json" is supported: logs are structured JSON (got "${logFormat}")`);
+  const keyType = server.string('ca_key_type', 'ec-p256');
+  if (keyType !== 'ec-p256') server.fail('ca_key_type', `only "ec-p256" is supported (got "${keyType}")`);
   const dataDir = resolve(cwd, server.string('data_dir'));
   const subject = server.block('ca_subject');
   const first = (key: string, fallback: string): string => subject.stringList(key)[0] ?? fallback;

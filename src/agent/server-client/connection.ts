@@ -1,0 +1,59 @@
+/**
+ * A connection to a SPIRE-compatible server. The server is authenticated by its SPIFFE ID
+ * (`spiffe://<td>/spire/server`) against the trust bundle, never by hostname; the agent
+ * authenticates with its SVID when it has one (AttestAgent runs without).
+ */
+import type { PeerCertificate } from 'node:tls';
+import { credentials, type ChannelOptions } from '@grpc/grpc-js';
+import { AgentClient, BundleClient, EntryClient, SvidClient } from '../../common/proto.ts';
+
+export interface ServerConnectionOptions {
+  /** host:port of the server's TLS listener. */
+  address: string;
+  trustDomain: string;
+  /** PEM roots the server's SVID must chain to. */
+  rootsPem: string;
+  /** The agent's SVID (PEM chain, leaf first) and key (PKCS#8 PEM), for mTLS. */
+  identity?: { certChainPem: string; keyPem: string };
+}
+
+/** Typed clients on one channel. */
+export interface ServerClients {
+  agent: AgentClient;
+  entry: EntryClient;
+  svid: SvidClient;
+  bundle: BundleClient;
+  close(): void;
+}
+
+/** Returns an Error unless the certificate's only URI SAN is `expected`. */
+export function checkSpiffeIdentity(cert: PeerCertificate, expected: string): Error | undefined {
+  const uris = (cert.subjectaltname ?? '')
+    .split(', ')
+    .filter((san) => san.startsWith('URI:'))
+    .map((san) => san.slice(4));
+  if (uris.length === 1 && uris[0] === expected) return undefined;
+  return new Error(`server-client: server presented ${uris.length === 0 ? 'no SPIFFE ID' : `"${uris.join(', ')}"`}, expected "${expected}"`);
+}
+
+/** Opens clients to the server (lazily: the first call connects). */
+export function connectToServer(opts: ServerConnectionOptions): ServerClients {
+  const expected = `spiffe://${opts.trustDomain}/spire/server`;
+  const creds = credentials.createSsl(
+    Buffer.from(opts.rootsPem),
+    opts.identity === undefined ? null : Buffer.from(opts.identity.keyPem),
+    opts.identity === undefined ? null : Buffer.from(opts.identity.certChainPem),
+    { checkServerIdentity: (_host, cert) => checkSpiffeIdentity(cert, expected) },
+  );
+  const channelOptions: ChannelOptions = {
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+    // Each identity gets its own channel: never reuse a connection made with another SVID.
+    'grpc.use_local_subchannel_pool': 1,
+  };
+  const agent = new AgentClient(opts.address, creds, channelOptions);
+  const shared = { ...channelOptions, channelOverride: agent.getChannel() };
+  const entry = new EntryClient(opts.address, creds, shared);
+  const svid = new SvidClient(opts.address, creds, shared);
+  const bundle = new BundleClient(opts.address, creds, shared);
+  return { agent, entry, svid, bundle, close: () => agent.close() };
+}
