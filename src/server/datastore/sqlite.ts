@@ -2,7 +2,7 @@
  * The SQLite layer of the datastore: opening the file with durable settings, schema
  * migrations, and transactions. Uses Node's built-in `node:sqlite` (synchronous).
  */
-import { closeSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { ApiError, Code } from '../../common/errors.ts';
@@ -182,6 +182,21 @@ function migrate(db: DatabaseSync, path: string): void {
 }
 
 /**
+ * Creates `dir` and missing ancestors, owner-only. Not `mkdirSync({ recursive: true })`:
+ * that spins forever on some pseudo file systems (e.g. a path under /proc).
+ */
+function ensureDir(dir: string): void {
+  if (existsSync(dir)) return;
+  const parent = dirname(dir);
+  if (parent !== dir) ensureDir(parent);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+  }
+}
+
+/**
  * Opens (creating if needed) the database at `path` with WAL, synchronous=FULL, foreign keys
  * and a busy timeout, and brings its schema up to date. A new file and its directory are
  * created owner-only. Throws an ApiError naming the path if the file is not a usable
@@ -192,7 +207,7 @@ export function openSqlite(path: string): DatabaseSync {
   let db: DatabaseSync;
   try {
     if (!inMemory) {
-      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      ensureDir(dirname(path));
       // Create the file owner-only before SQLite does (SQLite would use 0644); WAL and SHM
       // files inherit the database file's permissions.
       closeSync(openSync(path, 'a', 0o600));

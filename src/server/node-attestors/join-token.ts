@@ -30,9 +30,9 @@ export function createJoinTokenAttestor(opts: JoinTokenAttestorOptions): NodeAtt
       // Consuming is one transaction: a token works exactly once, even under concurrent attempts.
       const outcome = opts.store.consumeJoinToken(token, Math.floor(opts.clock.now() / 1000));
       if (outcome === 'unknown') {
-        throw new ApiError(Code.PERMISSION_DENIED, 'failed to attest: join token does not exist or has already been used');
+        throw new ApiError(Code.INVALID_ARGUMENT, 'failed to attest: join token does not exist or has already been used');
       }
-      if (outcome === 'expired') throw new ApiError(Code.PERMISSION_DENIED, 'failed to attest: join token expired');
+      if (outcome === 'expired') throw new ApiError(Code.INVALID_ARGUMENT, 'join token expired');
       return {
         agentId: `spiffe://${opts.trustDomain}/spire/agent/join_token/${token}`,
         selectors: [],
