@@ -11,8 +11,11 @@ export interface ServerConnectionOptions {
   /** host:port of the server's TLS listener. */
   address: string;
   trustDomain: string;
-  /** PEM roots the server's SVID must chain to. */
-  rootsPem: string;
+  /**
+   * PEM roots the server's SVID must chain to; `undefined` for insecure bootstrap, where
+   * the chain is not verified but the server must still present its SPIFFE ID.
+   */
+  rootsPem: string | undefined;
   /** The agent's SVID (PEM chain, leaf first) and key (PKCS#8 PEM), for mTLS. */
   identity?: { certChainPem: string; keyPem: string };
 }
@@ -40,10 +43,14 @@ export function checkSpiffeIdentity(cert: PeerCertificate, expected: string): Er
 export function connectToServer(opts: ServerConnectionOptions): ServerClients {
   const expected = `spiffe://${opts.trustDomain}/spire/server`;
   const creds = credentials.createSsl(
-    Buffer.from(opts.rootsPem),
+    opts.rootsPem === undefined ? null : Buffer.from(opts.rootsPem),
     opts.identity === undefined ? null : Buffer.from(opts.identity.keyPem),
     opts.identity === undefined ? null : Buffer.from(opts.identity.certChainPem),
-    { checkServerIdentity: (_host, cert) => checkSpiffeIdentity(cert, expected) },
+    {
+      checkServerIdentity: (_host, cert) => checkSpiffeIdentity(cert, expected),
+      // insecure_bootstrap only: trust on first use, still pinned to the server's SPIFFE ID.
+      ...(opts.rootsPem === undefined ? { rejectUnauthorized: false } : {}),
+    },
   );
   const channelOptions: ChannelOptions = {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,

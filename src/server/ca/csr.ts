@@ -6,7 +6,7 @@
 import { createPublicKey, verify, type KeyObject } from 'node:crypto';
 
 import { ApiError, Code } from '../../common/errors.ts';
-import { readExtensions, readGeneralNames, type RawExtension } from './cert-reader.ts';
+import { readExtensions, readGeneralNames, type RawExtension } from '../../common/cert-reader.ts';
 import { DerError, Tag, children, content, decodeOid, expectTlv, raw, readTlv } from '../../common/der.ts';
 import { SigAlg, describeKey } from './keys.ts';
 import { ExtOid } from './x509-extensions.ts';

@@ -1,7 +1,7 @@
 /** The server's certificate authority: public entry points. */
 export { openCertificateAuthority } from './authority.ts';
 export { parseAndVerifyCsr, type VerifiedCsr } from './csr.ts';
-export { readCertificate, type CertificateInfo } from './cert-reader.ts';
+export { readCertificate, type CertificateInfo } from '../../common/cert-reader.ts';
 export { certificatesToPem, decodePemCertificates, toPem } from '../../common/pem.ts';
 export { splitConcatenated as splitDerCertificates } from '../../common/der.ts';
 export { activationThreshold, preparationThreshold } from './rotation.ts';

@@ -13,7 +13,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 
-import { readCertificate } from './cert-reader.ts';
+import { readCertificate } from '../../common/cert-reader.ts';
 import type { JwtKeySlot, X509CaSlot } from './slots.ts';
 import type { JwtAuthority, RotationResult } from './types.ts';
 

@@ -5,7 +5,7 @@
 import { randomBytes, type KeyObject } from 'node:crypto';
 
 import { ApiError, Code } from '../../common/errors.ts';
-import { readCertificate } from './cert-reader.ts';
+import { readCertificate } from '../../common/cert-reader.ts';
 import { encodeJwtHeader, newKeyId } from './jwt.ts';
 import { certSignerFor, generateP256, spkiOf, subjectKeyId } from './keys.ts';
 import { jwtKeyFile, x509KeyFile, type StoredJwtKey, type StoredX509Ca } from './store.ts';

@@ -2,7 +2,7 @@
 import type { KeyObject } from 'node:crypto';
 
 import { ApiError, Code } from '../../common/errors.ts';
-import { readCertificate } from './cert-reader.ts';
+import { readCertificate } from '../../common/cert-reader.ts';
 import type { Authorities, RotationPlan, Root } from './rotation.ts';
 import { restoreJwtKey, restoreX509Ca, type JwtKeySlot, type X509CaSlot } from './slots.ts';
 import type { CaStore, StoredJwtKey, StoredState, StoredX509Ca } from './store.ts';

@@ -8,7 +8,7 @@ import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'n
 import { readFile } from 'node:fs/promises';
 
 import { ApiError, Code } from '../../common/errors.ts';
-import { readCertificate, type CertificateInfo } from './cert-reader.ts';
+import { readCertificate, type CertificateInfo } from '../../common/cert-reader.ts';
 import { certSignerFor, describeKey, spkiOf, subjectKeyId, type CertSigner } from './keys.ts';
 import { decodePem, decodePemCertificates } from '../../common/pem.ts';
 import { KeyUsage } from './x509-extensions.ts';

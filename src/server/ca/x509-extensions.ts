@@ -1,17 +1,6 @@
 /** Encoders for the X.509 v3 extensions the CA issues. */
+import { ExtOid } from '../../common/x509-oids.ts';
 import { bitString, bool, ctxPrimitive, octetString, oid, seq, uint } from '../../common/der.ts';
-
-/** Extension and key-purpose OIDs. */
-export const ExtOid = {
-  SUBJECT_KEY_ID: '2.5.29.14',
-  KEY_USAGE: '2.5.29.15',
-  SUBJECT_ALT_NAME: '2.5.29.17',
-  BASIC_CONSTRAINTS: '2.5.29.19',
-  AUTHORITY_KEY_ID: '2.5.29.35',
-  EXT_KEY_USAGE: '2.5.29.37',
-  SERVER_AUTH: '1.3.6.1.5.5.7.3.1',
-  CLIENT_AUTH: '1.3.6.1.5.5.7.3.2',
-} as const;
 
 /** Key usage bits (RFC 5280 §4.2.1.3: bit 0 is the most significant bit of the first byte). */
 export const KeyUsage = {
@@ -75,3 +64,5 @@ export function subjectAltName(uris: readonly string[], dnsNames: readonly strin
   for (const d of dnsNames) names.push(ctxPrimitive(2, Buffer.from(d, 'latin1')));
   return extension(ExtOid.SUBJECT_ALT_NAME, critical, seq(...names));
 }
+
+export { ExtOid };

@@ -13,8 +13,8 @@ import {
   raw,
   readTlv,
   type Tlv,
-} from '../../common/der.ts';
-import { ExtOid } from './x509-extensions.ts';
+} from './der.ts';
+import { ExtOid } from './x509-oids.ts';
 
 /** One extension of a certificate or request. */
 export interface RawExtension {

@@ -1,0 +1,169 @@
+/**
+ * The agent's configuration in SPIRE's `agent.conf` vocabulary (HCL or JSON):
+ *
+ *   agent { trust_domain, server_address, server_port, socket_path, data_dir, log_level,
+ *           trust_bundle_path, trust_bundle_format, insecure_bootstrap, join_token,
+ *           x509_svid_cache_max_size, jwt_svid_cache_max_size, experimental { sync_interval } }
+ *   plugins { NodeAttestor "join_token" {…}, KeyManager "disk"|"memory" {…},
+ *             WorkloadAttestor "unix" { plugin_data { discover_workload_path, workload_size_limit } } }
+ *
+ * Parsing is pure: a config tree in, a validated config out, errors naming the field.
+ */
+import { resolve } from 'node:path';
+import { ConfigReader } from '../common/config-reader.ts';
+import type { ConfigTree } from '../common/config-file.ts';
+import { parseTrustDomain } from '../common/spiffe-id.ts';
+import { normaliseLogLevel } from '../common/logger.ts';
+
+export type TrustBundleSource =
+  | { kind: 'path'; path: string; format: 'pem' | 'spiffe' }
+  | { kind: 'insecure' };
+
+export interface UnixAttestorConfig {
+  discoverWorkloadPath: boolean;
+  workloadSizeLimit: number;
+}
+
+export interface AgentConfig {
+  trustDomain: string;
+  serverAddress: string;
+  serverPort: number;
+  socketPath: string;
+  dataDir: string;
+  logLevel: string;
+  trustBundle: TrustBundleSource;
+  /** Node attestor type: `join_token` for now. */
+  nodeAttestor: string;
+  joinToken: string | undefined;
+  /** `disk` keeps the agent key in data_dir; `memory` re-attests after a restart. */
+  keyManager: 'disk' | 'memory';
+  x509SvidCacheMaxSize: number;
+  jwtSvidCacheMaxSize: number;
+  syncIntervalMs: number;
+  workloadAttestors: { unix?: UnixAttestorConfig };
+}
+
+export const AGENT_DEFAULTS = {
+  socketPath: '/tmp/spire-agent/public/api.sock',
+  dataDir: '.',
+  logLevel: 'INFO',
+  x509SvidCacheMaxSize: 1000,
+  jwtSvidCacheMaxSize: 1000,
+  syncIntervalMs: 5_000,
+} as const;
+
+const AGENT_KEYS: readonly string[] = [
+  'trust_domain', 'server_address', 'server_port', 'socket_path', 'data_dir', 'log_level', 'log_format',
+  'trust_bundle_path', 'trust_bundle_format', 'insecure_bootstrap', 'join_token',
+  'x509_svid_cache_max_size', 'jwt_svid_cache_max_size', 'workload_x509_svid_key_type', 'experimental',
+];
+
+function pluginData(block: ConfigReader): ConfigReader {
+  const data = block.block('plugin_data');
+  block.done(['plugin_data', 'enabled', 'plugin_cmd', 'plugin_checksum']);
+  return data;
+}
+
+/** Overrides given on the command line (`run -joinToken …`). */
+export interface AgentFlagOverrides {
+  joinToken?: string;
+  socketPath?: string;
+}
+
+/** Builds the agent config from a parsed file; relative paths resolve against `cwd`. */
+export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), overrides: AgentFlagOverrides = {}): AgentConfig {
+  const root = new ConfigReader(tree, '');
+  root.done(['agent', 'plugins']);
+  const agent = root.block('agent');
+  agent.done(AGENT_KEYS);
+  const plugins = root.block('plugins');
+
+  const trustDomain = agent.string('trust_domain');
+  const td = parseTrustDomain(trustDomain);
+  if (!td.ok) agent.fail('trust_domain', `${td.error} (example: "example.org")`);
+  const serverAddress = agent.string('server_address');
+  if (serverAddress.trim() === '') agent.fail('server_address', 'must not be empty');
+  const serverPort = agent.int('server_port', -1, { min: 1, max: 65535 });
+  if (serverPort === -1) agent.fail('server_port', 'is required (the SPIRE server port, usually 8081)');
+
+  const logLevel = agent.string('log_level', AGENT_DEFAULTS.logLevel);
+  if (normaliseLogLevel(logLevel) === undefined) agent.fail('log_level', `must be one of DEBUG, INFO, WARN, ERROR (got "${logLevel}")`);
+  const logFormat = agent.string('log_format', 'json').toLowerCase();
+  if (logFormat !== 'json') agent.fail('log_format', `only "json" is supported: logs are structured JSON (got "${logFormat}")`);
+  const keyType = agent.string('workload_x509_svid_key_type', 'ec-p256');
+  if (keyType !== 'ec-p256') agent.fail('workload_x509_svid_key_type', `only "ec-p256" is supported (got "${keyType}")`);
+
+  const insecure = agent.bool('insecure_bootstrap', false);
+  const bundlePath = agent.optionalString('trust_bundle_path');
+  const bundleFormat = agent.string('trust_bundle_format', 'pem');
+  if (bundleFormat !== 'pem' && bundleFormat !== 'spiffe') agent.fail('trust_bundle_format', `must be "pem" or "spiffe" (got "${bundleFormat}")`);
+  if (insecure && bundlePath !== undefined) {
+    agent.fail('insecure_bootstrap', 'cannot be combined with trust_bundle_path: choose one way to trust the server');
+  }
+  if (!insecure && bundlePath === undefined) {
+    agent.fail('trust_bundle_path', 'is required (a PEM bundle of the server CA, e.g. from `spiffe-server bundle show`), unless insecure_bootstrap = true');
+  }
+  const trustBundle: TrustBundleSource = insecure
+    ? { kind: 'insecure' }
+    : { kind: 'path', path: resolve(cwd, bundlePath as string), format: bundleFormat as 'pem' | 'spiffe' };
+
+  const experimental = agent.block('experimental');
+  const syncIntervalMs = experimental.duration('sync_interval', AGENT_DEFAULTS.syncIntervalMs);
+  experimental.done();
+
+  const x509Max = agent.int('x509_svid_cache_max_size', AGENT_DEFAULTS.x509SvidCacheMaxSize);
+  const jwtMax = agent.int('jwt_svid_cache_max_size', AGENT_DEFAULTS.jwtSvidCacheMaxSize);
+
+  const config: AgentConfig = {
+    trustDomain,
+    serverAddress,
+    serverPort,
+    socketPath: resolve(cwd, overrides.socketPath ?? agent.string('socket_path', AGENT_DEFAULTS.socketPath)),
+    dataDir: resolve(cwd, agent.string('data_dir', AGENT_DEFAULTS.dataDir)),
+    logLevel,
+    trustBundle,
+    nodeAttestor: '',
+    joinToken: overrides.joinToken ?? agent.optionalString('join_token'),
+    keyManager: 'disk',
+    // SPIRE: values ≤ 0 mean the default.
+    x509SvidCacheMaxSize: x509Max <= 0 ? AGENT_DEFAULTS.x509SvidCacheMaxSize : x509Max,
+    jwtSvidCacheMaxSize: jwtMax <= 0 ? AGENT_DEFAULTS.jwtSvidCacheMaxSize : jwtMax,
+    syncIntervalMs,
+    workloadAttestors: {},
+  };
+  agent.done(AGENT_KEYS);
+
+  const nodeAttestors = plugins.labelled('NodeAttestor');
+  if (nodeAttestors.size !== 1) {
+    plugins.fail('NodeAttestor', `exactly one node attestor is required (for example NodeAttestor "join_token" { plugin_data {} }), got ${nodeAttestors.size}`);
+  }
+  for (const [name, block] of nodeAttestors) {
+    if (name !== 'join_token') plugins.fail(`NodeAttestor.${name}`, 'unsupported node attestor (supported: join_token)');
+    pluginData(block).done();
+    config.nodeAttestor = name;
+  }
+  if (config.nodeAttestor === 'join_token' && config.joinToken === undefined) {
+    agent.fail('join_token', 'is required by the join_token node attestor (or pass -joinToken to run)');
+  }
+
+  for (const [name, block] of plugins.labelled('KeyManager')) {
+    if (name !== 'disk' && name !== 'memory') plugins.fail(`KeyManager.${name}`, 'unsupported key manager (supported: disk, memory)');
+    pluginData(block).done(['directory']);
+    config.keyManager = name as 'disk' | 'memory';
+  }
+
+  for (const [name, block] of plugins.labelled('WorkloadAttestor')) {
+    if (name !== 'unix') plugins.fail(`WorkloadAttestor.${name}`, 'unsupported workload attestor (supported: unix)');
+    const data = pluginData(block);
+    config.workloadAttestors.unix = {
+      discoverWorkloadPath: data.bool('discover_workload_path', false),
+      workloadSizeLimit: data.int('workload_size_limit', 0),
+    };
+    data.done();
+  }
+  plugins.done(['NodeAttestor', 'KeyManager', 'WorkloadAttestor']);
+  if (Object.keys(config.workloadAttestors).length === 0) {
+    plugins.fail('WorkloadAttestor', 'at least one workload attestor is required (for example WorkloadAttestor "unix" { plugin_data {} })');
+  }
+  return config;
+}

@@ -1,0 +1,268 @@
+/**
+ * The agent's control loop, independent of sockets: keep an agent identity (stored,
+ * attested, renewed or re-attested), and sync entries and bundles from the server into the
+ * cache manager, backing off on errors. Server-driven PermissionDenied reasons decide
+ * between re-attesting and stopping (banned).
+ */
+import { readFile } from 'node:fs/promises';
+import { generateKeyPairSync } from 'node:crypto';
+import type { Clock } from '../common/clock.ts';
+import type { Logger } from '../common/logger.ts';
+import { ApiError, Code, toApiError } from '../common/errors.ts';
+import { createCsr, newKeyAndCsr } from '../common/csr.ts';
+import { certificatesToPem, decodePemCertificates } from '../common/pem.ts';
+import { fromSpiffeBundleJson } from '../common/spiffe-bundle.ts';
+import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
+import type { AgentConfig } from './config.ts';
+import { connectToServer, type ServerClients } from './server-client/connection.ts';
+import { attestAgent } from './server-client/attest.ts';
+import { ServerApi } from './server-client/server-api.ts';
+import { agentSvid, isUsable, type AgentSvid } from './agent-svid.ts';
+import { shouldRotate } from './svid/rotation-policy.ts';
+import { deleteState, loadState, saveState } from './storage.ts';
+import type { CacheManager } from './manager/cache-manager.ts';
+import { toCachedEntry, type CachedEntry } from './manager/entries.ts';
+import { toTrustDomainBundle, type TrustDomainBundle } from './manager/bundles.ts';
+
+export interface LifecycleOptions {
+  config: AgentConfig;
+  logger: Logger;
+  clock: Clock;
+  nodeAttestor: NodeAttestor;
+  manager: CacheManager;
+  /** Shares the current connection with the cache manager's minter. */
+  api: ServerApi;
+  random?: () => number;
+  /** Longest wait between retries after errors. */
+  maxBackoffMs?: number;
+}
+
+/** Why the loop ended. */
+export type LifecycleEnd = { reason: 'stopped' } | { reason: 'banned'; message: string };
+
+const REATTEST_REASONS = new Set(['AGENT_EXPIRED', 'AGENT_NOT_ATTESTED', 'AGENT_NOT_ACTIVE', 'AGENT_MUST_REATTEST']);
+
+/** Reads the configured bootstrap bundle (PEM or SPIFFE JSON). */
+export async function readBootstrapBundle(config: AgentConfig): Promise<Buffer[] | undefined> {
+  const source = config.trustBundle;
+  if (source.kind === 'insecure') return undefined;
+  let text: string;
+  try {
+    text = await readFile(source.path, 'utf8');
+  } catch (err) {
+    throw new ApiError(Code.INVALID_ARGUMENT, `config: agent.trust_bundle_path: cannot read ${source.path}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+  if (source.format === 'spiffe') {
+    const parsed = fromSpiffeBundleJson(text);
+    if (!parsed.ok) throw new ApiError(Code.INVALID_ARGUMENT, `config: agent.trust_bundle_path: ${source.path}: ${parsed.error}`);
+    return parsed.value.x509Authorities;
+  }
+  try {
+    return decodePemCertificates(text);
+  } catch (err) {
+    throw new ApiError(Code.INVALID_ARGUMENT, `config: agent.trust_bundle_path: ${source.path}: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/** The running loop; `stop()` ends it. */
+export class AgentLifecycle {
+  readonly #o: LifecycleOptions;
+  readonly #log: Logger;
+  readonly #random: () => number;
+  #identity: AgentSvid | undefined;
+  #roots: Buffer[] | undefined;
+  #clients: ServerClients | undefined;
+  #clientsKey = '';
+  #stopped = false;
+  #wake: (() => void) | undefined;
+  #backoffMs = 0;
+  /** Resolves when the loop ends. */
+  readonly done: Promise<LifecycleEnd>;
+
+  constructor(opts: LifecycleOptions, bootstrapRoots: Buffer[] | undefined) {
+    this.#o = opts;
+    this.#log = opts.logger;
+    this.#random = opts.random ?? Math.random;
+    this.#roots = bootstrapRoots;
+    this.done = this.#run();
+  }
+
+  /** The connection to the server for the current identity and roots (reconnects on change). */
+  clients(): ServerClients {
+    const identity = this.#identity;
+    const rootsPem = this.#roots === undefined ? undefined : certificatesToPem(this.#roots);
+    const key = `${identity?.certChainPem ?? ''}|${rootsPem ?? ''}`;
+    if (this.#clients === undefined || key !== this.#clientsKey) {
+      this.#clients?.close();
+      this.#clients = connectToServer({
+        address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
+        trustDomain: this.#o.config.trustDomain,
+        rootsPem,
+        ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
+      });
+      this.#clientsKey = key;
+    }
+    return this.#clients;
+  }
+
+  /** The agent's current SPIFFE ID, once it has one. */
+  get agentId(): string | undefined {
+    return this.#identity?.spiffeId;
+  }
+
+  /** Ends the loop after the current step. */
+  stop(): Promise<LifecycleEnd> {
+    this.#stopped = true;
+    this.#wake?.();
+    return this.done;
+  }
+
+  async #sleep(ms: number): Promise<void> {
+    if (this.#stopped) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#wake = undefined;
+  }
+
+  #nextBackoff(): number {
+    const base = this.#o.config.syncIntervalMs;
+    this.#backoffMs = this.#backoffMs === 0 ? base : Math.min(this.#backoffMs * 1.5, this.#o.maxBackoffMs ?? 60_000);
+    return this.#backoffMs * (0.9 + 0.2 * this.#random());
+  }
+
+  async #loadStoredIdentity(): Promise<void> {
+    const stored = await loadState(this.#o.config.dataDir);
+    if (stored === undefined) return;
+    if (stored.trustDomain !== this.#o.config.trustDomain) {
+      throw new ApiError(Code.FAILED_PRECONDITION, `storage: stored identity belongs to trust domain "${stored.trustDomain}", not "${this.#o.config.trustDomain}"; move ${this.#o.config.dataDir}/agent-data.json away to re-attest`);
+    }
+    if (stored.bundle.length > 0) this.#roots = stored.bundle; // the stored bundle beats the bootstrap one
+    if (stored.key === undefined || stored.svid.length === 0) return;
+    const svid = agentSvid(stored.svid, stored.key, stored.reattestable);
+    if (isUsable(svid, this.#o.clock.now())) {
+      this.#identity = svid;
+      this.#log.info({ spiffe_id: svid.spiffeId, expires_at: new Date(svid.notAfter).toISOString() }, 'reusing stored agent SVID');
+    } else {
+      this.#log.info({ spiffe_id: svid.spiffeId }, 'stored agent SVID has expired; attesting again');
+    }
+  }
+
+  async #persist(): Promise<void> {
+    const identity = this.#identity;
+    if (identity === undefined) return;
+    await saveState(this.#o.config.dataDir, {
+      trustDomain: this.#o.config.trustDomain,
+      svid: [...identity.certChain],
+      key: this.#o.config.keyManager === 'disk' ? identity.key : undefined,
+      bundle: this.#roots ?? [],
+      reattestable: identity.reattestable,
+    });
+  }
+
+  async #attest(): Promise<void> {
+    const attestor = this.#o.nodeAttestor;
+    const { privateKey, csr } = newKeyAndCsr();
+    this.#identity = undefined;
+    const result = await attestAgent(this.clients().agent, {
+      type: attestor.type,
+      payload: await attestor.payload(),
+      csr,
+      ...(attestor.respond === undefined ? {} : { respond: (c: Buffer) => (attestor.respond as (c: Buffer) => Promise<Buffer>)(c) }),
+    });
+    this.#identity = agentSvid(result.certChain, privateKey, result.reattestable);
+    // The bundle comes over the now-authenticated connection (for insecure bootstrap, this is
+    // the first time the agent learns it).
+    const bundle = await this.#o.api.getBundle();
+    this.#roots = bundle.x509_authorities.map((a) => a.asn1);
+    await this.#persist();
+    this.#log.info({ spiffe_id: result.spiffeId, attestor: attestor.type, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'node attested');
+  }
+
+  async #rotateIfDue(): Promise<void> {
+    const identity = this.#identity;
+    if (identity === undefined) return;
+    if (!shouldRotate(this.#o.clock.now(), identity.notBefore, identity.notAfter, this.#random())) return;
+    if (identity.reattestable) {
+      await this.#attest();
+      return;
+    }
+    const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const renewed = await this.#o.api.renewAgent(createCsr(privateKey, publicKey));
+    this.#identity = agentSvid(renewed.certChain, privateKey, false);
+    await this.#persist();
+    this.#log.info({ spiffe_id: identity.spiffeId, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'agent SVID rotated');
+  }
+
+  async #sync(): Promise<void> {
+    const manager = this.#o.manager;
+    const cached = new Map([...manager.entries].map(([id, e]) => [id, { revisionNumber: e.revisionNumber, createdAt: e.createdAt, entry: e.raw }]));
+    const raw = await this.#o.api.authorizedEntries(cached);
+    const entries: CachedEntry[] = [];
+    for (const e of raw) {
+      const converted = toCachedEntry(e);
+      if (typeof converted === 'string') this.#log.warn({ error: converted }, 'skipping malformed entry');
+      else entries.push(converted);
+    }
+    const ownBundle = await this.#o.api.getBundle();
+    const own = toTrustDomainBundle(ownBundle);
+    const federatedTds = new Set<string>();
+    for (const e of entries) for (const td of e.federatesWith) if (td !== this.#o.config.trustDomain) federatedTds.add(td);
+    const federated = new Map<string, TrustDomainBundle>();
+    await Promise.all(
+      [...federatedTds].sort().map(async (td) => {
+        const b = await this.#o.api.getFederatedBundle(td);
+        if (b !== undefined) federated.set(td, toTrustDomainBundle(b));
+      }),
+    );
+    const newRoots = ownBundle.x509_authorities.map((a) => a.asn1);
+    const rootsChanged = this.#roots === undefined || Buffer.concat(this.#roots).compare(Buffer.concat(newRoots)) !== 0;
+    manager.applySync(entries, own, federated);
+    if (rootsChanged) {
+      this.#roots = newRoots;
+      await this.#persist();
+    }
+    await manager.mintDue();
+  }
+
+  async #run(): Promise<LifecycleEnd> {
+    try {
+      await this.#loadStoredIdentity();
+    } catch (err) {
+      this.#log.error({ error: toApiError(err).message }, 'cannot use the stored agent state');
+      throw err;
+    }
+    while (!this.#stopped) {
+      try {
+        if (this.#identity === undefined || !isUsable(this.#identity, this.#o.clock.now())) await this.#attest();
+        await this.#rotateIfDue();
+        await this.#sync();
+        this.#backoffMs = 0;
+        await this.#sleep(this.#o.config.syncIntervalMs);
+      } catch (err) {
+        const apiError = toApiError(err);
+        const reason = apiError.details?.['reason'];
+        if (reason === 'AGENT_BANNED') {
+          await deleteState(this.#o.config.dataDir);
+          this.#identity = undefined;
+          this.#log.error({ error: apiError.message }, 'agent is banned: stored identity deleted, stopping');
+          this.#clients?.close();
+          return { reason: 'banned', message: apiError.message };
+        }
+        if (typeof reason === 'string' && REATTEST_REASONS.has(reason)) {
+          this.#log.warn({ reason, error: apiError.message }, 'server requires attestation again');
+          this.#identity = undefined;
+        } else {
+          this.#log.warn({ code: Code[apiError.code], error: apiError.message }, 'server unreachable or refused; serving from cache and retrying');
+        }
+        await this.#sleep(this.#nextBackoff());
+      }
+    }
+    this.#clients?.close();
+    return { reason: 'stopped' };
+  }
+}

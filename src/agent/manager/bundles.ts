@@ -1,0 +1,92 @@
+/**
+ * Trust bundles as the Workload API serves them: the own bundle and federated bundles
+ * turned into immutable BundleSnapshots (concatenated DER roots, JWKS JSON, parsed JWT
+ * keys). A new snapshot object exists only when content changed, so consumers may compare
+ * snapshots by reference.
+ */
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import type { Bundle__Output } from '../../gen/spire/api/types/Bundle.ts';
+import type { BundleSnapshot } from '../workload-api/identity-source.ts';
+
+/** One trust domain's trust material in wire-ready form. */
+export interface TrustDomainBundle {
+  readonly trustDomain: string;
+  /** Concatenated DER roots. */
+  readonly x509: Buffer;
+  /** JWKS JSON bytes. */
+  readonly jwks: Buffer;
+  readonly jwtKeys: ReadonlyMap<string, KeyObject>;
+  /** A content fingerprint for change detection. */
+  readonly fingerprint: string;
+}
+
+/** Builds the wire forms of a server Bundle message. Keys that cannot be parsed are skipped. */
+export function toTrustDomainBundle(b: Bundle__Output, onBadKey?: (keyId: string, error: string) => void): TrustDomainBundle {
+  const x509 = Buffer.concat(b.x509_authorities.map((a) => a.asn1));
+  const jwtKeys = new Map<string, KeyObject>();
+  const jwks: Record<string, unknown>[] = [];
+  for (const k of b.jwt_authorities) {
+    if (k.key_id === '') continue;
+    try {
+      const key = createPublicKey({ key: k.public_key, format: 'der', type: 'spki' });
+      jwtKeys.set(k.key_id, key);
+      jwks.push({ ...key.export({ format: 'jwk' }), kid: k.key_id });
+    } catch (err) {
+      onBadKey?.(k.key_id, err instanceof Error ? err.message : String(err));
+    }
+  }
+  const jwksBytes = Buffer.from(JSON.stringify({ keys: jwks }, null, 4));
+  const fingerprint = `${x509.toString('base64')}|${jwksBytes.toString('base64')}`;
+  return { trustDomain: b.trust_domain, x509, jwks: jwksBytes, jwtKeys, fingerprint };
+}
+
+/** Assembles snapshots; `update` returns the previous snapshot object when nothing changed. */
+export class BundleBook {
+  readonly trustDomain: string;
+  #own: TrustDomainBundle | undefined;
+  #federated = new Map<string, TrustDomainBundle>();
+  #snapshot: BundleSnapshot | undefined;
+
+  constructor(trustDomain: string) {
+    this.trustDomain = trustDomain;
+  }
+
+  /** The current snapshot, or undefined before the own bundle is known. */
+  get snapshot(): BundleSnapshot | undefined {
+    return this.#snapshot;
+  }
+
+  /** The own bundle's roots (for server TLS), if known. */
+  get own(): TrustDomainBundle | undefined {
+    return this.#own;
+  }
+
+  /**
+   * Replaces the own bundle (if given) and the whole federated set. Returns true when the
+   * snapshot changed.
+   */
+  update(own: TrustDomainBundle | undefined, federated: ReadonlyMap<string, TrustDomainBundle>): boolean {
+    const nextOwn = own ?? this.#own;
+    if (nextOwn === undefined) return false;
+    const sameOwn = this.#own !== undefined && this.#own.fingerprint === nextOwn.fingerprint;
+    const sameFederated =
+      federated.size === this.#federated.size &&
+      [...federated].every(([td, b]) => this.#federated.get(td)?.fingerprint === b.fingerprint);
+    if (sameOwn && sameFederated && this.#snapshot !== undefined) return false;
+    this.#own = nextOwn;
+    this.#federated = new Map(federated);
+    const all = [[this.trustDomain, nextOwn] as const, ...[...this.#federated].filter(([td]) => td !== this.trustDomain)];
+    this.#snapshot = {
+      trustDomain: this.trustDomain,
+      x509: new Map(all.map(([td, b]) => [td, b.x509])),
+      jwks: new Map(all.map(([td, b]) => [td, b.jwks])),
+      jwtKeys: new Map(all.map(([td, b]) => [td, b.jwtKeys])),
+    };
+    return true;
+  }
+
+  /** Federated bundles currently known, by trust domain. */
+  federated(): ReadonlyMap<string, TrustDomainBundle> {
+    return this.#federated;
+  }
+}

@@ -1,0 +1,374 @@
+/**
+ * The agent's cache manager: authorized entries, their X509-SVIDs, JWT-SVIDs and trust
+ * bundles, and the workload subscriptions fed from them. It is the IdentitySource of the
+ * Workload API.
+ *
+ * Data flow: a sync delivers entries + bundles (applySync) → the minter creates a fresh key
+ * and CSR per entry that needs an SVID and asks the server in batches (mintDue) → each
+ * change recomputes the affected subscription groups and pushes full state to listeners.
+ *
+ * Invariants:
+ * - every record in #svids belongs to an entry in #entries (removed entries drop their SVID);
+ * - X509Identity, WorkloadState and BundleSnapshot objects are immutable, so a changed
+ *   reference means changed content;
+ * - a group's first state is delivered only when every matching entry has an SVID.
+ */
+import type { Clock } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
+import { ApiError, Code, toApiError } from '../../common/errors.ts';
+import type { Selector } from '../../common/selector.ts';
+import { newKeyAndCsr } from '../../common/csr.ts';
+import { readCertificate } from '../../common/cert-reader.ts';
+import { shouldRotate } from '../svid/rotation-policy.ts';
+import type {
+  BundleSnapshot,
+  IdentitySource,
+  JwtIdentity,
+  WorkloadState,
+  X509Identity,
+} from '../workload-api/identity-source.ts';
+import { EntrySet, type CachedEntry } from './entries.ts';
+import { BundleBook, type TrustDomainBundle } from './bundles.ts';
+import { JwtCache, jwtCacheKey } from './jwt-cache.ts';
+import { Subscriptions, groupKeyOf, type Group, type StateListener } from './subscriptions.ts';
+
+/** What the manager needs from the server to mint workload SVIDs. */
+export interface WorkloadSvidMinter {
+  /** Index-aligned results; a failed item has a non-zero status code and no chain. */
+  batchNewX509Svid(params: readonly { entryId: string; csr: Buffer }[]): Promise<
+    { code: number; message: string; certChain: Buffer[] }[]
+  >;
+  newJwtSvid(entryId: string, audience: readonly string[]): Promise<{ token: string; issuedAt: number; expiresAt: number }>;
+}
+
+export interface CacheManagerOptions {
+  trustDomain: string;
+  minter: WorkloadSvidMinter;
+  logger: Logger;
+  clock: Clock;
+  x509SvidCacheMaxSize: number;
+  jwtSvidCacheMaxSize: number;
+  /** Entries per BatchNewX509SVID call (SPIRE starts at 500). */
+  batchSize?: number;
+  random?: () => number;
+}
+
+/** An X509-SVID record: the served identity plus what rotation decisions need. */
+interface SvidRecord {
+  identity: X509Identity;
+  /** Milliseconds. */
+  notBefore: number;
+  notAfter: number;
+  /** Revision and SPIFFE ID of the entry it was minted for. */
+  revision: number;
+  spiffeId: string;
+  lastAccess: number;
+}
+
+/** Keys generated between yields to the event loop while minting. */
+const KEYS_PER_TICK = 32;
+
+/** The cache manager (see file comment). */
+export class CacheManager implements IdentitySource {
+  readonly #opts: CacheManagerOptions;
+  readonly #log: Logger;
+  readonly #random: () => number;
+  #entries = new EntrySet([]);
+  readonly #svids = new Map<string, SvidRecord>();
+  readonly #bundles: BundleBook;
+  readonly #subs = new Subscriptions();
+  readonly #bundleListeners = new Set<(b: BundleSnapshot) => void>();
+  readonly #jwt: JwtCache;
+  #synced = false;
+  #minting: Promise<void> | undefined;
+  #mintAgain = false;
+
+  constructor(opts: CacheManagerOptions) {
+    this.#opts = opts;
+    this.#log = opts.logger;
+    this.#random = opts.random ?? Math.random;
+    this.#bundles = new BundleBook(opts.trustDomain);
+    this.#jwt = new JwtCache({ maxSize: opts.jwtSvidCacheMaxSize, now: () => opts.clock.now(), random: this.#random });
+  }
+
+  // ---- state fed by the synchronizer -------------------------------------------------
+
+  /** Whether the first sync has been applied (before that, workloads get Unavailable). */
+  get synced(): boolean {
+    return this.#synced;
+  }
+
+  /** The current entries, by ID (for the next sync's revision comparison). */
+  get entries(): ReadonlyMap<string, CachedEntry> {
+    return this.#entries.byId;
+  }
+
+  /** Trust domains the current entries federate with. */
+  federatedTrustDomains(): string[] {
+    const tds = new Set<string>();
+    for (const e of this.#entries.byId.values()) for (const td of e.federatesWith) tds.add(td);
+    tds.delete(this.#opts.trustDomain);
+    return [...tds].sort();
+  }
+
+  /** The own bundle's roots as concatenated DER, once known. */
+  ownRoots(): Buffer | undefined {
+    return this.#bundles.own?.x509;
+  }
+
+  /**
+   * Applies one sync: the complete entry list and the bundles. SVIDs of removed entries are
+   * dropped; entries whose revision changed are re-minted by the next mintDue.
+   */
+  applySync(entries: readonly CachedEntry[], own: TrustDomainBundle | undefined, federated: ReadonlyMap<string, TrustDomainBundle>): void {
+    this.#entries = new EntrySet(entries.filter((e) => !e.storeSvid));
+    for (const id of this.#svids.keys()) if (!this.#entries.byId.has(id)) this.#svids.delete(id);
+    const bundlesChanged = this.#bundles.update(own, federated);
+    this.#synced = this.#bundles.snapshot !== undefined;
+    this.#evictOverCapacity();
+    this.#refreshGroups();
+    if (bundlesChanged) this.#notifyBundles();
+  }
+
+  // ---- minting ----------------------------------------------------------------------
+
+  /** Entries that need an SVID now: missing (within the preload cap, or subscribed), stale or due. */
+  #dueEntries(): CachedEntry[] {
+    const now = this.#opts.clock.now();
+    const subscribed = this.#subscribedEntryIds();
+    const due: CachedEntry[] = [];
+    let missingBudget = this.#opts.x509SvidCacheMaxSize - this.#svids.size;
+    for (const entry of this.#entries.byId.values()) {
+      const record = this.#svids.get(entry.id);
+      if (record === undefined) {
+        if (subscribed.has(entry.id)) due.push(entry);
+        else if (missingBudget > 0) {
+          missingBudget--;
+          due.push(entry);
+        }
+        continue;
+      }
+      if (record.revision !== entry.revisionNumber || record.spiffeId !== entry.spiffeId) due.push(entry);
+      else if (shouldRotate(now, record.notBefore, record.notAfter, this.#random())) due.push(entry);
+    }
+    return due;
+  }
+
+  /**
+   * Mints every due SVID, in batches. Concurrent calls share one run; a call during a run
+   * schedules one more pass so nothing that became due meanwhile is missed.
+   */
+  mintDue(): Promise<void> {
+    if (this.#minting !== undefined) {
+      this.#mintAgain = true;
+      return this.#minting;
+    }
+    this.#minting = (async () => {
+      try {
+        do {
+          this.#mintAgain = false;
+          await this.#mintOnce();
+        } while (this.#mintAgain);
+      } finally {
+        this.#minting = undefined;
+      }
+    })();
+    return this.#minting;
+  }
+
+  async #mintOnce(): Promise<void> {
+    const due = this.#dueEntries();
+    const batchSize = this.#opts.batchSize ?? 500;
+    for (let i = 0; i < due.length; i += batchSize) {
+      const batch = due.slice(i, i + batchSize);
+      const keys: { entry: CachedEntry; csr: Buffer; key: Buffer }[] = [];
+      for (const [n, entry] of batch.entries()) {
+        // Key generation is CPU work: yield regularly so the Workload API stays responsive.
+        if (n > 0 && n % KEYS_PER_TICK === 0) await new Promise((r) => setImmediate(r));
+        const { privateKey, csr } = newKeyAndCsr(entry.spiffeId);
+        keys.push({ entry, csr, key: privateKey.export({ format: 'der', type: 'pkcs8' }) });
+      }
+      let results: Awaited<ReturnType<WorkloadSvidMinter['batchNewX509Svid']>>;
+      try {
+        results = await this.#opts.minter.batchNewX509Svid(keys.map((k) => ({ entryId: k.entry.id, csr: k.csr })));
+      } catch (err) {
+        this.#log.warn({ error: toApiError(err).message, entries: keys.length }, 'minting X509-SVIDs failed; will retry');
+        return;
+      }
+      const changed = new Set<string>();
+      results.forEach((result, index) => {
+        const k = keys[index];
+        if (k === undefined) return;
+        if (result.code !== Code.OK || result.certChain.length === 0) {
+          this.#log.warn({ entry_id: k.entry.id, spiffe_id: k.entry.spiffeId, code: Code[result.code], error: result.message }, 'server refused to mint an X509-SVID');
+          return;
+        }
+        if (this.#entries.byId.get(k.entry.id) !== k.entry) return; // the entry changed meanwhile
+        this.#store(k.entry, result.certChain, k.key);
+        changed.add(k.entry.id);
+      });
+      if (changed.size > 0) {
+        this.#log.debug({ minted: changed.size }, 'X509-SVIDs minted');
+        this.#refreshGroups();
+      }
+    }
+  }
+
+  #store(entry: CachedEntry, chain: Buffer[], key: Buffer): void {
+    const leaf = readCertificate(chain[0] as Buffer);
+    const previous = this.#svids.get(entry.id);
+    this.#svids.set(entry.id, {
+      identity: {
+        entryId: entry.id,
+        spiffeId: entry.spiffeId,
+        hint: entry.hint,
+        createdAt: entry.createdAt,
+        certChain: Buffer.concat(chain),
+        privateKey: key,
+        expiresAt: Math.floor(leaf.notAfter / 1000),
+        federatesWith: entry.federatesWith,
+      },
+      notBefore: leaf.notBefore,
+      notAfter: leaf.notAfter,
+      revision: entry.revisionNumber,
+      spiffeId: entry.spiffeId,
+      lastAccess: previous?.lastAccess ?? 0,
+    });
+  }
+
+  /** The earliest time (ms) any cached SVID may need rotation; for scheduling the next check. */
+  nextRotationCheck(): number {
+    let earliest = Infinity;
+    for (const r of this.#svids.values()) earliest = Math.min(earliest, r.notBefore + 0.45 * (r.notAfter - r.notBefore));
+    return earliest;
+  }
+
+  #subscribedEntryIds(): Set<string> {
+    const ids = new Set<string>();
+    for (const group of this.#subs.groups()) for (const e of this.#entries.match(group.selectorKeys)) ids.add(e.id);
+    return ids;
+  }
+
+  /** Drops SVIDs of unsubscribed entries, least recently used first, while over the cap. */
+  #evictOverCapacity(): void {
+    const excess = this.#svids.size - this.#opts.x509SvidCacheMaxSize;
+    if (excess <= 0) return;
+    const subscribed = this.#subscribedEntryIds();
+    const candidates = [...this.#svids.entries()]
+      .filter(([id]) => !subscribed.has(id))
+      .sort((a, b) => a[1].lastAccess - b[1].lastAccess)
+      .slice(0, excess);
+    for (const [id] of candidates) this.#svids.delete(id);
+    if (candidates.length > 0) this.#log.debug({ evicted: candidates.length }, 'X509-SVID cache over capacity');
+  }
+
+  // ---- subscriptions ----------------------------------------------------------------
+
+  #stateFor(group: Group, bundles: BundleSnapshot): WorkloadState | undefined {
+    const matched = this.#entries.match(group.selectorKeys);
+    const identities: X509Identity[] = [];
+    let complete = true;
+    for (const entry of matched) {
+      const record = this.#svids.get(entry.id);
+      if (record === undefined) complete = false;
+      else identities.push(record.identity);
+    }
+    // Never a partial first response: wait until every matching entry has its SVID.
+    if (!complete && group.state === undefined) return undefined;
+    const previous = group.state;
+    if (
+      previous !== undefined &&
+      previous.bundles === bundles &&
+      previous.identities.length === identities.length &&
+      previous.identities.every((id, i) => id === identities[i])
+    ) {
+      return previous;
+    }
+    return { identities, bundles };
+  }
+
+  #refreshGroups(): void {
+    const bundles = this.#bundles.snapshot;
+    if (bundles === undefined) return;
+    const now = this.#opts.clock.now();
+    for (const group of this.#subs.groups()) {
+      const next = this.#stateFor(group, bundles);
+      if (next === undefined || next === group.state) continue;
+      group.state = next;
+      for (const id of next.identities) {
+        const record = this.#svids.get(id.entryId);
+        if (record !== undefined) record.lastAccess = now;
+      }
+      for (const listener of [...group.listeners]) listener(next);
+    }
+  }
+
+  #notReady(): ApiError {
+    return new ApiError(Code.UNAVAILABLE, 'agent is not ready: it has not synchronized with the server yet');
+  }
+
+  subscribe(selectors: readonly Selector[], listener: StateListener): () => void {
+    if (!this.#synced) throw this.#notReady();
+    const group = this.#subs.add(selectors, listener);
+    const bundles = this.#bundles.snapshot as BundleSnapshot;
+    if (group.state === undefined) group.state = this.#stateFor(group, bundles);
+    const state = group.state;
+    if (state !== undefined) {
+      queueMicrotask(() => {
+        if (group.listeners.has(listener)) listener(state);
+      });
+    } else {
+      // Some matching entry has no SVID yet (beyond the preload cap, or new): mint now.
+      void this.mintDue();
+    }
+    let active = true;
+    return () => {
+      if (!active) return;
+      active = false;
+      this.#subs.remove(group, listener);
+    };
+  }
+
+  async fetchJwtSvids(selectors: readonly Selector[], audience: readonly string[], signal: AbortSignal): Promise<JwtIdentity[]> {
+    if (!this.#synced) throw this.#notReady();
+    const matched = this.#entries.match(groupKeyOf(selectors).keys);
+    const out: JwtIdentity[] = [];
+    for (const entry of matched) {
+      signal.throwIfAborted();
+      const jwt = await this.#jwt.get(jwtCacheKey(entry.spiffeId, audience), () => this.#opts.minter.newJwtSvid(entry.id, audience));
+      out.push({ entryId: entry.id, spiffeId: entry.spiffeId, hint: entry.hint, createdAt: entry.createdAt, token: jwt.token });
+    }
+    return out;
+  }
+
+  bundles(): BundleSnapshot {
+    const snapshot = this.#bundles.snapshot;
+    if (snapshot === undefined) throw this.#notReady();
+    return snapshot;
+  }
+
+  subscribeBundles(listener: (bundles: BundleSnapshot) => void): () => void {
+    const snapshot = this.bundles();
+    this.#bundleListeners.add(listener);
+    queueMicrotask(() => {
+      if (this.#bundleListeners.has(listener)) listener(this.#bundles.snapshot ?? snapshot);
+    });
+    return () => this.#bundleListeners.delete(listener);
+  }
+
+  #notifyBundles(): void {
+    const snapshot = this.#bundles.snapshot;
+    if (snapshot === undefined) return;
+    for (const listener of [...this.#bundleListeners]) listener(snapshot);
+  }
+
+  // ---- introspection ------------------------------------------------------------------
+
+  /** Counts for metrics and tests. */
+  stats(): { entries: number; svids: number; jwts: number; subscriptions: number; groups: number } {
+    let groups = 0;
+    for (const _ of this.#subs.groups()) groups++;
+    return { entries: this.#entries.size, svids: this.#svids.size, jwts: this.#jwt.size, subscriptions: this.#subs.listenerCount, groups };
+  }
+
+}

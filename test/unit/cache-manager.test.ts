@@ -1,0 +1,292 @@
+/**
+ * The cache manager with a real CA as the minter (in-process) and a manual clock.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { ManualClock } from '../../src/common/clock.ts';
+import { ApiError, Code } from '../../src/common/errors.ts';
+import { openCertificateAuthority, type CertificateAuthority } from '../../src/server/ca/index.ts';
+import { CacheManager, type WorkloadSvidMinter } from '../../src/agent/manager/cache-manager.ts';
+import { toCachedEntry, type CachedEntry } from '../../src/agent/manager/entries.ts';
+import { toTrustDomainBundle } from '../../src/agent/manager/bundles.ts';
+import type { WorkloadState } from '../../src/agent/workload-api/identity-source.ts';
+import type { Entry__Output } from '../../src/gen/spire/api/types/Entry.ts';
+
+const TD = 'example.org';
+const MINUTE = 60_000;
+
+function entry(id: string, path: string, selectors: string[], extra: Partial<Entry__Output> = {}): CachedEntry {
+  const e = toCachedEntry({
+    id,
+    spiffe_id: { trust_domain: TD, path },
+    parent_id: null,
+    selectors: selectors.map((s) => ({ type: s.split(':')[0] as string, value: s.slice(s.indexOf(':') + 1) })),
+    x509_svid_ttl: 0,
+    jwt_svid_ttl: 0,
+    federates_with: [],
+    admin: false,
+    downstream: false,
+    expires_at: 0,
+    dns_names: [],
+    revision_number: 0,
+    store_svid: false,
+    hint: '',
+    created_at: 1000,
+    ...extra,
+  });
+  if (typeof e === 'string') throw new Error(e);
+  return e;
+}
+
+const sel = (...s: string[]) => s.map((x) => ({ type: x.split(':')[0] as string, value: x.slice(x.indexOf(':') + 1) }));
+
+let dir: string;
+let clock: ManualClock;
+let ca: CertificateAuthority;
+let calls: { batches: number[]; jwts: number; failJwt: boolean; failX509: boolean };
+let minter: WorkloadSvidMinter;
+
+function ownBundle() {
+  const b = ca.bundle();
+  return toTrustDomainBundle({
+    trust_domain: TD,
+    x509_authorities: b.x509Authorities.map((asn1) => ({ asn1, tainted: false })),
+    jwt_authorities: b.jwtAuthorities.map((k) => ({ public_key: k.publicKey, key_id: k.keyId, expires_at: k.expiresAt, tainted: false })),
+    refresh_hint: 0,
+    sequence_number: b.sequenceNumber,
+    wit_authorities: [],
+  });
+}
+
+function manager(opts: { max?: number; entries?: CachedEntry[] } = {}): CacheManager {
+  const m = new CacheManager({
+    trustDomain: TD,
+    minter,
+    logger: pino({ level: 'silent' }),
+    clock,
+    x509SvidCacheMaxSize: opts.max ?? 1000,
+    jwtSvidCacheMaxSize: 100,
+    batchSize: 2,
+    random: () => 0.5,
+  });
+  return m;
+}
+
+function collect(m: CacheManager, selectors: ReturnType<typeof sel>): { states: WorkloadState[]; stop: () => void } {
+  const states: WorkloadState[] = [];
+  const stop = m.subscribe(selectors, (s) => states.push(s));
+  return { states, stop };
+}
+
+const flush = () => new Promise((r) => setTimeout(r, 0));
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'sna-cm-'));
+  clock = new ManualClock(Date.UTC(2026, 5, 1));
+  ca = await openCertificateAuthority({ dataDir: dir, trustDomain: TD, clock, defaultX509SvidTtlMs: 10 * MINUTE, defaultJwtSvidTtlMs: 10 * MINUTE });
+  calls = { batches: [], jwts: 0, failJwt: false, failX509: false };
+  minter = {
+    async batchNewX509Svid(params) {
+      calls.batches.push(params.length);
+      if (calls.failX509) throw new ApiError(Code.UNAVAILABLE, 'server down');
+      return params.map((p) => {
+        const e = entryIndex.get(p.entryId);
+        if (e === undefined) return { code: Code.NOT_FOUND, message: 'entry not found or not authorized', certChain: [] };
+        return { code: 0, message: 'OK', certChain: ca.signX509SvidFromCsr({ csrDer: p.csr, spiffeId: e.spiffeId }).certChain };
+      });
+    },
+    async newJwtSvid(entryId, audience) {
+      calls.jwts++;
+      if (calls.failJwt) throw new ApiError(Code.UNAVAILABLE, 'server down');
+      return ca.signJwtSvid({ spiffeId: (entryIndex.get(entryId) as CachedEntry).spiffeId, audience });
+    },
+  };
+});
+
+afterEach(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+const entryIndex = new Map<string, CachedEntry>();
+function sync(m: CacheManager, entries: CachedEntry[]): void {
+  entryIndex.clear();
+  for (const e of entries) entryIndex.set(e.id, e);
+  m.applySync(entries, ownBundle(), new Map());
+}
+
+describe('CacheManager', () => {
+  it('answers Unavailable before the first sync', () => {
+    const m = manager();
+    expect(() => m.subscribe(sel('unix:uid:1'), () => undefined)).toThrow(ApiError);
+    try {
+      m.bundles();
+    } catch (err) {
+      expect((err as ApiError).code).toBe(Code.UNAVAILABLE);
+    }
+  });
+
+  it('preloads an SVID for every entry, in batches', async () => {
+    const m = manager();
+    sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:2']), entry('c', '/c', ['unix:uid:3'])]);
+    await m.mintDue();
+    expect(m.stats().svids).toBe(3);
+    expect(calls.batches).toEqual([2, 1]);
+  });
+
+  it('sends matching identities sorted by entry ID, with keys matching the certificates', async () => {
+    const m = manager();
+    sync(m, [entry('z', '/z', ['unix:uid:1']), entry('a', '/a', ['unix:uid:1', 'unix:gid:0']), entry('n', '/n', ['unix:uid:2'])]);
+    await m.mintDue();
+    const { states } = collect(m, sel('unix:uid:1', 'unix:gid:0'));
+    await flush();
+    expect(states).toHaveLength(1);
+    const ids = states[0]?.identities ?? [];
+    expect(ids.map((i) => i.entryId)).toEqual(['a', 'z']);
+    for (const id of ids) {
+      const cert = new X509Certificate(id.certChain);
+      expect(cert.subjectAltName).toBe(`URI:${id.spiffeId}`);
+      const pub = createPublicKey(createPrivateKey({ key: id.privateKey, format: 'der', type: 'pkcs8' })).export({ format: 'der', type: 'spki' });
+      expect(pub.equals(cert.publicKey.export({ format: 'der', type: 'spki' }))).toBe(true);
+    }
+  });
+
+  it('answers at once with no identities when nothing matches', async () => {
+    const m = manager();
+    sync(m, [entry('a', '/a', ['unix:uid:1'])]);
+    const { states } = collect(m, sel('unix:uid:9'));
+    await flush();
+    expect(states.map((s) => s.identities.length)).toEqual([0]);
+  });
+
+  it('waits for every matching SVID before the first message, minting beyond the preload cap', async () => {
+    const m = manager({ max: 1 });
+    sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:1'])]);
+    await m.mintDue();
+    expect(m.stats().svids).toBe(1);
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    await m.mintDue();
+    expect(states).toHaveLength(1);
+    expect(states[0]?.identities.map((i) => i.entryId)).toEqual(['a', 'b']);
+  });
+
+  it('pushes a rotated SVID once past the rotation point, and nothing before', async () => {
+    const m = manager();
+    sync(m, [entry('a', '/a', ['unix:uid:1'])]);
+    await m.mintDue();
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    clock.advance(4 * MINUTE); // 40 % of a 10-minute SVID
+    await m.mintDue();
+    expect(states).toHaveLength(1);
+    clock.advance(2 * MINUTE); // 60 %
+    await m.mintDue();
+    expect(states).toHaveLength(2);
+    expect(states[1]?.identities[0]?.certChain.equals(states[0]?.identities[0]?.certChain as Buffer)).toBe(false);
+  });
+
+  it('pushes new and removed entries to open subscriptions, ending in no identities', async () => {
+    const m = manager();
+    sync(m, [entry('a', '/a', ['unix:uid:1'])]);
+    await m.mintDue();
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:1'])]);
+    await m.mintDue();
+    sync(m, []);
+    expect(states.map((s) => s.identities.map((i) => i.entryId))).toEqual([['a'], ['a', 'b'], []]);
+  });
+
+  it('re-mints an entry whose revision changed', async () => {
+    const m = manager();
+    sync(m, [entry('a', '/a', ['unix:uid:1'])]);
+    await m.mintDue();
+    sync(m, [entry('a', '/a2', ['unix:uid:1'], { revision_number: 1 })]);
+    await m.mintDue();
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    expect(states[0]?.identities[0]?.spiffeId).toBe(`spiffe://${TD}/a2`);
+  });
+
+  it('keeps serving cached SVIDs while the server is down', async () => {
+    const m = manager();
+    sync(m, [entry('a', '/a', ['unix:uid:1'])]);
+    await m.mintDue();
+    calls.failX509 = true;
+    clock.advance(7 * MINUTE);
+    await m.mintDue();
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    expect(states[0]?.identities.map((i) => i.entryId)).toEqual(['a']);
+  });
+
+  it('evicts unsubscribed SVIDs over the cap, never subscribed ones', async () => {
+    const m = manager({ max: 2 });
+    sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:2'])]);
+    await m.mintDue();
+    collect(m, sel('unix:uid:1'));
+    await flush();
+    sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:2']), entry('c', '/c', ['unix:uid:3'])]);
+    collect(m, sel('unix:uid:3'));
+    await m.mintDue();
+    await flush();
+    sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:2']), entry('c', '/c', ['unix:uid:3'])]);
+    expect(m.stats().svids).toBe(2);
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    expect(states[0]?.identities.map((i) => i.entryId)).toEqual(['a']);
+  });
+
+  it('shares one state object between subscribers with the same selectors', async () => {
+    const m = manager();
+    sync(m, [entry('a', '/a', ['unix:uid:1'])]);
+    await m.mintDue();
+    const one = collect(m, sel('unix:uid:1', 'unix:gid:0'));
+    const two = collect(m, sel('unix:gid:0', 'unix:uid:1'));
+    await flush();
+    expect(one.states[0]).toBe(two.states[0]);
+    expect(m.stats().groups).toBe(1);
+    one.stop();
+    two.stop();
+    expect(m.stats()).toMatchObject({ groups: 0, subscriptions: 0 });
+  });
+
+  it('notifies bundle listeners only when the bundle content changes', async () => {
+    const m = manager();
+    sync(m, []);
+    const seen: unknown[] = [];
+    m.subscribeBundles((b) => seen.push(b));
+    await flush();
+    sync(m, []);
+    expect(seen).toHaveLength(1);
+    const jwks = JSON.parse((m.bundles().jwks.get(TD) as Buffer).toString()) as { keys: { kid: string; use?: string }[] };
+    expect(jwks.keys.length).toBeGreaterThan(0);
+    expect(jwks.keys.every((k) => k.kid !== '' && k.use === undefined)).toBe(true);
+  });
+
+  describe('JWT-SVIDs', () => {
+    it('caches by SPIFFE ID and sorted audiences, renews past half-life, and serves the cached token while minting fails', async () => {
+      const m = manager();
+      sync(m, [entry('a', '/a', ['unix:uid:1'])]);
+      const signal = new AbortController().signal;
+      const first = await m.fetchJwtSvids(sel('unix:uid:1'), ['x', 'y'], signal);
+      const again = await m.fetchJwtSvids(sel('unix:uid:1'), ['y', 'x'], signal);
+      expect(again[0]?.token).toBe(first[0]?.token);
+      expect(calls.jwts).toBe(1);
+      clock.advance(6 * MINUTE);
+      calls.failJwt = true;
+      const fallback = await m.fetchJwtSvids(sel('unix:uid:1'), ['x', 'y'], signal);
+      expect(fallback[0]?.token).toBe(first[0]?.token);
+      calls.failJwt = false;
+      const renewed = await m.fetchJwtSvids(sel('unix:uid:1'), ['x', 'y'], signal);
+      expect(renewed[0]?.token).not.toBe(first[0]?.token);
+      clock.advance(20 * MINUTE);
+      calls.failJwt = true;
+      await expect(m.fetchJwtSvids(sel('unix:uid:1'), ['x', 'y'], signal)).rejects.toThrow('server down');
+    });
+  });
+});
