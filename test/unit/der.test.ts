@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 
-import { readCertificate } from '../../src/server/ca/cert-reader.ts';
+import { readCertificate } from '../../src/common/cert-reader.ts';
 import { DerError, Tag, decodeOid, decodeTime, oid, readTlv, time, uintBytes } from '../../src/common/der.ts';
 import { KeyUsage, keyUsage } from '../../src/server/ca/x509-extensions.ts';
 import { makeTestCa } from '../support/ca-fixtures.ts';
