@@ -1,22 +1,32 @@
-// `npm start`: a server on this machine with its data under ./.data/quickstart, ready for the CLI.
-// (The agent joins this quickstart once it lands; see README.)
+// `npm start`: a server and an agent on this machine, data under ./.data/quickstart, an entry
+// for the current user's uid, and the SPIFFE_ENDPOINT_SOCKET to use once the socket serves.
 import { mkdir, writeFile } from 'node:fs/promises';
+import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import { parseConfigText } from '../src/common/config-file.ts';
 import { createLogger } from '../src/common/logger.ts';
+import { ApiError, Code } from '../src/common/errors.ts';
 import { parseServerConfig } from '../src/server/config.ts';
 import { startServer } from '../src/server/server.ts';
+import { parseAgentConfig } from '../src/agent/config.ts';
+import { startAgent } from '../src/agent/agent.ts';
+import { createWorkloadClient } from '../src/agent/workload-client/index.ts';
 
 const root = resolve(import.meta.dirname, '..', '.data', 'quickstart');
-const socketPath = join(root, 'server', 'api.sock');
+const uid = process.getuid?.() ?? 0;
+const adminSocket = join(root, 'server', 'api.sock');
+const agentSocket = join(root, 'agent', 'public', 'api.sock');
 await mkdir(join(root, 'server'), { recursive: true, mode: 0o700 });
-const configText = `server {
+await mkdir(join(root, 'agent'), { recursive: true, mode: 0o700 });
+const logLevel = process.env['LOG_LEVEL'] ?? 'WARN';
+
+const serverConf = `server {
   trust_domain = "example.org"
   bind_address = "127.0.0.1"
-  bind_port = 8081
-  socket_path = "${socketPath}"
+  bind_port = ${process.env['SERVER_PORT'] ?? 8081}
+  socket_path = "${adminSocket}"
   data_dir = "${join(root, 'server', 'data')}"
-  log_level = "INFO"
+  log_level = "${logLevel}"
 }
 plugins {
   NodeAttestor "join_token" {
@@ -24,27 +34,84 @@ plugins {
   }
 }
 `;
-const configPath = join(root, 'server', 'server.conf');
-await writeFile(configPath, configText);
-const config = parseServerConfig(await parseConfigText(configPath, configText));
-const logger = createLogger({ name: 'spiffe-server', level: config.logLevel });
-const server = await startServer({ config, logger });
+await writeFile(join(root, 'server', 'server.conf'), serverConf);
+const serverConfig = parseServerConfig(await parseConfigText('server.conf', serverConf));
+const server = await startServer({ config: serverConfig, logger: createLogger({ name: 'spiffe-server', level: logLevel }) });
 
-const cli = `node_modules/.bin/node bin/spiffe-server.js`;
-process.stdout.write(`
-spiffe-server is running for trust domain example.org on 127.0.0.1:${server.port}
-config: ${configPath}
+// A join token for this agent (used only if it has no stored identity yet).
+const token = randomUUID();
+server.datastore.createJoinToken({ token, expiresAt: Math.floor(Date.now() / 1000) + 600 });
 
-Try, in another shell:
-  ${cli} healthcheck -socketPath ${socketPath}
-  ${cli} token generate -socketPath ${socketPath}
-  ${cli} entry create -socketPath ${socketPath} -parentID spiffe://example.org/spire/agent/join_token/<token> -spiffeID spiffe://example.org/me -selector unix:uid:${process.getuid?.() ?? 0}
-  ${cli} bundle show -socketPath ${socketPath}
+const agentConf = `agent {
+  trust_domain = "example.org"
+  server_address = "127.0.0.1"
+  server_port = ${server.port}
+  socket_path = "${agentSocket}"
+  data_dir = "${join(root, 'agent', 'data')}"
+  trust_bundle_path = "${join(serverConfig.dataDir, 'ca', 'bundle.pem')}"
+  join_token = "${token}"
+  log_level = "${logLevel}"
+}
+plugins {
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+  KeyManager "disk" {
+    plugin_data {}
+  }
+  WorkloadAttestor "unix" {
+    plugin_data {}
+  }
+}
+`;
+await writeFile(join(root, 'agent', 'agent.conf'), agentConf);
+const agent = await startAgent({
+  config: parseAgentConfig(await parseConfigText('agent.conf', agentConf)),
+  logger: createLogger({ name: 'spiffe-agent', level: logLevel }),
+});
 
-Ctrl-C stops it.
+// Register the current user's uid under this agent, once the agent knows its ID.
+while (agent.agentId() === undefined) await new Promise((r) => setTimeout(r, 100));
+const agentId = agent.agentId() as string;
+try {
+  server.datastore.createEntry({ spiffeId: `spiffe://example.org/user/${uid}`, parentId: agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }] });
+} catch (err) {
+  if (!(err instanceof ApiError && err.code === Code.ALREADY_EXISTS)) throw err;
+}
+
+// Wait until the socket serves this user's SVID.
+const client = createWorkloadClient({ address: `unix://${agentSocket}`, timeoutMs: 5000 });
+for (;;) {
+  try {
+    const ctx = await client.fetchX509Context();
+    if (ctx.svids.length > 0) break;
+  } catch {
+    // not synced yet
+  }
+  await new Promise((r) => setTimeout(r, 200));
+}
+client.close();
+
+const node = 'node_modules/.bin/node';
+process.stdout.write(`SPIFFE_ENDPOINT_SOCKET=unix://${agentSocket}
+
+A server (trust domain example.org, 127.0.0.1:${server.port}) and an agent (${agentId}) are running.
+Your uid ${uid} is registered as spiffe://example.org/user/${uid}. In another shell, try:
+
+  export SPIFFE_ENDPOINT_SOCKET=unix://${agentSocket}
+  ${node} bin/spiffe-agent.js api fetch x509
+  ${node} bin/spiffe-agent.js api fetch jwt -audience demo
+  ${node} bin/spiffe-agent.js api watch
+  ${node} bin/spiffe-server.js entry show -socketPath ${adminSocket}
+
+Ctrl-C stops both.
 `);
 
+let stopping = false;
 const stop = async (): Promise<void> => {
+  if (stopping) return;
+  stopping = true;
+  await agent.stop();
   await server.stop();
   process.exit(0);
 };

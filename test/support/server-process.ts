@@ -7,6 +7,7 @@ import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
+import { createServer } from 'node:net';
 
 const execFileAsync = promisify(execFile);
 
@@ -39,6 +40,20 @@ export interface ServerSetup {
   serverBlock?: string;
   /** Extra plugin blocks. */
   plugins?: string;
+  /** A fixed TLS port, so restarts keep the address agents were configured with. Default: a free port. */
+  port?: number;
+}
+
+/** A TCP port that is free right now on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      srv.close(() => resolve(typeof address === 'object' && address !== null ? address.port : 0));
+    });
+  });
 }
 
 async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -62,7 +77,7 @@ export async function startServerProcess(setup: ServerSetup = {}): Promise<Serve
     `server {
   trust_domain = "${trustDomain}"
   bind_address = "127.0.0.1"
-  bind_port = 0
+  bind_port = ${setup.port ?? (await freePort())}
   socket_path = "${socketPath}"
   data_dir = "${join(dir, 'data')}"
   log_level = "DEBUG"

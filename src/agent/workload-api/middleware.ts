@@ -1,0 +1,98 @@
+/**
+ * The Workload API's per-call checks, as small named steps run in this order (SPIRE's
+ * `endpoints/middleware.go` + `peertracker.go`):
+ *   1. requireSecurityHeader  — `/SpiffeWorkloadAPI/*` only; InvalidArgument without it
+ *   2. (the RPC's own argument checks, e.g. "audience must be specified")
+ *   3. identifyPeer           — the connection's credentials; Unauthenticated if unattestable
+ *   4. attestCaller           — selectors from the workload attestors, then the PID-reuse guard
+ *   5. logCall                — method, pid, final code and duration (never tokens or keys)
+ * They are composed by rpc.ts around every handler.
+ */
+import type { Metadata } from '@grpc/grpc-js';
+import { ApiError, Code, toApiError } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { Selector } from '../../common/selector.ts';
+import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
+import type { PeerTracker, TrackedPeer } from './peer-tracker.ts';
+
+/** Method paths the security header applies to. */
+export const WORKLOAD_API_PREFIX = '/SpiffeWorkloadAPI/';
+/** The metadata key every Workload API call must carry, with exactly one value "true". */
+export const SECURITY_HEADER = 'workload.spiffe.io';
+
+/** Step 1: the security header (SPIFFE Workload Endpoint §6). */
+export function requireSecurityHeader(path: string, metadata: Metadata): void {
+  if (!path.startsWith(WORKLOAD_API_PREFIX)) return;
+  const values = metadata.get(SECURITY_HEADER);
+  if (values.length !== 1 || values[0] !== 'true') {
+    throw new ApiError(Code.INVALID_ARGUMENT, 'security header missing from request');
+  }
+}
+
+/** Step 3: the caller of the connection the call arrived on (keyed by `call.getPeer()`). */
+export function identifyPeer(tracker: PeerTracker, call: { getPeer(): string }): TrackedPeer {
+  return tracker.lookup(call.getPeer());
+}
+
+/** The PID of an identified peer (identifyPeer only returns attestable ones). */
+export function peerPid(peer: TrackedPeer): number | undefined {
+  return peer.credentials.kind === 'process' ? peer.credentials.pid : undefined;
+}
+
+/** What step 4 needs. */
+export interface AttestDeps {
+  readonly tracker: PeerTracker;
+  readonly attestor: WorkloadAttestor;
+}
+
+/**
+ * Step 4: selectors for the caller. The liveness check runs before attesting (no point
+ * attesting a process that is gone), and again after (the PID we attested must still be the
+ * caller's, not a reused one). An attestation failure is reported as Unauthenticated when the
+ * caller vanished meanwhile, since that is the real cause.
+ */
+export async function attestCaller(deps: AttestDeps, peer: TrackedPeer, signal: AbortSignal): Promise<Selector[]> {
+  const pid = peerPid(peer);
+  if (pid === undefined) throw new ApiError(Code.UNAUTHENTICATED, 'could not resolve caller information');
+  deps.tracker.verifyAlive(peer);
+  let selectors: Selector[];
+  try {
+    selectors = await deps.attestor.attest(pid, signal);
+  } catch (err) {
+    deps.tracker.verifyAlive(peer);
+    if (signal.aborted) throw new ApiError(Code.CANCELLED, 'workload api: call cancelled during attestation');
+    const apiError = toApiError(err);
+    if (apiError.code === Code.INTERNAL || apiError.code === Code.UNKNOWN) {
+      throw new ApiError(Code.UNAVAILABLE, 'workload attestation failed');
+    }
+    throw apiError;
+  }
+  deps.tracker.verifyAlive(peer);
+  return selectors;
+}
+
+/** One finished call, as logged. */
+export interface CallRecord {
+  readonly method: string;
+  readonly pid: number | undefined;
+  readonly code: Code;
+  readonly message: string;
+  readonly durationMs: number;
+}
+
+/** Codes that mean the server (not the client) has a problem. */
+const SERVER_FAULTS = new Set<Code>([Code.INTERNAL, Code.UNKNOWN, Code.RESOURCE_EXHAUSTED, Code.DATA_LOSS]);
+
+/** Step 5: one structured line per call, at a level that matches who is at fault. */
+export function logCall(logger: Logger, record: CallRecord): void {
+  const fields = {
+    method: record.method,
+    pid: record.pid,
+    code: Code[record.code],
+    duration_ms: Math.round(record.durationMs * 1000) / 1000,
+    ...(record.code === Code.OK || record.code === Code.CANCELLED ? {} : { error: record.message }),
+  };
+  if (SERVER_FAULTS.has(record.code)) logger.error(fields, 'workload api call failed');
+  else if (record.code === Code.UNAUTHENTICATED || record.code === Code.PERMISSION_DENIED) logger.warn(fields, 'workload api call denied');
+  else logger.debug(fields, 'workload api call');
+}

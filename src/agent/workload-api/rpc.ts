@@ -1,0 +1,117 @@
+/**
+ * Wraps Workload API handlers in the middleware chain (see middleware.ts) and is the one
+ * place their errors become gRPC statuses (toGrpcStatus). Handlers receive an attested
+ * {@link Caller} and return or send already-encoded responses.
+ */
+import type { handleServerStreamingCall, handleUnaryCall, Metadata } from '@grpc/grpc-js';
+import { performance } from 'node:perf_hooks';
+import { ApiError, Code, toApiError } from '../../common/errors.ts';
+import { toGrpcStatus } from '../../common/grpc-status.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { Selector } from '../../common/selector.ts';
+import type { EncodedMessage } from './encode.ts';
+import { attestCaller, identifyPeer, logCall, peerPid, requireSecurityHeader, type AttestDeps } from './middleware.ts';
+import type { TrackedPeer } from './peer-tracker.ts';
+import { StreamSession, type StreamRegistry } from './stream-session.ts';
+
+/** An attested caller. */
+export interface Caller {
+  readonly peer: TrackedPeer;
+  readonly pid: number;
+  readonly selectors: readonly Selector[];
+}
+
+/** What the wrappers need. */
+export interface RpcDeps extends AttestDeps {
+  readonly logger: Logger;
+  /** Open streams (for shutdown and counting). */
+  readonly streams: StreamRegistry;
+}
+
+/** A unary RPC: argument checks (run before attestation, as SPIRE does), then the work. */
+export interface UnarySpec<Req> {
+  readonly validate?: (request: Req) => void;
+  readonly handle: (request: Req, caller: Caller, signal: AbortSignal) => Promise<EncodedMessage>;
+}
+
+/** The parts of a grpc-js server call the middleware reads. */
+interface AdmissionCall {
+  getPath(): string;
+  getPeer(): string;
+  readonly metadata: Metadata;
+}
+
+/** Runs the middleware chain for a call and returns the attested caller. */
+async function admit(deps: RpcDeps, call: AdmissionCall, validate: (() => void) | undefined, signal: AbortSignal): Promise<Caller> {
+  requireSecurityHeader(call.getPath(), call.metadata);
+  validate?.();
+  const peer = identifyPeer(deps.tracker, call);
+  const selectors = await attestCaller(deps, peer, signal);
+  return { peer, pid: peerPid(peer) ?? 0, selectors };
+}
+
+/** The PID behind a call's connection, for logs (undefined when unknown). */
+function pidForLog(deps: RpcDeps, call: { getPeer(): string }): number | undefined {
+  return deps.tracker.pidOf(call.getPeer());
+}
+
+/** Adapts a unary RPC. */
+export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req>): handleUnaryCall<Req, EncodedMessage> {
+  return (call, callback) => {
+    const started = performance.now();
+    const pid = pidForLog(deps, call);
+    const abort = new AbortController();
+    call.on('cancelled', () => abort.abort());
+    const validate = spec.validate === undefined ? undefined : () => spec.validate?.(call.request);
+    admit(deps, call, validate, abort.signal)
+      .then((caller) => spec.handle(call.request, caller, abort.signal))
+      .then(
+        (bytes) => {
+          callback(null, bytes);
+          logCall(deps.logger, { method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
+        },
+        (err: unknown) => {
+          const apiError = toApiError(err);
+          callback(toGrpcStatus(apiError));
+          logCall(deps.logger, { method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
+        },
+      );
+  };
+}
+
+/** Adapts a server-streaming RPC: `start` runs once the caller is attested. */
+export function streamRpc<Req>(
+  deps: RpcDeps,
+  method: string,
+  start: (session: StreamSession, caller: Caller, request: Req) => void,
+): handleServerStreamingCall<Req, EncodedMessage> {
+  return (call) => {
+    const started = performance.now();
+    const pid = pidForLog(deps, call);
+    const session = new StreamSession(call, deps.streams, (end) => {
+      logCall(deps.logger, { method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
+    });
+    if (session.ended) return;
+    admit(deps, call, undefined, session.signal)
+      .then((caller) => {
+        if (!session.ended) start(session, caller, call.request);
+      })
+      .catch((err: unknown) => session.fail(err));
+  };
+}
+
+/** A server-streaming RPC that only checks the header and answers Unimplemented. */
+export function unimplementedStream<Req>(deps: RpcDeps, method: string, message: string): handleServerStreamingCall<Req, EncodedMessage> {
+  return (call) => {
+    const started = performance.now();
+    const session = new StreamSession(call, deps.streams, (end) => {
+      logCall(deps.logger, { method, pid: pidForLog(deps, call), code: end.code, message: end.message, durationMs: performance.now() - started });
+    });
+    try {
+      requireSecurityHeader(call.getPath(), call.metadata);
+      session.fail(new ApiError(Code.UNIMPLEMENTED, message));
+    } catch (err) {
+      session.fail(err);
+    }
+  };
+}

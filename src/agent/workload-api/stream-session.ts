@@ -1,0 +1,155 @@
+/**
+ * The life of one server stream of the Workload API.
+ *
+ * Invariants:
+ * - A stream never ends with status OK: it ends when the client cancels, or through
+ *   {@link StreamSession.fail} with an error status (PermissionDenied, Unavailable on shutdown…).
+ * - Cleanup (unsubscribe, abort of in-flight attestation, registry removal) runs exactly once,
+ *   whichever way the stream ends.
+ * - Slow readers do not queue every update: while a write waits for the transport to drain,
+ *   only the latest message is kept (each message carries the full state, so the latest wins).
+ */
+import type { ServerWritableStream } from '@grpc/grpc-js';
+import { type ApiError, Code, toApiError } from '../../common/errors.ts';
+import { toGrpcStatus } from '../../common/grpc-status.ts';
+import type { EncodedMessage } from './encode.ts';
+import type { IdentitySource, WorkloadState } from './identity-source.ts';
+import type { Selector } from '../../common/selector.ts';
+
+/** How a stream ended, for the call log. */
+export interface StreamEnd {
+  readonly code: Code;
+  readonly message: string;
+}
+
+/** The open streams of a server; once closed, every new stream fails at once. */
+export class StreamRegistry {
+  readonly #open = new Set<StreamSession>();
+  #closedWith: ApiError | undefined;
+
+  /** Open streams. */
+  get size(): number {
+    return this.#open.size;
+  }
+
+  /** Tracks a new stream (or fails it if the registry is closed). */
+  add(session: StreamSession): void {
+    if (this.#closedWith !== undefined) session.fail(this.#closedWith);
+    else this.#open.add(session);
+  }
+
+  /** Forgets an ended stream. */
+  delete(session: StreamSession): void {
+    this.#open.delete(session);
+  }
+
+  /** Ends every open stream, and every later one, with `err`. */
+  closeAll(err: ApiError): void {
+    this.#closedWith = err;
+    for (const session of [...this.#open]) session.fail(err);
+  }
+}
+
+/** One open server stream. */
+export class StreamSession {
+  readonly #call: ServerWritableStream<unknown, EncodedMessage>;
+  readonly #registry: StreamRegistry;
+  readonly #abort = new AbortController();
+  readonly #cleanups: Array<() => void> = [];
+  readonly #onEnd: (end: StreamEnd) => void;
+  #ended = false;
+  #writing = false;
+  #pending: EncodedMessage | undefined;
+
+  constructor(call: ServerWritableStream<unknown, EncodedMessage>, registry: StreamRegistry, onEnd: (end: StreamEnd) => void) {
+    this.#call = call;
+    this.#registry = registry;
+    this.#onEnd = onEnd;
+    call.on('cancelled', () => this.#finish({ code: Code.CANCELLED, message: 'cancelled by the client' }));
+    registry.add(this);
+  }
+
+  /** Aborted when the stream ends; pass it to anything slow done on the stream's behalf. */
+  get signal(): AbortSignal {
+    return this.#abort.signal;
+  }
+
+  /** Whether the stream has ended (no more sends). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** Registers cleanup to run once when the stream ends (at once if it already has). */
+  onEnd(cleanup: () => void): void {
+    if (this.#ended) cleanup();
+    else this.#cleanups.push(cleanup);
+  }
+
+  /** Sends a message now, or replaces the one waiting for the transport to drain. */
+  send(bytes: EncodedMessage): void {
+    if (this.#ended) return;
+    if (this.#writing) {
+      this.#pending = bytes;
+      return;
+    }
+    this.#write(bytes);
+  }
+
+  #write(bytes: EncodedMessage): void {
+    this.#writing = true;
+    this.#call.write(bytes, () => {
+      this.#writing = false;
+      const next = this.#pending;
+      this.#pending = undefined;
+      if (next !== undefined && !this.#ended) this.#write(next);
+    });
+  }
+
+  /** Ends the stream with an error status (anything not an ApiError becomes Internal). */
+  fail(err: unknown): void {
+    if (this.#ended) return;
+    const status = toGrpcStatus(err);
+    this.#finish({ code: status.code, message: status.details });
+    // grpc-js turns an 'error' event on a server stream into its final status (after any
+    // message already written has been flushed).
+    this.#call.emit('error', status);
+  }
+
+  #finish(end: StreamEnd): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#pending = undefined;
+    this.#registry.delete(this);
+    this.#abort.abort();
+    for (const cleanup of this.#cleanups.splice(0)) {
+      try {
+        cleanup();
+      } catch {
+        // A failing unsubscribe must not stop the others; the source logs its own errors.
+      }
+    }
+    this.#onEnd(end);
+  }
+}
+
+/**
+ * Subscribes a stream to the identity source until the stream ends. The listener may run
+ * synchronously inside subscribe() (a cached state), so unsubscribing copes with both orders.
+ */
+export function subscribeSession(
+  source: IdentitySource,
+  session: StreamSession,
+  selectors: readonly Selector[],
+  onState: (state: WorkloadState) => void,
+): void {
+  let unsubscribe: () => void;
+  try {
+    unsubscribe = source.subscribe(selectors, (state) => {
+      if (!session.ended) onState(state);
+    });
+  } catch (err) {
+    session.fail(toApiError(err));
+    return;
+  }
+  session.onEnd(unsubscribe);
+}

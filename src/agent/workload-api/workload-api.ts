@@ -1,0 +1,151 @@
+/**
+ * The Workload API server, public entry point of this folder: owns the Unix socket, captures
+ * each connection's peer credentials at accept, and hands the connection to grpc-js
+ * (SpiffeWorkloadAPI + grpc.health.v1.Health).
+ *
+ * accept → PeerTracker.track (SO_PEERCRED, pidfd, start time; socket tagged with its key)
+ *        → grpc-js connection injector (HTTP/2 with a raised RST_STREAM limit)
+ *        → rpc.ts middleware → handlers → IdentitySource
+ */
+import { createServer, type Socket } from 'node:net';
+import { Server } from '@grpc/grpc-js';
+import { systemClock, type Clock } from '../../common/clock.ts';
+import { ApiError, Code } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import { HealthService } from '../../common/proto.ts';
+import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
+import { createHealthHandlers } from './handlers/health.ts';
+import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
+import type { IdentitySource } from './identity-source.ts';
+import { assertLibcAvailable } from './libc.ts';
+import { PeerTracker } from './peer-tracker.ts';
+import { createWorkloadApiHandlers, workloadApiServiceDefinition } from './service.ts';
+import { listenOnSocket, prepareSocketPath, removeSocketFile } from './socket-file.ts';
+import { StreamRegistry } from './stream-session.ts';
+
+/** Options of {@link startWorkloadApi}. */
+export interface WorkloadApiOptions {
+  /** Absolute path of the Unix socket (e.g. /run/spire/agent-sockets/spire-agent.sock). */
+  socketPath: string;
+  source: IdentitySource;
+  attestor: WorkloadAttestor;
+  logger: Logger;
+  /** Time for JWT validation; defaults to the system clock. */
+  clock?: Clock;
+  /** Where /proc is (tests); defaults to `/proc`. */
+  procRoot?: string;
+  /** SPIRE's allow_unauthenticated_verifiers (bundles for callers without an identity). Default false. */
+  allowUnauthenticatedVerifiers?: boolean;
+  /** SPIRE's allowed_foreign_jwt_claims. Default none. */
+  allowedForeignJwtClaims?: readonly string[];
+  /** nghttp2's RST_STREAM limit per connection; see http2-reset-limit.ts. */
+  streamResetLimit?: StreamResetLimit;
+}
+
+/** A running Workload API server. */
+export interface WorkloadApiServer {
+  readonly socketPath: string;
+  /**
+   * Stops: ends open streams with UNAVAILABLE (never OK), closes connections and the socket,
+   * removes the socket file. Idempotent.
+   */
+  close(): Promise<void>;
+  /** Open client connections. */
+  connectionCount(): number;
+  /** Open server streams. */
+  streamCount(): number;
+}
+
+/** How long close() lets calls finish before cutting connections. */
+const SHUTDOWN_GRACE_MS = 1_000;
+
+function tryShutdown(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Starts the Workload API on a Unix socket: removes a stale socket file (refusing to touch
+ * anything that is not a socket), listens, and makes the socket connectable by every user.
+ */
+export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<WorkloadApiServer> {
+  assertLibcAvailable();
+  const logger = opts.logger;
+  const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger });
+  const streams = new StreamRegistry();
+
+  // Channelz off: it tracks every call and session, which costs memory under stream churn.
+  const grpcServer = new Server({ 'grpc.enable_channelz': 0 });
+  grpcServer.addService(
+    workloadApiServiceDefinition,
+    createWorkloadApiHandlers({
+      tracker,
+      attestor: opts.attestor,
+      logger,
+      streams,
+      source: opts.source,
+      clock: opts.clock ?? systemClock,
+      allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers ?? false,
+      allowedForeignJwtClaims: new Set(opts.allowedForeignJwtClaims ?? []),
+    }),
+  );
+  grpcServer.addService(HealthService, createHealthHandlers(opts.source));
+
+  const resetLimit = opts.streamResetLimit ?? DEFAULT_STREAM_RESET_LIMIT;
+  const { injector, limitApplied } = createLimitedInjector(grpcServer, resetLimit);
+  if (!limitApplied) {
+    logger.error('grpc-js did not create its HTTP/2 server through http2.createServer: connections will be closed after ~1000 cancelled streams (grpc-node#2872)');
+  }
+
+  const sockets = new Set<Socket>();
+  let closing = false;
+  const netServer = createServer((socket) => {
+    if (closing) {
+      socket.destroy();
+      return;
+    }
+    // Peer credentials must be read now, synchronously, while the fd is certainly this socket's.
+    if (!tracker.track(socket)) return;
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', (err) => logger.debug({ error: err.message }, 'workload connection error'));
+    injector.injectConnection(socket);
+  });
+
+  await prepareSocketPath(opts.socketPath);
+  const fileId = await listenOnSocket(netServer, opts.socketPath);
+  logger.debug({ socket_path: opts.socketPath, stream_reset_burst: resetLimit.burst, stream_reset_rate: resetLimit.ratePerSecond }, 'workload api listening');
+
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      closing = true;
+      const listenerClosed = new Promise<void>((resolve) => netServer.close(() => resolve()));
+      streams.closeAll(new ApiError(Code.UNAVAILABLE, 'workload api: the agent is shutting down'));
+      await tryShutdown(grpcServer, SHUTDOWN_GRACE_MS);
+      for (const socket of sockets) socket.destroy();
+      await listenerClosed;
+      await removeSocketFile(opts.socketPath, fileId);
+      logger.info({ socket_path: opts.socketPath }, 'workload api stopped');
+    })();
+    return closed;
+  };
+
+  return {
+    socketPath: opts.socketPath,
+    close,
+    connectionCount: () => sockets.size,
+    streamCount: () => streams.size,
+  };
+}
+
+export type { BundleSnapshot, IdentitySource, JwtIdentity, WorkloadState, X509Identity } from './identity-source.ts';
+export { DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';

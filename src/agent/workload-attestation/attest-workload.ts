@@ -1,0 +1,87 @@
+/**
+ * The fan-out over workload attestor plugins (SPIRE's `pkg/agent/attestor/workload/workload.go`):
+ * every plugin attests the PID concurrently; the selectors of those that succeeded are
+ * kept, failures are logged, and only a total failure is an error. This is the ONE place
+ * where a plugin's values get their `<plugin name>:` type.
+ *
+ * It runs on every Workload API call, so it allocates little: one promise and one result
+ * slot per plugin, and log fields only when the level is enabled.
+ *
+ * Log fields: `plugin`, `caller_pid` (not `pid`, which the logger's base already uses for
+ * the agent's own PID), `duration_ms`, and `selectors` (a count) or `err`.
+ */
+import { ApiError, Code } from '../../common/errors.ts';
+import type { Logger } from '../../common/logger.ts';
+import type { Selector } from '../../common/selector.ts';
+import type { WorkloadAttestor, WorkloadAttestorPlugin } from './workload-attestor.ts';
+
+/** Options of {@link createWorkloadAttestor}. */
+export interface WorkloadAttestorOptions {
+  /** The configured plugins, in configuration order (which is also the selector order). */
+  plugins: readonly WorkloadAttestorPlugin[];
+  logger: Logger;
+  /** Monotonic milliseconds, for per-plugin durations in logs. Default `performance.now()`. */
+  now?: () => number;
+}
+
+/**
+ * Creates the {@link WorkloadAttestor} over the given plugins.
+ *
+ * Results are in plugin order, not completion order, so a caller's selectors are stable.
+ * With no plugins every PID has no selectors. If the signal aborts, it rejects with
+ * CANCELLED once every plugin has settled (plugins honour the signal, so that is prompt).
+ */
+export function createWorkloadAttestor(options: WorkloadAttestorOptions): WorkloadAttestor {
+  const plugins = options.plugins.slice();
+  const { logger } = options;
+  const now = options.now ?? (() => performance.now());
+
+  async function attest(pid: number, signal: AbortSignal): Promise<Selector[]> {
+    if (plugins.length === 0) return [];
+    if (signal.aborted) throw cancelled();
+    const results = new Array<readonly string[] | undefined>(plugins.length);
+    let failures = 0;
+
+    const runs = plugins.map(async (plugin, i) => {
+      const started = now();
+      try {
+        // `await` inside the try also catches a plugin that throws synchronously.
+        const values = await plugin.attest(pid, signal);
+        results[i] = values;
+        if (logger.isLevelEnabled('debug')) {
+          logger.debug(
+            { plugin: plugin.name, caller_pid: pid, duration_ms: now() - started, selectors: values.length },
+            'workload attestor succeeded',
+          );
+        }
+      } catch (err) {
+        failures++;
+        // A caller that went away makes every plugin fail; that is not worth a warning each.
+        if (signal.aborted) return;
+        logger.warn(
+          { plugin: plugin.name, caller_pid: pid, duration_ms: now() - started, err },
+          'workload attestor failed',
+        );
+      }
+    });
+    await Promise.all(runs);
+
+    if (signal.aborted) throw cancelled();
+    if (failures === plugins.length) throw new ApiError(Code.UNAVAILABLE, 'workload attestation failed');
+
+    const selectors: Selector[] = [];
+    for (let i = 0; i < plugins.length; i++) {
+      const values = results[i];
+      if (values === undefined) continue;
+      const type = plugins[i]!.name;
+      for (const value of values) selectors.push({ type, value });
+    }
+    return selectors;
+  }
+
+  return { attest };
+}
+
+function cancelled(): ApiError {
+  return new ApiError(Code.CANCELLED, 'workload attestation cancelled');
+}

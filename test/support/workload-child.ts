@@ -1,0 +1,31 @@
+/**
+ * A workload process for tests, run as any uid: talks to the Workload API with a raw
+ * grpc-js client and prints one JSON line per event on stdout.
+ *
+ *   node workload-child.ts <socket> fetch   → one FetchX509SVID message or the error
+ *   node workload-child.ts <socket> watch   → every FetchX509SVID message until the stream ends
+ */
+import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
+import { WorkloadApiClient } from '../../src/common/proto.ts';
+import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
+
+const [socketPath, mode] = process.argv.slice(2);
+const client = new WorkloadApiClient(`unix://${socketPath}`, credentials.createInsecure());
+const md = new Metadata();
+md.set('workload.spiffe.io', 'true');
+const print = (event: Record<string, unknown>): void => void process.stdout.write(`${JSON.stringify(event)}\n`);
+
+const stream = client.FetchX509SVID({}, md);
+stream.on('data', (res: X509SVIDResponse__Output) => {
+  print({ event: 'svids', ids: res.svids.map((s) => s.spiffe_id), uid: process.getuid?.() });
+  if (mode === 'fetch') {
+    stream.cancel();
+    client.close();
+  }
+});
+stream.on('error', (err: ServiceError) => {
+  if (err.code !== 1 || mode !== 'fetch') print({ event: 'error', code: err.code, details: err.details });
+  client.close();
+});
+stream.on('status', (status: { code: number }) => print({ event: 'status', code: status.code }));
+print({ event: 'started', pid: process.pid });

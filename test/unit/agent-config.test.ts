@@ -1,0 +1,82 @@
+import { describe, expect, it } from 'vitest';
+import { parseConfigText } from '../../src/common/config-file.ts';
+import { parseAgentConfig } from '../../src/agent/config.ts';
+import { ApiError } from '../../src/common/errors.ts';
+
+const base = `
+agent {
+  data_dir = "./agent-data"
+  log_level = "DEBUG"
+  server_address = "spire-server"
+  server_port = "8081"
+  socket_path = "/run/spire/agent-sockets/spire-agent.sock"
+  trust_bundle_path = "/run/spire/bundle/bundle.crt"
+  trust_domain = "example.org"
+  join_token = "abc"
+  experimental {
+    sync_interval = "2s"
+  }
+}
+plugins {
+  NodeAttestor "join_token" {
+    plugin_data {}
+  }
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  WorkloadAttestor "unix" {
+    plugin_data {
+      discover_workload_path = true
+    }
+  }
+}
+`;
+
+async function error(text: string): Promise<string> {
+  try {
+    parseAgentConfig(await parseConfigText('agent.conf', text), '/w');
+  } catch (err) {
+    if (err instanceof ApiError) return err.message;
+    throw err;
+  }
+  return 'no error';
+}
+
+describe('parseAgentConfig', () => {
+  it('reads SPIRE agent.conf', async () => {
+    const c = parseAgentConfig(await parseConfigText('agent.conf', base), '/w');
+    expect(c).toMatchObject({
+      trustDomain: 'example.org',
+      serverAddress: 'spire-server',
+      serverPort: 8081,
+      socketPath: '/run/spire/agent-sockets/spire-agent.sock',
+      dataDir: '/w/agent-data',
+      trustBundle: { kind: 'path', path: '/run/spire/bundle/bundle.crt', format: 'pem' },
+      nodeAttestor: 'join_token',
+      joinToken: 'abc',
+      keyManager: 'memory',
+      syncIntervalMs: 2000,
+      x509SvidCacheMaxSize: 1000,
+      workloadAttestors: { unix: { discoverWorkloadPath: true, workloadSizeLimit: 0 } },
+    });
+  });
+
+  it('takes the join token and socket path from flags over the file', async () => {
+    const c = parseAgentConfig(await parseConfigText('agent.conf', base), '/w', { joinToken: 'flag', socketPath: '/tmp/x.sock' });
+    expect(c.joinToken).toBe('flag');
+    expect(c.socketPath).toBe('/tmp/x.sock');
+  });
+
+  const bad: Array<[string, [string, string], string]> = [
+    ['a misspelt key', ['server_port = "8081"', 'server_prot = "8081"'], 'config: agent.server_prot: unknown key (did you mean "server_port"?)'],
+    ['a missing trust bundle', ['trust_bundle_path = "/run/spire/bundle/bundle.crt"', ''], 'config: agent.trust_bundle_path: is required (a PEM bundle of the server CA, e.g. from `spiffe-server bundle show`), unless insecure_bootstrap = true'],
+    ['both bootstrap modes', ['trust_domain = "example.org"', 'trust_domain = "example.org"\n insecure_bootstrap = true'], 'config: agent.insecure_bootstrap: cannot be combined with trust_bundle_path: choose one way to trust the server'],
+    ['a bad port', ['server_port = "8081"', 'server_port = "eighty"'], 'config: agent.server_port: must be an integer (got "eighty")'],
+    ['a missing join token', ['join_token = "abc"', ''], 'config: agent.join_token: is required by the join_token node attestor (or pass -joinToken to run)'],
+    ['an unknown workload attestor', ['WorkloadAttestor "unix"', 'WorkloadAttestor "docker"'], 'config: plugins.WorkloadAttestor.docker: unsupported workload attestor (supported: unix)'],
+    ['a bad sync interval', ['sync_interval = "2s"', 'sync_interval = "often"'], 'config: agent.experimental.sync_interval: "often" is not a duration (examples: "90s", "1h30m", "500ms")'],
+  ];
+  for (const [name, [from, to], message] of bad) {
+    it(`rejects ${name}`, async () => expect(await error(base.replace(from, to))).toBe(message));
+  }
+});

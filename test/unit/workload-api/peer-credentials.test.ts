@@ -1,0 +1,136 @@
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { closeSync, readFileSync } from 'node:fs';
+import { chown, mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
+import { createServer, connect, Socket, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  capturePeerCredentials,
+  parseStartTime,
+  readProcessFacts,
+  releasePeerCredentials,
+  type ProcessPeer,
+} from '../../../src/agent/workload-api/peer-credentials.ts';
+import { livenessFailure } from '../../../src/agent/workload-api/peer-tracker.ts';
+import { pidfdOpen } from '../../../src/agent/workload-api/libc.ts';
+
+/** A /proc/<pid>/stat line whose field 22 is `start`. */
+function statLine(pid: number, comm: string, start: string): string {
+  const after = Array.from({ length: 50 }, (_, i) => (i === 0 ? 'S' : i === 19 ? start : String(i)));
+  return `${pid} (${comm}) ${after.join(' ')}\n`;
+}
+
+describe('parseStartTime', () => {
+  it.each([
+    { name: 'a plain command', stat: statLine(42, 'node', '123456'), start: '123456' },
+    { name: 'a command with spaces and ") "', stat: statLine(42, 'a) (b c) S 1', '777'), start: '777' },
+    { name: 'the real stat of this process', stat: readFileSync('/proc/self/stat', 'latin1'), start: /^\d+$/ },
+  ])('reads field 22 after the last ")" for $name', ({ stat, start }) => {
+    const parsed = parseStartTime(stat);
+    expect(parsed.ok).toBe(true);
+    if (parsed.ok && typeof start === 'string') expect(parsed.value).toBe(start);
+    if (parsed.ok && start instanceof RegExp) expect(parsed.value).toMatch(start);
+  });
+
+  it.each([
+    { name: 'no parentheses', stat: '42 node S 1 2 3' },
+    { name: 'too few fields', stat: '42 (node) S 1 2 3' },
+    { name: 'a non-numeric start time', stat: statLine(42, 'node', 'x') },
+  ])('rejects $name', ({ stat }) => {
+    expect(parseStartTime(stat).ok).toBe(false);
+  });
+});
+
+describe('livenessFailure', () => {
+  let procRoot: string;
+  let pidfd: number;
+  const pid = process.pid;
+  const peer = (): ProcessPeer => ({ kind: 'process', pid, uid: 0, gid: 0, pidfd, startTime: '1000', procUid: 0, procGid: 0 });
+
+  beforeEach(async () => {
+    procRoot = await mkdtemp(join(tmpdir(), 'fake-proc-'));
+    await mkdir(join(procRoot, String(pid)));
+    await writeFile(join(procRoot, String(pid), 'stat'), statLine(pid, 'node', '1000'));
+    const opened = pidfdOpen(pid);
+    if (!opened.ok) throw new Error(`pidfd_open failed: ${opened.errno}`);
+    pidfd = opened.value;
+  });
+
+  afterEach(async () => {
+    closeSync(pidfd);
+    await rm(procRoot, { recursive: true, force: true });
+  });
+
+  it('accepts the same live process', () => {
+    expect(livenessFailure(peer(), procRoot)).toBeUndefined();
+  });
+
+  it.runIf(process.geteuid?.() === 0).each([
+    { name: 'a new start time', change: () => writeFile(join(procRoot, String(pid), 'stat'), statLine(pid, 'node', '2000')), reason: 'new process detected: process starttime 2000 does not match original caller 1000' },
+    { name: 'a new owner uid', change: () => chown(join(procRoot, String(pid)), 1234, 0), reason: 'new process detected: process uid 1234 does not match original caller 0' },
+    { name: 'a new owner gid', change: () => chown(join(procRoot, String(pid)), 0, 4321), reason: 'new process detected: process gid 4321 does not match original caller 0' },
+    { name: 'a vanished /proc entry', change: () => unlink(join(procRoot, String(pid), 'stat')), reason: 'caller exit suspected: could not read <proc>/<pid>: ENOENT' },
+  ])('reports $name', async ({ change, reason }) => {
+    await change();
+    expect(livenessFailure(peer(), procRoot)).toBe(reason.replace('<proc>', procRoot).replace('<pid>', String(pid)));
+  });
+
+  it('detects through the pidfd that the original process has exited, even if /proc looks the same', async () => {
+    const child = spawn('sleep', ['30']);
+    await once(child, 'spawn');
+    const opened = pidfdOpen(child.pid ?? -1);
+    if (!opened.ok) throw new Error('pidfd_open failed');
+    const childPeer: ProcessPeer = { ...peer(), pid: child.pid ?? -1, pidfd: opened.value };
+    // /proc for the child is faked to look unchanged: only the pidfd can tell.
+    await mkdir(join(procRoot, String(child.pid)));
+    await writeFile(join(procRoot, String(child.pid), 'stat'), statLine(child.pid ?? -1, 'sleep', '1000'));
+    expect(livenessFailure(childPeer, procRoot)).toBeUndefined();
+    child.kill('SIGKILL');
+    await once(child, 'exit');
+    expect(livenessFailure(childPeer, procRoot)).toBe('caller exit detected via pidfd');
+    closeSync(opened.value);
+  });
+});
+
+describe('capturePeerCredentials', () => {
+  let server: Server;
+  let dir: string;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'peercred-'));
+  });
+
+  afterEach(async () => {
+    server?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('reads pid, uid, gid, a pidfd and the start time of the connecting process', async () => {
+    const path = join(dir, 's.sock');
+    const accepted = new Promise<Socket>((resolve) => {
+      server = createServer(resolve);
+    });
+    await new Promise<void>((r) => server.listen(path, r));
+    const client = connect(path);
+    const socket = await accepted;
+    const creds = capturePeerCredentials(socket, '/proc');
+    const facts = readProcessFacts('/proc', process.pid);
+    expect(creds).toMatchObject({
+      kind: 'process',
+      pid: process.pid,
+      uid: process.geteuid?.(),
+      gid: process.getegid?.(),
+      startTime: facts.ok ? facts.value.startTime : 'unreadable',
+    });
+    expect(creds.kind === 'process' && creds.pidfd !== undefined).toBe(true);
+    releasePeerCredentials(creds);
+    client.destroy();
+    socket.destroy();
+  });
+
+  it('refuses a socket that has no Unix descriptor', () => {
+    expect(() => capturePeerCredentials(new Socket(), '/proc')).toThrow(/no readable Unix socket descriptor/);
+  });
+});
