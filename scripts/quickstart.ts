@@ -11,6 +11,8 @@ import { startServer } from '../src/server/server.ts';
 import { parseAgentConfig } from '../src/agent/config.ts';
 import { startAgent } from '../src/agent/agent.ts';
 import { createWorkloadClient } from '../src/agent/workload-client/index.ts';
+import { loadState } from '../src/agent/storage.ts';
+import { agentSvid, isUsable } from '../src/agent/agent-svid.ts';
 
 const root = resolve(import.meta.dirname, '..', '.data', 'quickstart');
 const uid = process.getuid?.() ?? 0;
@@ -65,19 +67,21 @@ plugins {
 }
 `;
 await writeFile(join(root, 'agent', 'agent.conf'), agentConf);
-const agent = await startAgent({
-  config: parseAgentConfig(await parseConfigText('agent.conf', agentConf)),
-  logger: createLogger({ name: 'spiffe-agent', level: logLevel }),
-});
+const agentConfig = parseAgentConfig(await parseConfigText('agent.conf', agentConf));
 
-// Register the current user's uid under this agent, once the agent knows its ID.
-while (agent.agentId() === undefined) await new Promise((r) => setTimeout(r, 100));
-const agentId = agent.agentId() as string;
+// Register the current user's uid under this agent before it starts, so its first sync
+// already brings the entry: the agent ID is its stored one, or the one this token gives.
+const stored = await loadState(agentConfig.dataDir).catch(() => undefined);
+const agentId =
+  stored !== undefined && stored.key !== undefined && stored.svid.length > 0 && isUsable(agentSvid(stored.svid, stored.key, false), Date.now())
+    ? agentSvid(stored.svid, stored.key, false).spiffeId
+    : `spiffe://example.org/spire/agent/join_token/${token}`;
 try {
   server.datastore.createEntry({ spiffeId: `spiffe://example.org/user/${uid}`, parentId: agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }] });
 } catch (err) {
   if (!(err instanceof ApiError && err.code === Code.ALREADY_EXISTS)) throw err;
 }
+const agent = await startAgent({ config: agentConfig, logger: createLogger({ name: 'spiffe-agent', level: logLevel }) });
 
 // Wait until the socket serves this user's SVID.
 const client = createWorkloadClient({ address: `unix://${agentSocket}`, timeoutMs: 5000 });

@@ -281,7 +281,8 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         tls.setIdentity(identity.certChainPem, identity.keyPem);
         logger.info({ spiffe_id: identity.spiffeId, expires_at: identity.expiresAt }, 'server SVID rotated');
       }
-      datastore.pruneJoinTokens(Math.floor(nowSeconds));
+      // Keep expired tokens for an hour so their use is reported as "expired", not "unknown".
+      datastore.pruneJoinTokens(Math.floor(nowSeconds) - 3600);
     } catch (err) {
       logger.error({ error: err instanceof Error ? err.message : String(err) }, 'rotation failed');
     } finally {

@@ -56,6 +56,9 @@ export function connectToServer(opts: ServerConnectionOptions): ServerClients {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     // Each identity gets its own channel: never reuse a connection made with another SVID.
     'grpc.use_local_subchannel_pool': 1,
+    // SNI carries the trust domain, not the address (an IP address is not a valid SNI name);
+    // the server is authenticated by its SPIFFE ID in checkServerIdentity either way.
+    'grpc.ssl_target_name_override': opts.trustDomain,
   };
   const agent = new AgentClient(opts.address, creds, channelOptions);
   const shared = { ...channelOptions, channelOverride: agent.getChannel() };

@@ -29,7 +29,7 @@ export interface StreamResetLimit {
 
 /**
  * Default limit: far above what a well-behaved client can reach on one connection (each
- * one-shot call waits for a response; ~3,000 calls/s measured on a 2-core machine), while a
+ * one-shot call waits for a response; 1,500–2,700 calls/s measured on a 2-core machine), while a
  * true rapid-reset flood (no waiting) still drains the bucket and gets the connection closed.
  */
 export const DEFAULT_STREAM_RESET_LIMIT: StreamResetLimit = Object.freeze({ burst: 10_000, ratePerSecond: 10_000 });

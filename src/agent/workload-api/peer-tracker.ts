@@ -135,6 +135,11 @@ export class PeerTracker {
   verifyAlive(peer: TrackedPeer): void {
     const credentials = peer.credentials;
     if (credentials.kind !== 'process') throw new ApiError(Code.UNAUTHENTICATED, credentials.reason);
+    // Once the socket has closed its pidfd is closed too (and the number may be reused):
+    // only a still-tracked connection may be checked through it.
+    const entry = this.#entries.get(peer.key);
+    if (entry === undefined) throw new ApiError(Code.UNAUTHENTICATED, `${ORIGINAL_CALLER_PREFIX}connection is closed`);
+    if (entry.revoked !== undefined) throw new ApiError(Code.UNAUTHENTICATED, entry.revoked);
     const failure = livenessFailure(credentials, this.#procRoot);
     if (failure === undefined) return;
     const message = `${ORIGINAL_CALLER_PREFIX}${failure}`;

@@ -147,5 +147,6 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   };
 }
 
+// The types callers of startWorkloadApi need, re-exported so they import one module.
 export type { BundleSnapshot, IdentitySource, JwtIdentity, WorkloadState, X509Identity } from './identity-source.ts';
 export { DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
