@@ -211,7 +211,7 @@ describe('unix attestor name cache', () => {
     await writeFile(join(etc, 'group'), '');
     const mtime = 1_700_000_000; // whole seconds, so setting it back is exact
     await utimes(passwd, mtime, mtime);
-    const plugin = createUnixAttestor({ procRoot, etcRoot: etc });
+    const plugin = createUnixAttestor({ procRoot, etcRoot: etc, nameRecheckMs: 0 });
     await fakeProcess(4247, status('1000\t1000\t1000\t1000', '1000\t1000\t1000\t1000', ''));
     const attestAlice = (): Promise<string[]> => plugin.attest(4247, new AbortController().signal);
 
@@ -227,7 +227,7 @@ describe('unix attestor name cache', () => {
 
   it('picks up passwd once it appears', async () => {
     const etc = await mkdtemp(join(root, 'etc-late-'));
-    const plugin = createUnixAttestor({ procRoot, etcRoot: etc });
+    const plugin = createUnixAttestor({ procRoot, etcRoot: etc, nameRecheckMs: 0 });
     const run = (): Promise<string[]> => plugin.attest(4246, new AbortController().signal);
     expect(await run()).toEqual(['uid:0', 'gid:0']);
     await writeFile(join(etc, 'passwd'), PASSWD);

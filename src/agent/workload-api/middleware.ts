@@ -87,12 +87,14 @@ const SERVER_FAULTS = new Set<Code>([Code.INTERNAL, Code.UNKNOWN, Code.RESOURCE_
 export function logCall(logger: Logger, record: CallRecord): void {
   const fields = {
     method: record.method,
-    pid: record.pid,
+    caller_pid: record.pid,
     code: Code[record.code],
     duration_ms: Math.round(record.durationMs * 1000) / 1000,
     ...(record.code === Code.OK || record.code === Code.CANCELLED ? {} : { error: record.message }),
   };
   if (SERVER_FAULTS.has(record.code)) logger.error(fields, 'workload api call failed');
-  else if (record.code === Code.UNAUTHENTICATED || record.code === Code.PERMISSION_DENIED) logger.warn(fields, 'workload api call denied');
+  else if (record.code === Code.UNAUTHENTICATED) logger.warn(fields, 'workload api call denied');
+  // A workload without an entry is an everyday event (clients poll until registered): info, not warn.
+  else if (record.code === Code.PERMISSION_DENIED) logger.info(fields, 'workload api call denied');
   else logger.debug(fields, 'workload api call');
 }

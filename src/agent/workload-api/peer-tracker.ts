@@ -151,7 +151,7 @@ export class PeerTracker {
     const entry = this.#entries.get(key);
     if (entry === undefined || entry.revoked !== undefined) return;
     entry.revoked = message;
-    this.#logger.warn({ pid, reason: message }, 'closing workload connection: original caller is gone');
+    this.#logger.warn({ caller_pid: pid, reason: message }, 'closing workload connection: original caller is gone');
     // Why a delay: the status of the failing call is written asynchronously by the HTTP/2
     // session; destroying the socket at once could swallow it.
     setTimeout(() => entry.socket.destroy(), REVOKE_CLOSE_DELAY_MS).unref();

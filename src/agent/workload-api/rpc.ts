@@ -2,6 +2,10 @@
  * Wraps Workload API handlers in the middleware chain (see middleware.ts) and is the one
  * place their errors become gRPC statuses (toGrpcStatus). Handlers receive an attested
  * {@link Caller} and return or send already-encoded responses.
+ *
+ * Why a wrapper rather than grpc-js server interceptors: the steps are async and produce
+ * typed per-call data (the attested caller, an AbortSignal tied to cancellation) that
+ * interceptors could only hand to handlers through metadata.
  */
 import type { handleServerStreamingCall, handleUnaryCall, Metadata } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';

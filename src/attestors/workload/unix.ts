@@ -4,7 +4,8 @@
  * (SPIRE's `pkg/agent/plugin/workloadattestor/unix/unix_posix.go`).
  */
 import { createHash } from 'node:crypto';
-import { open, readFile, readlink, stat } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { open, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { WorkloadAttestorPlugin } from '../../agent/workload-attestation/workload-attestor.ts';
 import { ApiError, Code } from '../../common/errors.ts';
@@ -24,11 +25,16 @@ export interface UnixAttestorOptions {
    * negative = emit `path:` but never hash. Default 0, as in SPIRE.
    */
   workloadSizeLimit?: number;
+  /** How often (ms) passwd/group are checked for changes; default 1000. */
+  nameRecheckMs?: number;
 }
 
 const PLUGIN_NAME = 'unix';
 const HASH_CHUNK_BYTES = 256 * 1024;
 const NO_NAMES: IdNameMap = new Map();
+
+/** How stale a passwd/group lookup may be: edits show up within this time. */
+const RECHECK_MS = 1_000;
 
 /** Creates the `unix` workload attestor plugin. */
 export function createUnixAttestor(options: UnixAttestorOptions = {}): WorkloadAttestorPlugin {
@@ -39,25 +45,29 @@ export function createUnixAttestor(options: UnixAttestorOptions = {}): WorkloadA
   if (!Number.isSafeInteger(sizeLimit)) {
     throw new ApiError(Code.INVALID_ARGUMENT, `unix: workload_size_limit must be an integer, not ${sizeLimit}`);
   }
-  const userNames = cachedIdNames(join(etcRoot, 'passwd'), parsePasswd);
-  const groupNames = cachedIdNames(join(etcRoot, 'group'), parseGroup);
+  const recheckMs = options.nameRecheckMs ?? RECHECK_MS;
+  const userNames = cachedIdNames(join(etcRoot, 'passwd'), parsePasswd, recheckMs);
+  const groupNames = cachedIdNames(join(etcRoot, 'group'), parseGroup, recheckMs);
 
   async function attest(pid: number, signal: AbortSignal): Promise<string[]> {
     if (!Number.isSafeInteger(pid) || pid <= 0) throw new ApiError(Code.INVALID_ARGUMENT, `unix: invalid pid ${pid}`);
     if (signal.aborted) throw cancelled(pid);
     const dir = join(procRoot, String(pid));
-    const text = await readFile(join(dir, 'status'), { encoding: 'utf8', signal }).catch((err: unknown) => {
+    // procfs files are generated in memory: a synchronous read costs microseconds, far less
+    // than a round trip through libuv's thread pool on this hot path.
+    let text: string;
+    try {
+      text = readFileSync(join(dir, 'status'), 'utf8');
+    } catch (err) {
       throw procError(err, pid, signal, 'reading status');
-    });
+    }
     const parsed = parseProcStatus(text);
     if (!parsed.ok) throw new ApiError(Code.INTERNAL, `unix: malformed status of process ${pid}: ${parsed.error}`);
     const { uid, gid, groups } = parsed.value;
 
-    const [users, groupMap, workload] = await Promise.all([
-      userNames(),
-      groupNames(),
-      discoverWorkloadPath ? discoverWorkload(dir, pid, sizeLimit, signal) : undefined,
-    ]);
+    const users = userNames();
+    const groupMap = groupNames();
+    const workload = discoverWorkloadPath ? await discoverWorkload(dir, pid, sizeLimit, signal) : undefined;
     if (signal.aborted) throw cancelled(pid);
 
     // SPIRE's emission order; names only when the lookup succeeds.
@@ -136,19 +146,22 @@ async function sha256OfFile(file: string, limit: number, signal: AbortSignal, su
 
 /**
  * A lookup of `passwd` or `group` that parses the file once and re-reads it only when its
- * stat identity (device, inode, size, mtime) changes. Concurrent callers share one stat
- * (single-flight), so a burst of attestations costs one syscall per file. A missing or
- * unreadable file means "no names" (SPIRE then omits the `user:`/`group:` values).
- * The shared work deliberately takes no caller's AbortSignal: one caller going away must
- * not fail the others.
+ * stat identity (device, inode, size, mtime) changes, checked at most every RECHECK_MS, so
+ * a burst of attestations costs no syscall at all. A missing or unreadable file means
+ * "no names" (SPIRE then omits the `user:`/`group:` values).
  */
-function cachedIdNames(path: string, parse: (text: string) => IdNameMap): () => Promise<IdNameMap> {
+function cachedIdNames(path: string, parse: (text: string) => IdNameMap, recheckMs: number): () => IdNameMap {
   let cached: { dev: number; ino: number; size: number; mtimeMs: number; names: IdNameMap } | undefined;
-  let inflight: Promise<IdNameMap> | undefined;
+  let checkedAt = -Infinity;
 
-  async function refresh(): Promise<IdNameMap> {
-    const st = await stat(path).catch(() => undefined);
-    if (st === undefined) {
+  return () => {
+    const now = performance.now();
+    if (cached !== undefined && now - checkedAt < recheckMs) return cached.names;
+    checkedAt = now;
+    let st: { dev: number; ino: number; size: number; mtimeMs: number };
+    try {
+      st = statSync(path);
+    } catch {
       cached = undefined;
       return NO_NAMES;
     }
@@ -156,19 +169,16 @@ function cachedIdNames(path: string, parse: (text: string) => IdNameMap): () => 
     if (cached && cached.dev === dev && cached.ino === ino && cached.size === size && cached.mtimeMs === mtimeMs) {
       return cached.names;
     }
-    const text = await readFile(path, 'utf8').catch(() => undefined);
-    if (text === undefined) return NO_NAMES;
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch {
+      return NO_NAMES;
+    }
     // Keyed by the stat taken BEFORE reading: if the file changes in between, the next
-    // call sees a newer stat and reads again, so a stale parse never sticks.
+    // check sees a newer stat and reads again, so a stale parse never sticks.
     cached = { dev, ino, size, mtimeMs, names: parse(text) };
     return cached.names;
-  }
-
-  return () => {
-    inflight ??= refresh().finally(() => {
-      inflight = undefined;
-    });
-    return inflight;
   };
 }
 
