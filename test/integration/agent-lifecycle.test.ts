@@ -10,6 +10,7 @@ import { startServerProcess, type ServerHandle } from '../support/server-process
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { WorkloadApiClient } from '../../src/common/proto.ts';
 import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
+import { eventually } from '../support/eventually.ts';
 
 const TD = 'example.org';
 const UID = process.getuid?.() ?? 0;
@@ -28,20 +29,6 @@ function fetchX509(socketPath: string): Promise<X509SVIDResponse__Output> {
     });
     stream.on('error', (err: ServiceError) => err.code !== 1 && reject(err));
   }).finally(() => client.close());
-}
-
-async function eventually<T>(fn: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      return await fn();
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 250));
-    }
-  }
-  throw last;
 }
 
 async function token(): Promise<string> {

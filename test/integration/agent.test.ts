@@ -16,6 +16,7 @@ import { decodePemCertificates } from '../../src/common/pem.ts';
 import { WorkloadApiClient } from '../../src/common/proto.ts';
 import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
 import type { JWTBundlesResponse__Output } from '../../src/gen/JWTBundlesResponse.ts';
+import { eventually } from '../support/eventually.ts';
 
 const TD = 'example.org';
 const UID = process.getuid?.() ?? 0;
@@ -52,20 +53,6 @@ function fetchX509(c = client, md = header()): Promise<X509SVIDResponse__Output>
 
 function unary<Res>(fn: (cb: (err: ServiceError | null, res?: Res) => void) => void): Promise<Res> {
   return new Promise((resolve, reject) => fn((err, res) => (err ? reject(err) : resolve(res as Res))));
-}
-
-async function eventually<T>(fn: () => Promise<T>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      return await fn();
-    } catch (err) {
-      last = err;
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
-  throw last;
 }
 
 async function createEntry(...args: string[]): Promise<string> {

@@ -3,13 +3,9 @@
  */
 import type { Selector } from './types.ts';
 
-/**
- * The canonical string of one selector, `type:value`. Unambiguous because a valid
- * selector type never contains ':'.
- */
-export function selectorKey(s: Selector): string {
-  return `${s.type}:${s.value}`;
-}
+import { selectorKey } from '../../common/selector.ts';
+
+export { selectorKey };
 
 function compareSelectors(a: Selector, b: Selector): number {
   if (a.type !== b.type) return a.type < b.type ? -1 : 1;

@@ -5,11 +5,8 @@
  * (type, value) and de-duplicated; `federatesWith` sorted, de-duplicated trust domain names.
  */
 
-/** A selector: `type` (no ':') and `value`, e.g. `{ type: 'k8s', value: 'ns:default' }`. */
-export interface Selector {
-  readonly type: string;
-  readonly value: string;
-}
+export type { Selector } from '../../common/selector.ts';
+import type { Selector } from '../../common/selector.ts';
 
 /** A registration entry as stored (SPIRE's `types.Entry`). */
 export interface RegistrationEntry {

@@ -8,7 +8,7 @@
  */
 import { parseSpiffeId, parseTrustDomain, type Parsed } from '../../common/spiffe-id.ts';
 import { normalizeSelectors, sortedUnique } from './selectors.ts';
-import type { EntryInput, Selector } from './types.ts';
+import type { EntryInput, RegistrationEntry, Selector } from './types.ts';
 
 /** SPIRE's `hintMaximumLength` (bytes). */
 export const HINT_MAX_LENGTH = 1024;
@@ -17,23 +17,8 @@ export const ENTRY_ID_MAX_LENGTH = 255;
 const ENTRY_ID_CHARS = /^[-._0-9A-Za-z]+$/;
 const INT32_MAX = 2 ** 31 - 1;
 
-/** An entry that passed validation, with every field present and normalised. */
-export interface ValidEntry {
-  /** Empty when the datastore must generate one. */
-  readonly id: string;
-  readonly spiffeId: string;
-  readonly parentId: string;
-  readonly selectors: readonly Selector[];
-  readonly x509SvidTtl: number;
-  readonly jwtSvidTtl: number;
-  readonly federatesWith: readonly string[];
-  readonly dnsNames: readonly string[];
-  readonly hint: string;
-  readonly admin: boolean;
-  readonly downstream: boolean;
-  readonly storeSvid: boolean;
-  readonly expiresAt: number;
-}
+/** An entry that passed validation, with every field present and normalised (`id` empty when the datastore must generate one). */
+export type ValidEntry = Omit<RegistrationEntry, 'revisionNumber' | 'createdAt'>;
 
 /**
  * Where a failure was found, as in SPIRE: `convert` failures are the API's conversion checks
