@@ -7,9 +7,11 @@
 //	interop x509        -id ID [-absent-td TD] [-oneshots N]
 //	interop watch       -id ID [-timeout 45s]
 //	interop jwt         -id ID -aud A -aud B [-print-token]
-//	interop federation  -id ID -td TD -roots SHA256[,…] -kids KID[,…] [-token JWT -token-id ID -aud A]
+//	interop federation  -id ID -td TD -roots SHA256[,…] -kids KID[,…] [-token JWT -token-id ID -aud A] [-x509-only-td TD]
 //	interop mtls-server -id ID -allow ID -expect accept,refuse,… [-timeout 60s]
 //	interop mtls-client -id ID -connect HOST:PORT -server-id ID [-expect-refused]
+//	interop watch-end   -want CODE [-timeout 60s]
+//	interop noheader
 //	interop noidentity  [-wait 4s]
 //	interop nosocket
 package main
@@ -25,6 +27,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"sort"
@@ -39,7 +42,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -136,8 +141,9 @@ func main() {
 		token := fs.String("token", "", "a JWT-SVID issued in the federated trust domain")
 		tokenID := fs.String("token-id", "", "the SPIFFE ID the token must carry")
 		aud := fs.String("aud", "", "the audience the token was issued for")
+		x509Only := fs.String("x509-only-td", "", "a federated trust domain with X.509 roots and no JWT keys")
 		_ = fs.Parse(args)
-		runFederation(parseID("id", *id), must(spiffeid.TrustDomainFromString(*td))("-td"), splitList(*roots), splitList(*kids), *token, *tokenID, *aud)
+		runFederation(parseID("id", *id), must(spiffeid.TrustDomainFromString(*td))("-td"), splitList(*roots), splitList(*kids), *token, *tokenID, *aud, *x509Only)
 	case "mtls-server":
 		id := fs.String("id", "", "expected own SPIFFE ID")
 		allow := fs.String("allow", "", "the only client SPIFFE ID to authorize")
@@ -152,6 +158,14 @@ func main() {
 		refused := fs.Bool("expect-refused", false, "the server must refuse this client")
 		_ = fs.Parse(args)
 		runMTLSClient(parseID("id", *id), *addr, parseID("server-id", *serverID), *refused)
+	case "watch-end":
+		want := fs.String("want", "", "the gRPC code the stream must end with (e.g. PermissionDenied, Unavailable)")
+		timeout := fs.Duration("timeout", 60*time.Second, "give up after this long")
+		_ = fs.Parse(args)
+		runWatchEnd(*want, *timeout)
+	case "noheader":
+		_ = fs.Parse(args)
+		runNoHeader()
 	case "noidentity":
 		wait := fs.Duration("wait", 4*time.Second, "how long the source may keep retrying")
 		_ = fs.Parse(args)
@@ -394,7 +408,7 @@ func runJWT(want spiffeid.ID, auds []string, printToken bool) {
 }
 
 // federation: federated X.509 and JWT bundles reach a workload whose entry federates_with the other trust domain.
-func runFederation(want spiffeid.ID, td spiffeid.TrustDomain, roots, kids []string, token, tokenID, aud string) {
+func runFederation(want spiffeid.ID, td spiffeid.TrustDomain, roots, kids []string, token, tokenID, aud, x509Only string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	source := must(workloadapi.NewX509Source(ctx))("NewX509Source")
@@ -440,6 +454,17 @@ func runFederation(want spiffeid.ID, td spiffeid.TrustDomain, roots, kids []stri
 		fail("federated JWT bundle for %s has key IDs %v, want %v", td, gotKids, wantKids)
 	}
 	check("federated-jwt-bundle", "JWTSource has the %s JWT bundle with key IDs %v", td, gotKids)
+
+	if x509Only != "" {
+		otd := must(spiffeid.TrustDomainFromString(x509Only))("-x509-only-td")
+		xb := must(source.GetX509BundleForTrustDomain(otd))("X509Source bundle for " + x509Only)
+		// An empty JWKS must be {"keys":[]}: empty bytes fail jwtbundle.Parse and the JWTSource above would never have become ready.
+		ob := must(jwtSource.GetJWTBundleForTrustDomain(otd))("JWTSource bundle for " + x509Only)
+		if !ob.Empty() {
+			fail("the JWT bundle for %s has keys %v, want none", otd, sortedKeys(ob.JWTAuthorities()))
+		}
+		check("federated-x509-only", "%s (X.509 roots only): X509Source has %d root(s); JWTSource parsed its empty JWKS", otd, len(xb.X509Authorities()))
+	}
 
 	if token != "" {
 		parsed := must(jwtsvid.ParseAndValidate(token, jwtSource, []string{aud}))("ParseAndValidate of the federated token")
@@ -638,4 +663,118 @@ func runNoSocket() {
 		fail("NewX509Source on a missing socket: got %v, want it to retry until its context ends", err)
 	}
 	check("nosocket-x509source", "NewX509Source on a missing socket retries until its context ends: %v", err)
+}
+
+type endWatcher struct {
+	updates chan []string
+	ended   chan error
+}
+
+func (w *endWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	ids := []string{}
+	for _, s := range c.SVIDs {
+		ids = append(ids, s.ID.String())
+	}
+	select {
+	case w.updates <- ids:
+	default:
+	}
+}
+
+func (w *endWatcher) OnX509ContextWatchError(err error) {
+	select {
+	case w.ended <- err:
+	default:
+	}
+}
+
+// watch-end: holds a WatchX509Context stream open (prints READY), then reports how the stream
+// ended. A stream must never end with status OK (io.EOF here): MISSION §4, "A stream never ends
+// with status OK".
+func runWatchEnd(want string, timeout time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	client := must(workloadapi.New(ctx))("workloadapi.New")
+	defer client.Close()
+	w := &endWatcher{updates: make(chan []string, 16), ended: make(chan error, 16)}
+	go func() { _ = client.WatchX509Context(ctx, w) }()
+	select {
+	case ids := <-w.updates:
+		fmt.Printf("READY %v\n", ids)
+	case err := <-w.ended:
+		fail("the watch failed before its first update: %v", err)
+	case <-ctx.Done():
+		fail("no first update within %s", timeout)
+	}
+	for {
+		select {
+		case <-w.updates:
+			continue
+		case err := <-w.ended:
+			if errors.Is(err, io.EOF) {
+				fail("the FetchX509SVID stream ended with status OK (go-spiffe sees io.EOF); a stream must end with an error status such as %s, never OK", want)
+			}
+			code := status.Code(err)
+			if want != "" && code.String() != want {
+				fail("the FetchX509SVID stream ended with %v, want %s", err, want)
+			}
+			check("stream-end", "the FetchX509SVID stream ended with %s: %v", code, err)
+			return
+		case <-ctx.Done():
+			fail("the stream did not end within %s", timeout)
+		}
+	}
+}
+
+// noheader: calls without the security header (or with a bad one) are refused with
+// InvalidArgument, and go-spiffe stops watching on InvalidArgument.
+func runNoHeader() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	variants := []struct {
+		name    string
+		rewrite func(context.Context) context.Context
+	}{
+		{"no header", func(ctx context.Context) context.Context { return metadata.NewOutgoingContext(ctx, metadata.MD{}) }},
+		{"value \"false\"", func(ctx context.Context) context.Context {
+			return metadata.NewOutgoingContext(ctx, metadata.Pairs("workload.spiffe.io", "false"))
+		}},
+		{"two values", func(ctx context.Context) context.Context {
+			return metadata.AppendToOutgoingContext(ctx, "workload.spiffe.io", "true")
+		}},
+	}
+	for _, v := range variants {
+		stream := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(v.rewrite(ctx), desc, cc, method, opts...)
+		}
+		unary := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(v.rewrite(ctx), method, req, reply, cc, opts...)
+		}
+		opt := workloadapi.WithDialOptions(grpc.WithStreamInterceptor(stream), grpc.WithUnaryInterceptor(unary))
+		client := must(workloadapi.New(ctx, opt))("workloadapi.New")
+		_, err := client.FetchX509SVID(ctx)
+		if status.Code(err) != codes.InvalidArgument || status.Convert(err).Message() != "security header missing from request" {
+			fail("%s: FetchX509SVID got %v, want InvalidArgument \"security header missing from request\"", v.name, err)
+		}
+		_, jerr := client.FetchJWTSVID(ctx, jwtsvid.Params{Audience: "a"})
+		if status.Code(jerr) != codes.InvalidArgument {
+			fail("%s: FetchJWTSVID got %v, want InvalidArgument", v.name, jerr)
+		}
+		_, berr := client.FetchJWTBundles(ctx)
+		if status.Code(berr) != codes.InvalidArgument {
+			fail("%s: FetchJWTBundles got %v, want InvalidArgument", v.name, berr)
+		}
+		check("noheader", "%s: FetchX509SVID, FetchJWTSVID and FetchJWTBundles refused: %v", v.name, err)
+		client.Close()
+	}
+	// go-spiffe stops a watch on InvalidArgument: the source fails at once instead of retrying.
+	strip := func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		return streamer(metadata.NewOutgoingContext(ctx, metadata.MD{}), desc, cc, method, opts...)
+	}
+	started := time.Now()
+	_, err := workloadapi.NewX509Source(ctx, workloadapi.WithClientOptions(workloadapi.WithDialOptions(grpc.WithStreamInterceptor(strip))))
+	if status.Code(err) != codes.InvalidArgument {
+		fail("NewX509Source without the header: got %v, want InvalidArgument at once", err)
+	}
+	check("noheader-x509source", "NewX509Source without the header fails in %s: %v", time.Since(started).Round(time.Millisecond), err)
 }
