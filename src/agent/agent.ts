@@ -11,6 +11,7 @@ import { systemClock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { ApiError, Code } from '../common/errors.ts';
 import { joinTokenAttestor } from '../attestors/node/join-token.ts';
+import { k8sPsatAttestor } from '../attestors/node/k8s-psat.ts';
 import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
 import { createUnixAttestor } from '../attestors/workload/unix.ts';
 import { createWorkloadAttestor } from './workload-attestation/attest-workload.ts';
@@ -41,6 +42,7 @@ export interface RunningAgent {
 
 function nodeAttestorFor(config: AgentConfig): NodeAttestor {
   if (config.nodeAttestor === 'join_token') return joinTokenAttestor(config.joinToken ?? '');
+  if (config.nodeAttestor === 'k8s_psat' && config.k8sPsat !== undefined) return k8sPsatAttestor(config.k8sPsat);
   throw new ApiError(Code.INVALID_ARGUMENT, `config: unsupported node attestor "${config.nodeAttestor}"`);
 }
 

@@ -14,6 +14,7 @@ import { ConfigReader } from '../common/config-reader.ts';
 import type { ConfigTree } from '../common/config-file.ts';
 import { parseTrustDomain } from '../common/spiffe-id.ts';
 import { normaliseLogLevel } from '../common/logger.ts';
+import { parseK8sPsatAgentConfig, type K8sPsatAgentConfig } from '../attestors/node/k8s-psat.ts';
 
 export type TrustBundleSource =
   | { kind: 'path'; path: string; format: 'pem' | 'spiffe' }
@@ -35,6 +36,8 @@ export interface AgentConfig {
   /** Node attestor type: `join_token` for now. */
   nodeAttestor: string;
   joinToken: string | undefined;
+  /** `NodeAttestor "k8s_psat"` plugin_data, when that attestor is configured. */
+  k8sPsat?: K8sPsatAgentConfig;
   /** `disk` keeps the agent key in data_dir; `memory` re-attests after a restart. */
   keyManager: 'disk' | 'memory';
   x509SvidCacheMaxSize: number;
@@ -138,8 +141,9 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
     plugins.fail('NodeAttestor', `exactly one node attestor is required (for example NodeAttestor "join_token" { plugin_data {} }), got ${nodeAttestors.size}`);
   }
   for (const [name, block] of nodeAttestors) {
-    if (name !== 'join_token') plugins.fail(`NodeAttestor.${name}`, 'unsupported node attestor (supported: join_token)');
-    pluginData(block).done();
+    if (name === 'k8s_psat') config.k8sPsat = parseK8sPsatAgentConfig(pluginData(block), cwd);
+    else if (name === 'join_token') pluginData(block).done();
+    else plugins.fail(`NodeAttestor.${name}`, 'unsupported node attestor (supported: join_token, k8s_psat)');
     config.nodeAttestor = name;
   }
   if (config.nodeAttestor === 'join_token' && config.joinToken === undefined) {

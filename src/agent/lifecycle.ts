@@ -167,13 +167,24 @@ export class AgentLifecycle {
   async #attest(): Promise<void> {
     const attestor = this.#o.nodeAttestor;
     const { privateKey, csr } = newKeyAndCsr();
-    this.#identity = undefined;
-    const result = await attestAgent(this.clients().agent, {
-      type: attestor.type,
-      payload: await attestor.payload(),
-      csr,
-      ...(attestor.respond === undefined ? {} : { respond: (c: Buffer) => (attestor.respond as (c: Buffer) => Promise<Buffer>)(c) }),
+    // AttestAgent runs on its own connection without a client certificate, so a valid SVID
+    // we already hold stays in use if (re-)attestation fails.
+    const anonymous = connectToServer({
+      address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
+      trustDomain: this.#o.config.trustDomain,
+      rootsPem: this.#roots === undefined ? undefined : certificatesToPem(this.#roots),
     });
+    let result: Awaited<ReturnType<typeof attestAgent>>;
+    try {
+      result = await attestAgent(anonymous.agent, {
+        type: attestor.type,
+        payload: await attestor.payload(),
+        csr,
+        ...(attestor.respond === undefined ? {} : { respond: (c: Buffer) => (attestor.respond as (c: Buffer) => Promise<Buffer>)(c) }),
+      });
+    } finally {
+      anonymous.close();
+    }
     this.#identity = agentSvid(result.certChain, privateKey, result.reattestable);
     // The bundle comes over the now-authenticated connection (for insecure bootstrap, this is
     // the first time the agent learns it).

@@ -13,6 +13,7 @@ import { ConfigReader } from '../common/config-reader.ts';
 import type { ConfigTree } from '../common/config-file.ts';
 import { parseTrustDomain } from '../common/spiffe-id.ts';
 import { normaliseLogLevel } from '../common/logger.ts';
+import { parseK8sPsatServerConfig, type K8sPsatServerConfig } from './node-attestors/k8s-psat-config.ts';
 
 export interface UpstreamDiskConfig {
   certPath: string;
@@ -36,6 +37,7 @@ export interface ServerConfig {
   caSubject: { country: string; organization: string; commonName: string };
   /** Node attestors enabled by the plugins block, with their plugin_data. */
   nodeAttestors: Map<string, ConfigReader>;
+  k8sPsat: K8sPsatServerConfig | undefined;
   upstream: UpstreamDiskConfig | undefined;
   /** The SQLite file; defaults to <data_dir>/datastore.sqlite3. */
   datastorePath: string;
@@ -58,7 +60,7 @@ const SERVER_KEYS: readonly string[] = [
 ];
 
 /** Node attestors this server implements. */
-export const SUPPORTED_NODE_ATTESTORS: readonly string[] = ['join_token'];
+export const SUPPORTED_NODE_ATTESTORS: readonly string[] = ['join_token', 'k8s_psat'];
 
 function pluginData(reader: ConfigReader): ConfigReader {
   const data = reader.block('plugin_data');
@@ -97,7 +99,7 @@ export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): Server
   subject.done();
 
   const defaultX509SvidTtlMs = server.duration('default_x509_svid_ttl', SERVER_DEFAULTS.defaultX509SvidTtlMs);
-  const config: Omit<ServerConfig, 'nodeAttestors' | 'upstream' | 'datastorePath'> = {
+  const config: Omit<ServerConfig, 'nodeAttestors' | 'k8sPsat' | 'upstream' | 'datastorePath'> = {
     trustDomain,
     bindAddress: server.string('bind_address', SERVER_DEFAULTS.bindAddress),
     bindPort: server.int('bind_port', SERVER_DEFAULTS.bindPort, { min: 0, max: 65535 }),
@@ -113,11 +115,14 @@ export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): Server
   server.done();
 
   const nodeAttestors = new Map<string, ConfigReader>();
+  let k8sPsat: K8sPsatServerConfig | undefined;
   for (const [name, block] of plugins.labelled('NodeAttestor')) {
     if (!SUPPORTED_NODE_ATTESTORS.includes(name)) {
       plugins.fail(`NodeAttestor.${name}`, `unsupported node attestor (supported: ${SUPPORTED_NODE_ATTESTORS.join(', ')})`);
     }
-    nodeAttestors.set(name, pluginData(block));
+    const data = pluginData(block);
+    nodeAttestors.set(name, data);
+    if (name === 'k8s_psat') k8sPsat = parseK8sPsatServerConfig(data, cwd);
   }
 
   let upstream: UpstreamDiskConfig | undefined;
@@ -149,5 +154,5 @@ export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): Server
   if (nodeAttestors.size === 0) {
     plugins.fail('NodeAttestor', 'at least one node attestor is required (for example NodeAttestor "join_token" { plugin_data {} })');
   }
-  return { ...config, nodeAttestors, upstream, datastorePath };
+  return { ...config, nodeAttestors, k8sPsat, upstream, datastorePath };
 }

@@ -23,6 +23,7 @@ import type { AttestedAgent, RegistrationEntry } from './datastore/types.ts';
 import { authorizedEntries, buildEntryIndex, type EntryIndex } from './authorized-entries.ts';
 import type { ServerConfig } from './config.ts';
 import { createJoinTokenAttestor } from './node-attestors/join-token.ts';
+import { createK8sPsatAttestor } from './node-attestors/k8s-psat.ts';
 import type { NodeAttestor } from './node-attestors/node-attestor.ts';
 import { adminSocketResolver, tlsCallerResolver, type CallerResolver } from './api/caller.ts';
 import { createAgentService, type AgentStore } from './api/agent-service.ts';
@@ -61,6 +62,9 @@ function nodeAttestors(config: ServerConfig, datastore: Datastore, clock: Clock)
   for (const name of config.nodeAttestors.keys()) {
     if (name === 'join_token') {
       out.set(name, createJoinTokenAttestor({ trustDomain: config.trustDomain, store: datastore, clock }));
+    }
+    if (name === 'k8s_psat' && config.k8sPsat !== undefined) {
+      out.set(name, createK8sPsatAttestor({ trustDomain: config.trustDomain, config: config.k8sPsat }));
     }
   }
   return out;

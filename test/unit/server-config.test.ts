@@ -80,7 +80,7 @@ describe('parseServerConfig', () => {
     ['a bad port', 'server {\n trust_domain = "td"\n data_dir = "d"\n bind_port = 99999\n}', 'config: server.bind_port: must be between 0 and 65535 (got 99999)'],
     ['a bad duration', 'server {\n trust_domain = "td"\n data_dir = "d"\n ca_ttl = "soon"\n}', 'config: server.ca_ttl: "soon" is not a duration (examples: "90s", "1h30m", "500ms")'],
     ['no node attestor', 'server {\n trust_domain = "td"\n data_dir = "d"\n}', 'config: plugins.NodeAttestor: at least one node attestor is required (for example NodeAttestor "join_token" { plugin_data {} })'],
-    ['an unsupported node attestor', 'server {\n trust_domain = "td"\n data_dir = "d"\n}\nplugins {\n NodeAttestor "aws_iid" {\n plugin_data {}\n }\n}', 'config: plugins.NodeAttestor.aws_iid: unsupported node attestor (supported: join_token)'],
+    ['an unsupported node attestor', 'server {\n trust_domain = "td"\n data_dir = "d"\n}\nplugins {\n NodeAttestor "aws_iid" {\n plugin_data {}\n }\n}', 'config: plugins.NodeAttestor.aws_iid: unsupported node attestor (supported: join_token, k8s_psat)'],
     ['a bad log level', 'server {\n trust_domain = "td"\n data_dir = "d"\n log_level = "LOUD"\n}', 'config: server.log_level: must be one of DEBUG, INFO, WARN, ERROR (got "LOUD")'],
   ];
   for (const [name, text, message] of bad) {

@@ -12,6 +12,7 @@ import type { Logger } from '../../common/logger.ts';
 import { ApiError, Code } from '../../common/errors.ts';
 import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { AttestedAgent, Selector } from '../datastore/types.ts';
+import { selectorKey } from '../../common/selector.ts';
 import type { NodeAttestor } from '../node-attestors/node-attestor.ts';
 import type { CallerResolver } from './caller.ts';
 import { agentToProto, idFromProto, idToProto } from './convert.ts';
@@ -89,8 +90,11 @@ function nextMessage(stream: AttestStream): Promise<AttestAgentRequest__Output> 
   });
 }
 
+/** Whether two selector lists hold the same set (order and duplicates do not matter). */
 function sameSelectors(a: readonly Selector[], b: readonly Selector[]): boolean {
-  return a.length === b.length && a.every((s, i) => s.type === b[i]?.type && s.value === b[i]?.value);
+  const left = new Set(a.map(selectorKey));
+  const right = new Set(b.map(selectorKey));
+  return left.size === right.size && [...left].every((k) => right.has(k));
 }
 
 /** Builds the Agent service handlers. */

@@ -122,7 +122,11 @@ export function createK8sPsatAttestor(opts: K8sPsatAttestorOptions): NodeAttesto
   async function attest(payload: Buffer): Promise<NodeAttestationResult> {
     const data = parsePsatPayload(payload);
     const cluster = opts.config.clusters.get(data.cluster);
-    if (cluster === undefined) throw fail(Code.INVALID_ARGUMENT, `not configured for cluster "${data.cluster}"`);
+    if (cluster === undefined) {
+      // The name comes from an unauthenticated caller: quote it, and keep logs bounded.
+      const shown = data.cluster.length > 128 ? `${data.cluster.slice(0, 128)}…` : data.cluster;
+      throw fail(Code.INVALID_ARGUMENT, `not configured for cluster ${JSON.stringify(shown)}`);
+    }
     const c = JSON.stringify(cluster.name);
     const client = clientFactory(cluster.kubeConfigFile);
 

@@ -67,7 +67,7 @@ function internal(message: string): ApiError {
 }
 
 /** Describes a failed call: the apiserver's Status message when there is one, else the transport error. */
-export function describeKubeError(err: unknown, timeoutMs: number): string {
+function describeKubeError(err: unknown, timeoutMs: number): string {
   if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) return `timed out after ${timeoutMs}ms`;
   const e = err as { code?: unknown; body?: unknown; message?: unknown; cause?: unknown };
   if (typeof e.code === 'number') {
