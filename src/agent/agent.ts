@@ -14,6 +14,7 @@ import { joinTokenAttestor } from '../attestors/node/join-token.ts';
 import { k8sPsatAttestor } from '../attestors/node/k8s-psat.ts';
 import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
 import { createUnixAttestor } from '../attestors/workload/unix.ts';
+import { createK8sAttestor } from '../attestors/workload/k8s/k8s.ts';
 import { createWorkloadAttestor } from './workload-attestation/attest-workload.ts';
 import type { WorkloadAttestorPlugin } from './workload-attestation/workload-attestor.ts';
 import { startWorkloadApi, type WorkloadApiServer } from './workload-api/workload-api.ts';
@@ -46,13 +47,21 @@ function nodeAttestorFor(config: AgentConfig): NodeAttestor {
   throw new ApiError(Code.INVALID_ARGUMENT, `config: unsupported node attestor "${config.nodeAttestor}"`);
 }
 
-function workloadPlugins(config: AgentConfig): WorkloadAttestorPlugin[] {
+/** The configured workload attestor plugins, plus what must be closed on stop. */
+function workloadPlugins(config: AgentConfig, logger: Logger): { plugins: WorkloadAttestorPlugin[]; close: () => Promise<void> } {
   const plugins: WorkloadAttestorPlugin[] = [];
+  const closers: Array<() => Promise<void>> = [];
   const unix = config.workloadAttestors.unix;
   if (unix !== undefined) {
     plugins.push(createUnixAttestor({ discoverWorkloadPath: unix.discoverWorkloadPath, workloadSizeLimit: unix.workloadSizeLimit }));
   }
-  return plugins;
+  const k8s = config.workloadAttestors.k8s;
+  if (k8s !== undefined) {
+    const plugin = createK8sAttestor({ ...k8s, logger: logger.child({ subsystem: 'k8s_attestor' }) });
+    plugins.push(plugin);
+    closers.push(() => plugin.close());
+  }
+  return { plugins, close: async () => void (await Promise.all(closers.map((c) => c()))) };
 }
 
 /** Starts the agent: binds the socket at once, then attests and syncs in the background. */
@@ -76,10 +85,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     x509SvidCacheMaxSize: config.x509SvidCacheMaxSize,
     jwtSvidCacheMaxSize: config.jwtSvidCacheMaxSize,
   });
+  const attestors = workloadPlugins(config, logger);
   const workloadApi = await startWorkloadApi({
     socketPath: config.socketPath,
     source: manager,
-    attestor: createWorkloadAttestor({ plugins: workloadPlugins(config), logger: logger.child({ subsystem: 'attestor' }) }),
+    attestor: createWorkloadAttestor({ plugins: attestors.plugins, logger: logger.child({ subsystem: 'attestor' }) }),
     logger: logger.child({ subsystem: 'workload_api' }),
     clock,
   });
@@ -103,6 +113,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     async stop() {
       await current.stop().catch(() => undefined);
       await workloadApi.close();
+      await attestors.close();
       logger.info({}, 'agent stopped');
     },
   };

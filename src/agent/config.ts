@@ -14,6 +14,7 @@ import { ConfigReader } from '../common/config-reader.ts';
 import type { ConfigTree } from '../common/config-file.ts';
 import { parseTrustDomain } from '../common/spiffe-id.ts';
 import { normaliseLogLevel } from '../common/logger.ts';
+import type { K8sAttestorOptions } from '../attestors/workload/k8s/options.ts';
 import { parseK8sPsatAgentConfig, type K8sPsatAgentConfig } from '../attestors/node/k8s-psat.ts';
 
 export type TrustBundleSource =
@@ -23,6 +24,39 @@ export type TrustBundleSource =
 export interface UnixAttestorConfig {
   discoverWorkloadPath: boolean;
   workloadSizeLimit: number;
+}
+
+/** plugin_data of `WorkloadAttestor "k8s"`, in SPIRE's names (see README). */
+export type K8sWorkloadAttestorConfig = Omit<K8sAttestorOptions, 'logger' | 'procRoot' | 'clock' | 'dispatcher' | 'baseUrl' | 'env' | 'kubeletTimeoutMs' | 'podListMaxAgeMs'>;
+
+/** Reads `WorkloadAttestor "k8s" { plugin_data { … } }`; relative paths resolve against `cwd`. */
+export function parseK8sWorkloadAttestorConfig(data: ConfigReader, cwd: string): K8sWorkloadAttestorConfig {
+  const path = (key: string): string | undefined => {
+    const v = data.optionalString(key);
+    return v === undefined || v === '' ? undefined : resolve(cwd, v);
+  };
+  const out: K8sWorkloadAttestorConfig = {
+    kubeletSecurePort: data.int('kubelet_secure_port', 0, { min: 0, max: 65535 }),
+    skipKubeletVerification: data.bool('skip_kubelet_verification', false),
+    useAnonymousAuthentication: data.bool('use_anonymous_authentication', false),
+    maxPollAttempts: data.int('max_poll_attempts', 0, { min: 0 }),
+    pollRetryIntervalMs: data.duration('poll_retry_interval', 500),
+    disableContainerSelectors: data.bool('disable_container_selectors', false),
+  };
+  const optional: Array<[keyof K8sWorkloadAttestorConfig, string | undefined]> = [
+    ['kubeletCaPath', path('kubelet_ca_path')],
+    ['tokenPath', path('token_path')],
+    ['certificatePath', path('certificate_path')],
+    ['privateKeyPath', path('private_key_path')],
+    ['nodeNameEnv', data.optionalString('node_name_env')],
+    ['nodeName', data.optionalString('node_name')],
+  ];
+  for (const [key, value] of optional) if (value !== undefined && value !== '') (out as Record<string, unknown>)[key] = value;
+  if ((out.certificatePath === undefined) !== (out.privateKeyPath === undefined)) {
+    data.fail('certificate_path', 'certificate_path and private_key_path must be set together');
+  }
+  data.done();
+  return out;
 }
 
 export interface AgentConfig {
@@ -43,7 +77,7 @@ export interface AgentConfig {
   x509SvidCacheMaxSize: number;
   jwtSvidCacheMaxSize: number;
   syncIntervalMs: number;
-  workloadAttestors: { unix?: UnixAttestorConfig };
+  workloadAttestors: { unix?: UnixAttestorConfig; k8s?: K8sWorkloadAttestorConfig };
 }
 
 export const AGENT_DEFAULTS = {
@@ -157,7 +191,11 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
   }
 
   for (const [name, block] of plugins.labelled('WorkloadAttestor')) {
-    if (name !== 'unix') plugins.fail(`WorkloadAttestor.${name}`, 'unsupported workload attestor (supported: unix)');
+    if (name === 'k8s') {
+      config.workloadAttestors.k8s = parseK8sWorkloadAttestorConfig(pluginData(block), cwd);
+      continue;
+    }
+    if (name !== 'unix') plugins.fail(`WorkloadAttestor.${name}`, 'unsupported workload attestor (supported: unix, k8s)');
     const data = pluginData(block);
     config.workloadAttestors.unix = {
       discoverWorkloadPath: data.bool('discover_workload_path', false),

@@ -32,6 +32,8 @@ export interface AgentSetup {
   joinToken: string;
   syncInterval?: string;
   extraAgent?: string;
+  /** Extra plugin blocks (e.g. another WorkloadAttestor). */
+  extraPlugins?: string;
 }
 
 export async function startAgentProcess(setup: AgentSetup): Promise<AgentHandle> {
@@ -67,6 +69,7 @@ plugins {
   WorkloadAttestor "unix" {
     plugin_data {}
   }
+${setup.extraPlugins ?? ''}
 }
 `,
   );

@@ -61,6 +61,36 @@ describe('parseAgentConfig', () => {
     });
   });
 
+  it('reads the k8s workload attestor\'s plugin_data in SPIRE\'s names', async () => {
+    const text = base.replace('WorkloadAttestor "unix"', `WorkloadAttestor "k8s" {
+    plugin_data {
+      kubelet_secure_port = 10250
+      kubelet_ca_path = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+      node_name_env = "MY_NODE_NAME"
+      poll_retry_interval = "250ms"
+      max_poll_attempts = 120
+      disable_container_selectors = true
+    }
+  }
+  WorkloadAttestor "unix"`);
+    const c = parseAgentConfig(await parseConfigText('agent.conf', text), '/w');
+    expect(c.workloadAttestors.k8s).toEqual({
+      kubeletSecurePort: 10250,
+      kubeletCaPath: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt',
+      nodeNameEnv: 'MY_NODE_NAME',
+      pollRetryIntervalMs: 250,
+      maxPollAttempts: 120,
+      disableContainerSelectors: true,
+      skipKubeletVerification: false,
+      useAnonymousAuthentication: false,
+    });
+  });
+
+  it('rejects an unknown k8s plugin_data key with a suggestion', async () => {
+    const text = base.replace('WorkloadAttestor "unix"', 'WorkloadAttestor "k8s" {\n plugin_data {\n kubelet_ca_pth = "x"\n }\n }\n WorkloadAttestor "unix"');
+    expect(await error(text)).toBe('config: plugins.WorkloadAttestor.k8s.plugin_data.kubelet_ca_pth: unknown key (did you mean "kubelet_ca_path"?)');
+  });
+
   it('takes the join token and socket path from flags over the file', async () => {
     const c = parseAgentConfig(await parseConfigText('agent.conf', base), '/w', { joinToken: 'flag', socketPath: '/tmp/x.sock' });
     expect(c.joinToken).toBe('flag');
@@ -73,7 +103,7 @@ describe('parseAgentConfig', () => {
     ['both bootstrap modes', ['trust_domain = "example.org"', 'trust_domain = "example.org"\n insecure_bootstrap = true'], 'config: agent.insecure_bootstrap: cannot be combined with trust_bundle_path: choose one way to trust the server'],
     ['a bad port', ['server_port = "8081"', 'server_port = "eighty"'], 'config: agent.server_port: must be an integer (got "eighty")'],
     ['a missing join token', ['join_token = "abc"', ''], 'config: agent.join_token: is required by the join_token node attestor (or pass -joinToken to run)'],
-    ['an unknown workload attestor', ['WorkloadAttestor "unix"', 'WorkloadAttestor "docker"'], 'config: plugins.WorkloadAttestor.docker: unsupported workload attestor (supported: unix)'],
+    ['an unknown workload attestor', ['WorkloadAttestor "unix"', 'WorkloadAttestor "docker"'], 'config: plugins.WorkloadAttestor.docker: unsupported workload attestor (supported: unix, k8s)'],
     ['a bad sync interval', ['sync_interval = "2s"', 'sync_interval = "often"'], 'config: agent.experimental.sync_interval: "often" is not a duration (examples: "90s", "1h30m", "500ms")'],
   ];
   for (const [name, [from, to], message] of bad) {

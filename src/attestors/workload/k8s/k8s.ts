@@ -1,0 +1,196 @@
+/**
+ * The `k8s` workload attestor (SPIRE's `pkg/agent/plugin/workloadattestor/k8s`): the
+ * caller's cgroup names its container (and usually its pod); the kubelet's pod list,
+ * fetched over verified TLS into a shared index, says which pod that is; the pod and
+ * container give the selectors.
+ *
+ * Differences from SPIRE, on purpose:
+ * - when the pod is known but its container is not yet in the pod status (postStart hooks,
+ *   sidecars holding the app, spire#3092), the attestor waits the bounded time and then
+ *   falls back to pod-level selectors instead of failing (`disable_container_selectors`
+ *   still gives pod-level selectors at once, as in SPIRE);
+ * - giving up is `Unavailable` (retryable) naming what was missing, not `DeadlineExceeded`;
+ * - kubelet answers that will not change by waiting (401, 403, TLS verification, unreadable
+ *   credentials) fail the attestation at once instead of after 30 s of retries;
+ * - an ephemeral container is refused at once (no fallback): it is not a workload container.
+ */
+import type { WorkloadAttestorPlugin } from '../../../agent/workload-attestation/workload-attestor.ts';
+import { ApiError, Code } from '../../../common/errors.ts';
+import { createKubeletClient } from './kubelet-client.ts';
+import { locateProcess } from './locate-process.ts';
+import { resolveK8sOptions, type K8sAttestorOptions } from './options.ts';
+import { createPodIndex, systemTimerClock, type PodSnapshot } from './pod-index.ts';
+import { findContainer, type ContainerStatusRecord, type PodRecord } from './pod-list.ts';
+import { containerSelectorValues, podSelectorValues } from './selectors.ts';
+
+export type { K8sAttestorOptions } from './options.ts';
+
+/** The `k8s` plugin, plus the shutdown of its kubelet connection and timers. */
+export interface K8sWorkloadAttestor extends WorkloadAttestorPlugin {
+  close(): Promise<void>;
+}
+
+const PLUGIN_NAME = 'k8s';
+/** Kubelet failures that waiting will not fix. */
+const PERMANENT = new Set<Code>([Code.UNAUTHENTICATED, Code.PERMISSION_DENIED, Code.FAILED_PRECONDITION, Code.INVALID_ARGUMENT]);
+
+/** What one snapshot says about the caller's container. */
+type Match =
+  | { readonly kind: 'found'; readonly pod: PodRecord; readonly status: ContainerStatusRecord }
+  | { readonly kind: 'missing'; readonly pod: PodRecord | undefined }
+  | { readonly kind: 'ephemeral'; readonly pod: PodRecord }
+  | { readonly kind: 'duplicate' };
+
+/** Creates the `k8s` workload attestor plugin. Throws ApiError(INVALID_ARGUMENT) on bad options. */
+export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttestor {
+  const { logger } = options;
+  const config = resolveK8sOptions(options);
+  const { nodeName, maxPollAttempts, pollRetryIntervalMs, disableContainerSelectors, procRoot } = config;
+  const clock = options.clock ?? systemTimerClock;
+
+  const client = createKubeletClient({
+    host: nodeName ?? '127.0.0.1',
+    port: config.kubeletSecurePort,
+    nodeName,
+    caPath: config.kubeletCaPath,
+    skipVerification: config.skipKubeletVerification,
+    tokenPath: config.tokenPath,
+    certificatePath: config.certificatePath,
+    privateKeyPath: config.privateKeyPath,
+    anonymous: config.useAnonymousAuthentication,
+    timeoutMs: options.kubeletTimeoutMs,
+    logger,
+    dispatcher: options.dispatcher,
+    baseUrl: options.baseUrl,
+  });
+  const index = createPodIndex({
+    fetchPodList: (signal) => client.getPodList(signal),
+    minIntervalMs: pollRetryIntervalMs,
+    maxAgeMs: config.podListMaxAgeMs,
+    clock,
+    logger,
+  });
+  // Selector strings are computed once per immutable record, then shared by every caller.
+  const podValues = new WeakMap<PodRecord, readonly string[]>();
+  const containerValues = new WeakMap<ContainerStatusRecord, readonly string[]>();
+
+  function selectorsOf(pod: PodRecord, status: ContainerStatusRecord | undefined): string[] {
+    let values = podValues.get(pod);
+    if (values === undefined) podValues.set(pod, (values = podSelectorValues(pod)));
+    if (status === undefined || disableContainerSelectors) return values.slice();
+    let extra = containerValues.get(status);
+    if (extra === undefined) containerValues.set(status, (extra = containerSelectorValues(status)));
+    return values.concat(extra);
+  }
+
+  function match(snapshot: PodSnapshot, podUid: string | undefined, containerId: string): Match {
+    if (podUid !== undefined) {
+      const pod = snapshot.pods.get(podUid);
+      if (pod === undefined) return { kind: 'missing', pod: undefined };
+      const found = findContainer(pod, containerId);
+      if (found !== undefined) return { kind: 'found', pod, status: found.status };
+      return pod.ephemeralContainerIds.includes(containerId) ? { kind: 'ephemeral', pod } : { kind: 'missing', pod };
+    }
+    // No pod UID in the cgroup path (cgroup namespaces, CRI-O): search every pod.
+    if (snapshot.duplicateContainerIds.has(containerId)) return { kind: 'duplicate' };
+    const found = snapshot.containers.get(containerId);
+    if (found !== undefined) return { kind: 'found', pod: found.pod, status: found.status };
+    for (const pod of snapshot.pods.values()) {
+      if (pod.ephemeralContainerIds.includes(containerId)) return { kind: 'ephemeral', pod };
+    }
+    return { kind: 'missing', pod: undefined };
+  }
+
+  /** Selectors for a match, or undefined to keep polling; throws for final failures. */
+  function settle(m: Match, pid: number, containerId: string): string[] | undefined {
+    switch (m.kind) {
+      case 'found':
+        return selectorsOf(m.pod, m.status);
+      case 'duplicate':
+        logger.warn({ caller_pid: pid, container_id: containerId }, 'k8s: two pods found with same container Id');
+        throw new ApiError(Code.INTERNAL, `k8s: two pods found with same container Id (${containerId})`);
+      case 'ephemeral':
+        if (disableContainerSelectors) return selectorsOf(m.pod, undefined);
+        throw new ApiError(
+          Code.FAILED_PRECONDITION,
+          `k8s: container ${containerId} is an ephemeral container of pod ${m.pod.namespace}/${m.pod.name}; ephemeral containers are not attested`,
+        );
+      case 'missing':
+        // As in SPIRE: with container selectors disabled, a known pod is enough.
+        if (m.pod !== undefined && disableContainerSelectors) return selectorsOf(m.pod, undefined);
+        return undefined;
+    }
+  }
+
+  async function attest(pid: number, signal: AbortSignal): Promise<string[]> {
+    if (!Number.isSafeInteger(pid) || pid <= 0) throw new ApiError(Code.INVALID_ARGUMENT, `k8s: invalid pid ${pid}`);
+    if (signal.aborted) throw cancelled(pid);
+    const { podUid, containerId } = locateProcess(procRoot, pid);
+    // Not in a container: nothing to say, and no error (the unix attestor still answers).
+    if (containerId === undefined) return [];
+
+    // Hot path: a fresh shared snapshot already lists the container. No promise, no wait.
+    const fresh = index.peek(0);
+    let seen = 0;
+    if (fresh !== undefined) {
+      const done = settle(match(fresh, podUid, containerId), pid, containerId);
+      if (done !== undefined) return done;
+      seen = fresh.generation;
+    }
+
+    const started = clock.now();
+    const budgetMs = maxPollAttempts * pollRetryIntervalMs;
+    let attempts = 0;
+    let lastMatch: Match | undefined;
+    let lastError: ApiError | undefined;
+    while (attempts < maxPollAttempts && (attempts === 0 || clock.now() - started < budgetMs)) {
+      attempts++;
+      let snapshot: PodSnapshot;
+      try {
+        snapshot = await index.next(seen, signal);
+      } catch (err) {
+        if (signal.aborted) throw cancelled(pid);
+        const apiErr = err instanceof ApiError ? err : new ApiError(Code.UNAVAILABLE, `k8s: ${String(err)}`);
+        if (PERMANENT.has(apiErr.code)) throw apiErr;
+        lastError = apiErr;
+        continue;
+      }
+      if (signal.aborted) throw cancelled(pid);
+      lastError = undefined;
+      seen = snapshot.generation;
+      const m = match(snapshot, podUid, containerId);
+      const done = settle(m, pid, containerId);
+      if (done !== undefined) return done;
+      lastMatch = m;
+    }
+
+    const waited = `${attempts} attempt${attempts === 1 ? '' : 's'} over ${((clock.now() - started) / 1000).toFixed(1)}s`;
+    // The pod as the latest pod list showed it (even if a later fetch failed): the cgroup
+    // path proves the process runs in it, so its pod-level selectors are sound.
+    const pod = lastMatch?.kind === 'missing' ? lastMatch.pod : undefined;
+    if (pod !== undefined) {
+      logger.info(
+        { caller_pid: pid, pod_uid: pod.uid, pod: `${pod.namespace}/${pod.name}`, container_id: containerId, attempts, waited_ms: clock.now() - started },
+        'k8s: container not in the pod status after the bounded wait; attesting with pod-level selectors only',
+      );
+      return selectorsOf(pod, undefined);
+    }
+    const who = podUid !== undefined ? `container ${containerId} of pod ${podUid}` : `container ${containerId} (the cgroup path names no pod UID, so every pod was searched)`;
+    if (lastError !== undefined) {
+      throw new ApiError(Code.UNAVAILABLE, `k8s: no pod list from the kubelet for ${who} after ${waited}: ${lastError.message}`);
+    }
+    const missing = podUid !== undefined ? `pod ${podUid} (of container ${containerId}) is` : `${who} is`;
+    throw new ApiError(Code.UNAVAILABLE, `k8s: ${missing} not in the kubelet pod list after ${waited}`);
+  }
+
+  async function close(): Promise<void> {
+    index.close();
+    await client.close();
+  }
+
+  return { name: PLUGIN_NAME, attest, close };
+}
+
+function cancelled(pid: number): ApiError {
+  return new ApiError(Code.CANCELLED, `k8s: attestation of process ${pid} cancelled`);
+}
