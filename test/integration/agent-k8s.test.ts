@@ -1,38 +1,54 @@
 /**
- * Kubernetes workload attestation end to end: the real agent process with the k8s attestor
- * against a fake kubelet (real HTTPS, CA-verified, bearer token), and workloads that live in
- * REAL cgroups shaped like a kubelet's (CI runs as root, so the test creates them).
+ * Kubernetes end to end: the real server attests the real agent with k8s_psat (TokenReview
+ * against a fake kube-apiserver, real signed projected tokens); a node-alias entry covers the
+ * node; workloads live in REAL cgroups shaped like a kubelet's (CI runs as root) and the agent
+ * identifies them through a fake kubelet over verified TLS with a bearer token.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdir, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, rmdir, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServerProcess, NODE, REPO, type ServerHandle } from '../support/server-process.ts';
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { podJson, startFakeKubelet, type FakeKubelet } from '../support/fake-kubelet.ts';
+import { startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
 import { eventually } from '../support/eventually.ts';
 
 const TD = 'example.org';
-const POD_UID = randomUUID();
-const CONTAINER_ID = randomBytes(32).toString('hex');
-/** A cgroup v1 hierarchy this machine mounts and root can write (pids). */
+/** A cgroup v1 hierarchy this machine mounts and root can write. */
 const CGROUP_ROOT = '/sys/fs/cgroup/pids';
-const CGROUP_DIRS = ['kubepods', 'kubepods/besteffort', `kubepods/besteffort/pod${POD_UID}`, `kubepods/besteffort/pod${POD_UID}/${CONTAINER_ID}`];
+
+interface FakePod {
+  uid: string;
+  containerId: string;
+  dirs: string[];
+}
+
+function fakePod(): FakePod {
+  const uid = randomUUID();
+  const containerId = randomBytes(32).toString('hex');
+  return { uid, containerId, dirs: [`kubepods`, `kubepods/besteffort`, `kubepods/besteffort/pod${uid}`, `kubepods/besteffort/pod${uid}/${containerId}`] };
+}
+
+const demo = fakePod();
+const other = fakePod();
 
 let server: ServerHandle;
 let agent: AgentHandle;
 let kubelet: FakeKubelet;
+let api: FakeKubeApiserver;
 let agentId: string;
+let fixtures: string;
 const children: ChildProcess[] = [];
 
-/** Runs the workload child as `uid`, inside the pod's container cgroup when `inPod`; resolves its first result. */
-function workloadFetch(uid: number, inPod: boolean): Promise<Record<string, unknown>> {
+/** Runs the workload child, inside `pod`'s container cgroup if given; resolves its pid and first result. */
+function workloadFetch(pod: FakePod | undefined): Promise<{ pid: number; result: Record<string, unknown> }> {
   const script = join(REPO, 'test/support/workload-child.ts');
-  const cgroupProcs = join(CGROUP_ROOT, CGROUP_DIRS.at(-1) as string, 'cgroup.procs');
   // The shell joins the cgroup, then becomes the workload (same PID), before it connects.
-  const command = inPod ? `echo $$ > ${cgroupProcs} && exec "$0" "$@"` : 'exec "$0" "$@"';
-  const proc = spawn('sh', ['-c', command, NODE, script, agent.socketPath, 'fetch'], { stdio: ['ignore', 'pipe', 'pipe'], ...(inPod ? {} : { uid, gid: uid }) });
+  const command = pod === undefined ? 'exec "$0" "$@"' : `echo $$ > ${join(CGROUP_ROOT, pod.dirs.at(-1) as string, 'cgroup.procs')} && exec "$0" "$@"`;
+  const proc = spawn('sh', ['-c', command, NODE, script, agent.socketPath, 'fetch'], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(proc);
   return new Promise((resolve, reject) => {
     let out = '';
@@ -41,7 +57,7 @@ function workloadFetch(uid: number, inPod: boolean): Promise<Record<string, unkn
     proc.stdout?.on('data', (d: Buffer) => {
       out += d.toString();
       for (const line of out.split('\n')) {
-        if (line.includes('"svids"') || line.includes('"error"')) resolve(JSON.parse(line) as Record<string, unknown>);
+        if (line.includes('"svids"') || line.includes('"error"')) resolve({ pid: proc.pid as number, result: JSON.parse(line) as Record<string, unknown> });
       }
     });
     proc.once('exit', () => setTimeout(() => reject(new Error(`workload exited without a result: ${out} ${err}`)), 50));
@@ -49,42 +65,71 @@ function workloadFetch(uid: number, inPod: boolean): Promise<Record<string, unkn
 }
 
 beforeAll(async () => {
-  for (const d of CGROUP_DIRS) await mkdir(join(CGROUP_ROOT, d), { recursive: true });
+  for (const pod of [demo, other]) for (const d of pod.dirs) await mkdir(join(CGROUP_ROOT, d), { recursive: true });
+
+  // The cluster: an apiserver that knows the agent's pod and node, and the node's kubelet.
+  api = await startFakeKubeApiserver();
+  api.addNode({ name: 'node-a' });
+  api.addPod({ namespace: 'spire', name: 'spire-agent-x7k2p', nodeName: 'node-a', hostIp: '10.0.0.11', serviceAccount: 'spire-agent' });
   kubelet = await startFakeKubelet({ nodeName: 'node-a' });
   kubelet.allowedTokens.add('agent-sa-token');
-  kubelet.pods.set(
-    POD_UID,
-    podJson({
-      uid: POD_UID,
-      name: 'web-7d9f',
-      namespace: 'default',
-      serviceAccountName: 'web',
-      labels: { app: 'web' },
-      owners: [{ kind: 'ReplicaSet', name: 'web-7d', uid: randomUUID() }],
-      containers: [{ name: 'web', image: 'nginx:1.27', imageID: 'docker.io/library/nginx@sha256:' + 'a'.repeat(64), containerID: `containerd://${CONTAINER_ID}` }],
-    }),
-  );
-  server = await startServerProcess({ trustDomain: TD });
-  const dir = server.dir;
-  await writeFile(join(dir, 'kubelet-ca.crt'), kubelet.caPem);
-  await writeFile(join(dir, 'kubelet-token'), 'agent-sa-token\n');
-  const token = /Token: (\S+)/.exec((await server.cli('token', 'generate')).stdout)?.[1] as string;
-  agentId = `spiffe://${TD}/spire/agent/join_token/${token}`;
-  await server.cli('entry', 'create', '-parentID', agentId, '-spiffeID', `spiffe://${TD}/ns/default/sa/web`, '-selector', 'k8s:ns:default', '-selector', 'k8s:sa:web');
+  for (const [pod, ns, name] of [[demo, 'demo', 'demo-5f6d'], [other, 'other', 'other-9c8b']] as const) {
+    kubelet.pods.set(
+      pod.uid,
+      podJson({
+        uid: pod.uid,
+        name,
+        namespace: ns,
+        serviceAccountName: 'demo',
+        containers: [{ name: 'app', image: 'demo:1', imageID: `docker.io/library/demo@sha256:${'b'.repeat(64)}`, containerID: `containerd://${pod.containerId}` }],
+      }),
+    );
+  }
+
+  fixtures = await mkdtemp(join(tmpdir(), 'sna-k8s-'));
+  const kubeconfig = await api.writeKubeconfig(join(fixtures, 'kubeconfig'));
+  server = await startServerProcess({
+    trustDomain: TD,
+    plugins: `  NodeAttestor "k8s_psat" {
+    plugin_data {
+      clusters = {
+        "c1" = {
+          service_account_allow_list = ["spire:spire-agent"]
+          kube_config_file = "${kubeconfig}"
+        }
+      }
+    }
+  }`,
+  });
+
+  // One node alias covers every agent of cluster c1; the workload entry hangs off it.
+  await server.cli('entry', 'create', '-node', '-spiffeID', `spiffe://${TD}/cluster/c1`, '-selector', 'k8s_psat:cluster:c1');
+  await server.cli('entry', 'create', '-parentID', `spiffe://${TD}/cluster/c1`, '-spiffeID', `spiffe://${TD}/ns/demo/sa/demo`, '-selector', 'k8s:ns:demo', '-selector', 'k8s:sa:demo');
+
+  // The agent's projected service-account token and the kubelet's CA and token.
+  await writeFile(join(fixtures, 'psat'), await api.tokenForPod('spire', 'spire-agent-x7k2p'));
+  await writeFile(join(fixtures, 'kubelet-ca.crt'), kubelet.caPem);
+  await writeFile(join(fixtures, 'kubelet-token'), 'agent-sa-token\n');
   agent = await startAgentProcess({
     server,
-    joinToken: token,
+    nodeAttestor: `  NodeAttestor "k8s_psat" {
+    plugin_data {
+      cluster = "c1"
+      token_path = "${join(fixtures, 'psat')}"
+    }
+  }`,
     extraPlugins: `  WorkloadAttestor "k8s" {
     plugin_data {
       kubelet_secure_port = ${new URL(kubelet.baseUrl).port}
-      kubelet_ca_path = "${join(dir, 'kubelet-ca.crt')}"
-      token_path = "${join(dir, 'kubelet-token')}"
+      kubelet_ca_path = "${join(fixtures, 'kubelet-ca.crt')}"
+      token_path = "${join(fixtures, 'kubelet-token')}"
       node_name = "127.0.0.1"
       poll_retry_interval = "100ms"
       max_poll_attempts = 5
     }
   }`,
   });
+  agentId = (await agent.waitForLog(/"spiffe_id":"(spiffe:\/\/[^"]+)","attestor":"k8s_psat"/))[1] as string;
 }, 60_000);
 
 afterAll(async () => {
@@ -93,22 +138,36 @@ afterAll(async () => {
   await agent?.cleanup();
   await server?.cleanup();
   await kubelet?.close();
-  for (const d of [...CGROUP_DIRS].reverse()) await rmdir(join(CGROUP_ROOT, d)).catch(() => undefined);
+  await api?.close();
+  if (fixtures !== undefined) await rm(fixtures, { recursive: true, force: true });
+  for (const pod of [demo, other]) for (const d of [...pod.dirs].reverse()) await rmdir(join(CGROUP_ROOT, d)).catch(() => undefined);
 });
 
-describe('k8s workload attestation in the agent', () => {
-  it('identifies a process in a pod container by its cgroup and the kubelet, and issues the pod entry', async () => {
-    const result = await eventually(async () => {
-      const r = await workloadFetch(0, true);
-      if (r['event'] !== 'svids') throw new Error(JSON.stringify(r));
+describe('Kubernetes end to end', () => {
+  it('attests the agent with k8s_psat under the node UID', () => {
+    expect(agentId).toMatch(new RegExp(`^spiffe://${TD.replace('.', '\\.')}/spire/agent/k8s_psat/c1/[0-9a-f-]{36}$`));
+  });
+
+  it('issues the demo SVID to a process in the demo pod, through the node alias', async () => {
+    const { result } = await eventually(async () => {
+      const r = await workloadFetch(demo);
+      if (r.result['event'] !== 'svids') throw new Error(JSON.stringify(r.result));
       return r;
     }, 30_000, 500);
-    expect(result['ids']).toEqual([`spiffe://${TD}/ns/default/sa/web`]);
+    expect(result['ids']).toEqual([`spiffe://${TD}/ns/demo/sa/demo`]);
     expect(kubelet.lastAuthorization).toBe('Bearer agent-sa-token');
   }, 40_000);
 
-  it('gives a process outside any container no k8s selectors and no error: no identity issued', async () => {
-    const result = await workloadFetch(6123, false);
+  it('refuses the same client in another namespace\'s pod', async () => {
+    const { result } = await workloadFetch(other);
     expect(result).toEqual({ event: 'error', code: 7, details: 'no identity issued' });
+  });
+
+  it('gives a process outside any pod no k8s selectors and no error', async () => {
+    const from = agent.logs().length;
+    const { pid, result } = await workloadFetch(undefined);
+    expect(result).toEqual({ event: 'error', code: 7, details: 'no identity issued' });
+    const line = await agent.waitForLog(new RegExp(`"plugin":"k8s","caller_pid":${pid}[^\\n]*"selectors":0[^\\n]*"msg":"([^"]+)"`), 5_000, from);
+    expect(line[1]).toBe('workload attestor succeeded');
   });
 });

@@ -29,7 +29,10 @@ export interface AgentHandle {
 
 export interface AgentSetup {
   server: ServerHandle;
-  joinToken: string;
+  /** The join token; omit when `nodeAttestor` names another attestor. */
+  joinToken?: string;
+  /** A NodeAttestor block replacing join_token (e.g. k8s_psat). */
+  nodeAttestor?: string;
   syncInterval?: string;
   extraAgent?: string;
   /** Extra plugin blocks (e.g. another WorkloadAttestor). */
@@ -53,16 +56,14 @@ export async function startAgentProcess(setup: AgentSetup): Promise<AgentHandle>
   data_dir = "${dataDir}"
   log_level = "DEBUG"
   trust_bundle_path = "${join(setup.server.dir, 'data', 'ca', 'bundle.pem')}"
-  join_token = "${setup.joinToken}"
+${setup.joinToken === undefined ? '' : `  join_token = "${setup.joinToken}"`}
   experimental {
     sync_interval = "${setup.syncInterval ?? '500ms'}"
   }
 ${setup.extraAgent ?? ''}
 }
 plugins {
-  NodeAttestor "join_token" {
-    plugin_data {}
-  }
+${setup.nodeAttestor ?? '  NodeAttestor "join_token" {\n    plugin_data {}\n  }'}
   KeyManager "disk" {
     plugin_data {}
   }
