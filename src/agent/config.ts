@@ -59,6 +59,22 @@ export function parseK8sWorkloadAttestorConfig(data: ConfigReader, cwd: string):
   return out;
 }
 
+/** `health_checks { … }`: the HTTP liveness/readiness listener (SPIRE's names and defaults). */
+export interface HealthChecksConfig {
+  listenerEnabled: boolean;
+  bindAddress: string;
+  bindPort: number;
+  livePath: string;
+  readyPath: string;
+}
+
+/** `telemetry { Prometheus { host, port } }`. */
+export interface TelemetryConfig {
+  prometheus: { host: string; port: number } | undefined;
+  /** Sinks configured but not supported (the agent logs a warning). */
+  ignoredSinks: readonly string[];
+}
+
 export interface AgentConfig {
   trustDomain: string;
   serverAddress: string;
@@ -78,6 +94,8 @@ export interface AgentConfig {
   jwtSvidCacheMaxSize: number;
   syncIntervalMs: number;
   workloadAttestors: { unix?: UnixAttestorConfig; k8s?: K8sWorkloadAttestorConfig };
+  healthChecks: HealthChecksConfig;
+  telemetry: TelemetryConfig;
 }
 
 export const AGENT_DEFAULTS = {
@@ -101,6 +119,39 @@ function pluginData(block: ConfigReader): ConfigReader {
   return data;
 }
 
+function parseHealthChecks(block: ConfigReader): HealthChecksConfig {
+  const out: HealthChecksConfig = {
+    listenerEnabled: block.bool('listener_enabled', false),
+    bindAddress: block.string('bind_address', 'localhost'),
+    bindPort: block.int('bind_port', 80, { min: 0, max: 65535 }),
+    livePath: block.string('live_path', '/live'),
+    readyPath: block.string('ready_path', '/ready'),
+  };
+  for (const key of ['live_path', 'ready_path'] as const) {
+    const path = key === 'live_path' ? out.livePath : out.readyPath;
+    if (!path.startsWith('/')) block.fail(key, `must start with "/" (got "${path}")`);
+  }
+  if (out.livePath === out.readyPath) block.fail('ready_path', 'must differ from live_path');
+  block.done();
+  return out;
+}
+
+/** Telemetry sinks SPIRE offers that this agent does not export to. */
+const UNSUPPORTED_SINKS: readonly string[] = ['DogStatsd', 'Statsd', 'M3', 'InMem'];
+
+function parseTelemetry(block: ConfigReader): TelemetryConfig {
+  let prometheus: TelemetryConfig['prometheus'];
+  if (block.has('Prometheus')) {
+    const p = block.block('Prometheus');
+    prometheus = { host: p.string('host', 'localhost'), port: p.int('port', 9988, { min: 0, max: 65535 }) };
+    p.done();
+  }
+  // A helm-rendered config may name sinks we do not export to: start anyway, say so in the log.
+  const ignored = UNSUPPORTED_SINKS.filter((sink) => block.has(sink));
+  block.done(['Prometheus', ...UNSUPPORTED_SINKS, 'AllowedPrefixes', 'BlockedPrefixes', 'AllowedLabels', 'BlockedLabels', 'MetricPrefix', 'EnableHostnameLabel']);
+  return { prometheus, ignoredSinks: ignored };
+}
+
 /** Overrides given on the command line (`run -joinToken …`). */
 export interface AgentFlagOverrides {
   joinToken?: string;
@@ -110,7 +161,7 @@ export interface AgentFlagOverrides {
 /** Builds the agent config from a parsed file; relative paths resolve against `cwd`. */
 export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), overrides: AgentFlagOverrides = {}): AgentConfig {
   const root = new ConfigReader(tree, '');
-  root.done(['agent', 'plugins']);
+  root.done(['agent', 'plugins', 'health_checks', 'telemetry']);
   const agent = root.block('agent');
   agent.done(AGENT_KEYS);
   const plugins = root.block('plugins');
@@ -167,6 +218,8 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
     jwtSvidCacheMaxSize: jwtMax <= 0 ? AGENT_DEFAULTS.jwtSvidCacheMaxSize : jwtMax,
     syncIntervalMs,
     workloadAttestors: {},
+    healthChecks: parseHealthChecks(root.block('health_checks')),
+    telemetry: parseTelemetry(root.block('telemetry')),
   };
   agent.done(AGENT_KEYS);
 
