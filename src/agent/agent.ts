@@ -69,6 +69,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const { config, logger } = opts;
   const clock = opts.clock ?? systemClock;
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  for (const warning of config.warnings) logger.warn({}, warning);
+  for (const sink of config.telemetry.ignoredSinks) logger.warn({ sink }, `telemetry sink ${sink} is not supported; only Prometheus is exported`);
   const bootstrapRoots = await readBootstrapBundle(config);
   const nodeAttestor = nodeAttestorFor(config);
 

@@ -52,6 +52,10 @@ export function parseK8sWorkloadAttestorConfig(data: ConfigReader, cwd: string):
     ['nodeName', data.optionalString('node_name')],
   ];
   for (const [key, value] of optional) if (value !== undefined && value !== '') (out as Record<string, unknown>)[key] = value;
+  // Accepted for helm-rendered configs: the locator is always SPIRE's new one, and its
+  // decisions are logged at debug level anyway.
+  data.bool('use_new_container_locator', true);
+  data.bool('verbose_container_locator_logs', false);
   if ((out.certificatePath === undefined) !== (out.privateKeyPath === undefined)) {
     data.fail('certificate_path', 'certificate_path and private_key_path must be set together');
   }
@@ -96,6 +100,11 @@ export interface AgentConfig {
   workloadAttestors: { unix?: UnixAttestorConfig; k8s?: K8sWorkloadAttestorConfig };
   healthChecks: HealthChecksConfig;
   telemetry: TelemetryConfig;
+  /**
+   * SPIRE settings this agent accepts (so a helm-rendered config starts) but does not act on,
+   * each as a sentence the agent logs at start.
+   */
+  warnings: string[];
 }
 
 export const AGENT_DEFAULTS = {
@@ -109,9 +118,39 @@ export const AGENT_DEFAULTS = {
 
 const AGENT_KEYS: readonly string[] = [
   'trust_domain', 'server_address', 'server_port', 'socket_path', 'data_dir', 'log_level', 'log_format',
-  'trust_bundle_path', 'trust_bundle_format', 'insecure_bootstrap', 'join_token',
+  'trust_bundle_path', 'trust_bundle_format', 'trust_bundle_url', 'insecure_bootstrap', 'join_token',
   'x509_svid_cache_max_size', 'jwt_svid_cache_max_size', 'workload_x509_svid_key_type', 'experimental',
+  'rebootstrap_mode', 'rebootstrap_delay', 'availability_target', 'admin_socket_path', 'authorized_delegates',
+  'sds', 'allow_unauthenticated_verifiers', 'allowed_foreign_jwt_claims',
 ];
+
+/**
+ * SPIRE agent settings that are accepted and validated, but whose feature this agent does not
+ * have; each produces a start-up warning instead of failing a helm-rendered config.
+ */
+function readAcceptedExtras(agent: ConfigReader, experimental: ConfigReader, warnings: string[]): void {
+  const mode = agent.string('rebootstrap_mode', 'never');
+  if (!['never', 'auto', 'always'].includes(mode)) agent.fail('rebootstrap_mode', `must be "never", "auto" or "always" (got "${mode}")`);
+  if (mode !== 'never') warnings.push(`agent.rebootstrap_mode "${mode}" is not supported; the agent behaves as "never"`);
+  if (agent.has('rebootstrap_delay')) agent.duration('rebootstrap_delay', 600_000);
+  if (agent.has('availability_target')) {
+    agent.duration('availability_target', 0);
+    warnings.push('agent.availability_target is not supported; SVIDs rotate at 45–55 % of their lifetime');
+  }
+  if (agent.has('sds')) {
+    agent.block('sds').done(['default_svid_name', 'default_bundle_name', 'default_all_bundles_name', 'disable_spiffe_cert_validation']);
+    warnings.push('agent.sds is not supported yet: the Envoy SDS API is not served');
+  }
+  if (agent.bool('allow_unauthenticated_verifiers', false)) warnings.push('agent.allow_unauthenticated_verifiers is not supported; callers without an identity get PermissionDenied');
+  if (agent.stringList('allowed_foreign_jwt_claims').length > 0) warnings.push('agent.allowed_foreign_jwt_claims is not supported; foreign JWT-SVIDs keep only sub, aud and exp');
+  if (agent.has('admin_socket_path') || agent.has('authorized_delegates')) {
+    agent.fail(agent.has('admin_socket_path') ? 'admin_socket_path' : 'authorized_delegates', 'the admin socket and Delegated Identity API are not supported yet; remove this setting');
+  }
+  if (agent.has('trust_bundle_url')) agent.fail('trust_bundle_url', 'is not supported; use trust_bundle_path (a PEM or SPIFFE bundle file, e.g. from a ConfigMap)');
+  if (experimental.bool('require_pq_kem', false)) warnings.push('agent.experimental.require_pq_kem is not supported');
+  experimental.stringList('feature_flags');
+  if (experimental.has('broker')) experimental.fail('broker', 'the broker API is not supported; remove this setting');
+}
 
 function pluginData(block: ConfigReader): ConfigReader {
   const data = block.block('plugin_data');
@@ -176,8 +215,10 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
 
   const logLevel = agent.string('log_level', AGENT_DEFAULTS.logLevel);
   if (normaliseLogLevel(logLevel) === undefined) agent.fail('log_level', `must be one of DEBUG, INFO, WARN, ERROR (got "${logLevel}")`);
+  const warnings: string[] = [];
   const logFormat = agent.string('log_format', 'json').toLowerCase();
-  if (logFormat !== 'json') agent.fail('log_format', `only "json" is supported: logs are structured JSON (got "${logFormat}")`);
+  if (logFormat !== 'json' && logFormat !== 'text') agent.fail('log_format', `must be "json" or "text" (got "${logFormat}")`);
+  if (logFormat === 'text') warnings.push('agent.log_format "text" is not supported; logs are structured JSON');
   const keyType = agent.string('workload_x509_svid_key_type', 'ec-p256');
   if (keyType !== 'ec-p256') agent.fail('workload_x509_svid_key_type', `only "ec-p256" is supported (got "${keyType}")`);
 
@@ -197,6 +238,7 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
 
   const experimental = agent.block('experimental');
   const syncIntervalMs = experimental.duration('sync_interval', AGENT_DEFAULTS.syncIntervalMs);
+  readAcceptedExtras(agent, experimental, warnings);
   experimental.done();
 
   const x509Max = agent.int('x509_svid_cache_max_size', AGENT_DEFAULTS.x509SvidCacheMaxSize);
@@ -220,6 +262,7 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
     workloadAttestors: {},
     healthChecks: parseHealthChecks(root.block('health_checks')),
     telemetry: parseTelemetry(root.block('telemetry')),
+    warnings,
   };
   agent.done(AGENT_KEYS);
 
