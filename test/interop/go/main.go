@@ -12,6 +12,7 @@
 //	interop mtls-client -id ID -connect HOST:PORT -server-id ID [-expect-refused]
 //	interop watch-end   -want CODE [-timeout 60s]
 //	interop noheader
+//	interop authority   -id ID -value AUTHORITY
 //	interop noidentity  [-wait 4s]
 //	interop nosocket
 package main
@@ -23,7 +24,9 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -93,6 +96,17 @@ func fingerprint(c *x509.Certificate) string {
 func keyMatchesLeaf(svid *x509svid.SVID) bool {
 	pub, ok := svid.PrivateKey.Public().(interface{ Equal(crypto.PublicKey) bool })
 	return ok && pub.Equal(svid.Certificates[0].PublicKey)
+}
+
+func keyUsageNames(ku x509.KeyUsage) string {
+	names := []string{"digitalSignature", "contentCommitment", "keyEncipherment", "dataEncipherment", "keyAgreement", "keyCertSign", "cRLSign", "encipherOnly", "decipherOnly"}
+	out := []string{}
+	for i, n := range names {
+		if ku&(1<<i) != 0 {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, "+")
 }
 
 func sortedKeys[V any](m map[string]V) []string {
@@ -166,6 +180,11 @@ func main() {
 	case "noheader":
 		_ = fs.Parse(args)
 		runNoHeader()
+	case "authority":
+		id := fs.String("id", "", "expected default SPIFFE ID")
+		value := fs.String("value", "", "the HTTP/2 :authority to send")
+		_ = fs.Parse(args)
+		runAuthority(parseID("id", *id), *value)
 	case "noidentity":
 		wait := fs.Duration("wait", 4*time.Second, "how long the source may keep retrying")
 		_ = fs.Parse(args)
@@ -216,7 +235,7 @@ func runX509(want spiffeid.ID, absentTD string, oneshots int) {
 		!slices.ContainsFunc(leaf.ExtKeyUsage, func(u x509.ExtKeyUsage) bool { return u == x509.ExtKeyUsageClientAuth }) {
 		fail("leaf EKU %v lacks serverAuth or clientAuth", leaf.ExtKeyUsage)
 	}
-	check("x509-profile", "leaf CA=%v, key usage %#x, EKU serverAuth+clientAuth, URI SANs %v", leaf.IsCA, leaf.KeyUsage, leaf.URIs)
+	check("x509-profile", "leaf CA=%v, key usage %s, EKU serverAuth+clientAuth, URI SANs %v", leaf.IsCA, keyUsageNames(leaf.KeyUsage), leaf.URIs)
 
 	ownBundle := must(source.GetX509BundleForTrustDomain(want.TrustDomain()))("X509Source bundle for own trust domain")
 	if ownBundle.Empty() {
@@ -280,6 +299,8 @@ type rotationWatcher struct {
 	seen    []*x509.Certificate
 	changed chan struct{}
 	errs    []string
+	// rotatedAt is when the second distinct certificate arrived.
+	rotatedAt time.Time
 }
 
 func (w *rotationWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
@@ -297,6 +318,7 @@ func (w *rotationWatcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
 				w.errs = append(w.errs, "rotated SVID key does not match its certificate")
 			}
 			if len(w.seen) == 2 {
+				w.rotatedAt = time.Now()
 				close(w.changed)
 			}
 		}
@@ -324,21 +346,22 @@ func runWatch(want spiffeid.ID, timeout time.Duration) {
 	select {
 	case <-w.changed:
 	case err := <-done:
+		w.mu.Lock()
 		fail("WatchX509Context ended before a rotation: %v (errors seen: %v)", err, w.errs)
 	case <-ctx.Done():
 		w.mu.Lock()
-		defer w.mu.Unlock()
 		fail("no rotation of %s within %s (%d updates, %d distinct certificates, errors: %v)", want, timeout, w.updates, len(w.seen), w.errs)
 	}
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if len(w.errs) > 0 {
-		fail("watch errors: %v", w.errs)
-	}
+	errs := slices.Clone(w.errs)
 	oldCert, newCert := w.seen[0], w.seen[1]
-	at := time.Now()
+	updates, at := w.updates, w.rotatedAt
+	w.mu.Unlock()
+	if len(errs) > 0 {
+		fail("watch errors: %v", errs)
+	}
 	ttl := oldCert.NotAfter.Sub(oldCert.NotBefore)
-	check("watch-first", "%s serial %s, valid %s → %s (TTL %s)", want, oldCert.SerialNumber.Text(16), oldCert.NotBefore.UTC().Format(time.TimeOnly), oldCert.NotAfter.UTC().Format(time.TimeOnly), ttl.Round(time.Second))
+	check("watch-first", "%s serial %s, valid %s → %s (lifetime %s)", want, oldCert.SerialNumber.Text(16), oldCert.NotBefore.UTC().Format(time.TimeOnly), oldCert.NotAfter.UTC().Format(time.TimeOnly), ttl.Round(time.Second))
 	if !at.Before(oldCert.NotAfter) {
 		fail("the rotated SVID arrived at %s, after the old one expired at %s", at.UTC().Format(time.TimeOnly), oldCert.NotAfter.UTC().Format(time.TimeOnly))
 	}
@@ -346,7 +369,7 @@ func runWatch(want spiffeid.ID, timeout time.Duration) {
 		fail("the rotated SVID (notAfter %s) does not outlive the old one (%s)", newCert.NotAfter, oldCert.NotAfter)
 	}
 	check("watch-rotation", "rotation observed %s after the watch started: serial %s → %s, new notAfter %s, %s before the old SVID expired (%d updates)",
-		at.Sub(started).Round(100*time.Millisecond), oldCert.SerialNumber.Text(16), newCert.SerialNumber.Text(16), newCert.NotAfter.UTC().Format(time.TimeOnly), oldCert.NotAfter.Sub(at).Round(100*time.Millisecond), w.updates)
+		at.Sub(started).Round(100*time.Millisecond), oldCert.SerialNumber.Text(16), newCert.SerialNumber.Text(16), newCert.NotAfter.UTC().Format(time.TimeOnly), oldCert.NotAfter.Sub(at).Round(100*time.Millisecond), updates)
 	cancel()
 	if err := <-done; status.Code(err) != codes.Canceled && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
 		fail("WatchX509Context returned %v after cancel", err)
@@ -370,6 +393,32 @@ func runJWT(want spiffeid.ID, auds []string, printToken bool) {
 	}
 	check("jwt-fetch", "JWT-SVID for %s, aud %v, expires %s (in %s)", svid.ID, svid.Audience, svid.Expiry.UTC().Format(time.RFC3339), time.Until(svid.Expiry).Round(time.Second))
 	token := svid.Marshal()
+	header := map[string]any{}
+	if parts := strings.Split(token, "."); len(parts) != 3 {
+		fail("the JWT-SVID is not a compact JWS: %d parts", len(parts))
+	} else if raw, err := base64.RawURLEncoding.DecodeString(parts[0]); err != nil {
+		fail("the JWT-SVID header is not base64url: %v", err)
+	} else if err := json.Unmarshal(raw, &header); err != nil {
+		fail("the JWT-SVID header is not JSON: %v", err)
+	}
+	for k := range header {
+		if k != "alg" && k != "kid" && k != "typ" {
+			fail("the JWT-SVID header has %q; a JWT-SVID header carries only alg, kid and typ: %v", k, header)
+		}
+	}
+	if header["typ"] != "JWT" || header["kid"] == nil || header["kid"] == "" {
+		fail("the JWT-SVID header must have typ \"JWT\" and a kid: %v", header)
+	}
+	check("jwt-header", "header %v, claims %v", header, sortedKeys(svid.Claims))
+	if len(auds) > 1 {
+		reversed := slices.Clone(auds)
+		slices.Reverse(reversed)
+		again := must(source.FetchJWTSVID(ctx, jwtsvid.Params{Audience: reversed[0], ExtraAudiences: reversed[1:], Subject: want}))("second FetchJWTSVID")
+		if again.Marshal() != token {
+			fail("a second FetchJWTSVID for the same audiences in another order minted a new token; tokens are cached by SPIFFE ID and sorted audiences")
+		}
+		check("jwt-cache", "FetchJWTSVID for %v returns the cached token fetched for %v", reversed, auds)
+	}
 	if printToken {
 		fmt.Printf("TOKEN %s\n", token)
 	}
@@ -441,7 +490,13 @@ func runFederation(want spiffeid.ID, td spiffeid.TrustDomain, roots, kids []stri
 	}
 	check("federated-x509-bundles", "FetchX509Bundles carries %d bundles, including %s and %s", bundles.Len(), want.TrustDomain(), td)
 
-	jwtSource := must(workloadapi.NewJWTSource(ctx))("NewJWTSource")
+	// The library logs (and retries) JWT bundle responses it cannot parse, e.g. an empty JWKS.
+	jwtLog := &recordingLogger{}
+	jwtSource, err := workloadapi.NewJWTSource(ctx, workloadapi.WithClientOptions(workloadapi.WithLogger(jwtLog)))
+	if err != nil {
+		jwtLog.mu.Lock()
+		fail("NewJWTSource: %v; go-spiffe logged: %v", err, jwtLog.lines)
+	}
 	defer jwtSource.Close()
 	jb, err := jwtSource.GetJWTBundleForTrustDomain(td)
 	if err != nil {
@@ -516,7 +571,7 @@ func runMTLSServer(want, allow spiffeid.ID, expect []string, timeout time.Durati
 		case outcome == "accept" && err != nil:
 			fail("connection #%d: handshake failed, want accepted: %v", i+1, err)
 		case outcome == "accept":
-			peer := must(spiffetls.PeerIDFromConn(tlsConn))("PeerIDFromConn")
+			peer := must(spiffetls.PeerIDFromConnectionState(tlsConn.ConnectionState()))("PeerIDFromConnectionState")
 			if peer != allow {
 				fail("connection #%d: peer %s, want %s", i+1, peer, allow)
 			}
@@ -524,7 +579,7 @@ func runMTLSServer(want, allow spiffeid.ID, expect []string, timeout time.Durati
 			fmt.Fprintf(tlsConn, "hello %s, I am %s\n", peer, svid.ID)
 			check("mtls-accept", "connection #%d: authorized peer %s (%s), said %q", i+1, peer, tlsConn.ConnectionState().PeerCertificates[0].SerialNumber.Text(16), strings.TrimSpace(line))
 		case outcome == "refuse" && err == nil:
-			peer, _ := spiffetls.PeerIDFromConn(tlsConn)
+			peer, _ := spiffetls.PeerIDFromConnectionState(tlsConn.ConnectionState())
 			fail("connection #%d: peer %s was accepted, want refused", i+1, peer)
 		case outcome == "refuse":
 			peer, _ := refusedPeer.Load().(string)
@@ -552,7 +607,7 @@ func runMTLSClient(want spiffeid.ID, addr string, serverID spiffeid.ID, expectRe
 	conn := must(tls.Dial("tcp", addr, tlsconfig.MTLSClientConfig(source, source, tlsconfig.AuthorizeID(serverID))))("tls.Dial (server authorization)")
 	defer conn.Close()
 	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
-	peer := must(spiffetls.PeerIDFromConn(conn))("PeerIDFromConn")
+	peer := must(spiffetls.PeerIDFromConnectionState(conn.ConnectionState()))("PeerIDFromConnectionState")
 	check("mtls-client-server-id", "as %s: server presented %s", svid.ID, peer)
 	// With TLS 1.3 the server's verdict on the client certificate arrives with the first read.
 	_, werr := fmt.Fprintf(conn, "hi from %s\n", svid.ID)
@@ -777,4 +832,22 @@ func runNoHeader() {
 		fail("NewX509Source without the header: got %v, want InvalidArgument at once", err)
 	}
 	check("noheader-x509source", "NewX509Source without the header fails in %s: %v", time.Since(started).Round(time.Millisecond), err)
+}
+
+// authority: the agent must serve calls whatever :authority the client sends on the Unix socket.
+// grpc-java (java-spiffe) sends the socket path itself, e.g. "/run/spire/agent.sock"; gRPC
+// C-core (py-spiffe) sends "localhost" or the %-encoded path; grpc-go sends "localhost".
+func runAuthority(want spiffeid.ID, value string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := must(workloadapi.New(ctx, workloadapi.WithDialOptions(grpc.WithAuthority(value))))("workloadapi.New")
+	defer client.Close()
+	svid, err := client.FetchX509SVID(ctx)
+	if err != nil {
+		fail("FetchX509SVID with :authority %q: %v", value, err)
+	}
+	if svid.ID != want {
+		fail("FetchX509SVID with :authority %q returned %s, want %s", value, svid.ID, want)
+	}
+	check("authority", "FetchX509SVID with :authority %q: %s", value, svid.ID)
 }
