@@ -3,7 +3,10 @@
  * a cached SVID, on an existing connection and on a new one, against a baseline measured in
  * the same run on the same socket: grpc.health.v1 Check (a unary call with no attestation).
  *
- *   node bench/workload-fetch.ts [iterations]
+ *   node bench/workload-fetch.ts [iterations] [metrics]
+ *
+ * With `metrics`, the agent runs with `telemetry { Prometheus { port = 0 } }`, so every call
+ * records its attestation phases, attestor and RPC metrics (compare with a run without).
  *
  * A real server and agent run in this process (the agent's socket, peer credentials and unix
  * attestor are real); the client is grpc-js in this process too.
@@ -22,6 +25,8 @@ import { startAgent } from '../src/agent/agent.ts';
 import { HealthClient, WorkloadApiClient } from '../src/common/proto.ts';
 
 const iterations = Number(process.argv[2] ?? 2000);
+const withMetrics = process.argv[3] === 'metrics';
+const telemetryBlock = withMetrics ? 'telemetry {\n Prometheus {\n host = "127.0.0.1"\n port = 0\n }\n}\n' : '';
 const dir = await mkdtemp(join(tmpdir(), 'sna-bench-'));
 const silent = pino({ level: 'silent' });
 const uid = process.getuid?.() ?? 0;
@@ -41,7 +46,7 @@ const agent = await startAgent({
   config: parseAgentConfig(
     await parseConfigText(
       'agent.conf',
-      `agent {\n trust_domain = "example.org"\n server_address = "127.0.0.1"\n server_port = ${server.port}\n socket_path = "${socket}"\n data_dir = "${dir}/agent"\n trust_bundle_path = "${serverConfig.dataDir}/ca/bundle.pem"\n join_token = "${token}"\n}\nplugins {\n NodeAttestor "join_token" {\n plugin_data {}\n }\n WorkloadAttestor "unix" {\n plugin_data {}\n }\n}\n`,
+      `agent {\n trust_domain = "example.org"\n server_address = "127.0.0.1"\n server_port = ${server.port}\n socket_path = "${socket}"\n data_dir = "${dir}/agent"\n trust_bundle_path = "${serverConfig.dataDir}/ca/bundle.pem"\n join_token = "${token}"\n}\nplugins {\n NodeAttestor "join_token" {\n plugin_data {}\n }\n WorkloadAttestor "unix" {\n plugin_data {}\n }\n}\n${telemetryBlock}`,
     ),
   ),
   logger: silent,
@@ -102,7 +107,13 @@ const fresh = await measure('FetchX509SVID first message, new connection', Math.
 
 const fmt = (r: { label: string; p50: number; p99: number; perSecond: number }): string =>
   `${r.label.padEnd(52)} p50 ${r.p50.toFixed(3)} ms  p99 ${r.p99.toFixed(3)} ms  ${r.perSecond.toFixed(0)}/s  (p50 ${(r.p50 / baseline.p50).toFixed(2)}× baseline)`;
-process.stdout.write(`node ${process.version}, ${iterations} iterations\n${[baseline, existing, fresh].map(fmt).join('\n')}\n`);
+process.stdout.write(`node ${process.version}, ${iterations} iterations, metrics ${withMetrics ? 'on' : 'off'}\n${[baseline, existing, fresh].map(fmt).join('\n')}\n`);
+if (withMetrics && agent.metricsListener !== undefined) {
+  // Proof that the measured calls were recorded.
+  const text = await (await fetch(`http://127.0.0.1:${agent.metricsListener.port}/metrics`)).text();
+  const line = /^spiffe_agent_workload_api_workload_attestation_duration_seconds_count\{status="OK"\} (\d+)$/m.exec(text);
+  process.stdout.write(`attestations recorded: ${line?.[1] ?? 'none'}\n`);
+}
 
 warm.close();
 health.close();

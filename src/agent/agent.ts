@@ -1,9 +1,12 @@
 /**
  * The agent process, wired: Workload API socket → workload attestation → cache manager
- * ← lifecycle (attest, rotate, sync) ← SPIRE Server API.
+ * ← lifecycle (attest, rotate, sync) ← SPIRE Server API; beside them, the optional health
+ * (`health_checks`) and Prometheus (`telemetry`) HTTP listeners.
  *
  * The socket is bound first, before the server is reached: until the first sync, every
  * workload call is answered with Unavailable instead of the agent crashing or blocking.
+ * The HTTP listeners are bound just before it, so a taken port fails the start before the
+ * socket exists.
  */
 import { mkdir } from 'node:fs/promises';
 import type { Clock } from '../common/clock.ts';
@@ -22,6 +25,11 @@ import type { AgentConfig } from './config.ts';
 import { CacheManager } from './manager/cache-manager.ts';
 import { ServerApi } from './server-client/server-api.ts';
 import { AgentLifecycle, readBootstrapBundle, type LifecycleEnd } from './lifecycle.ts';
+import type { HttpListener } from '../common/http-listener.ts';
+import { startHealthServer } from './health/health-server.ts';
+import type { AgentHealthFacts } from './health/health-report.ts';
+import type { AgentMetrics } from './telemetry/agent-metrics.ts';
+import { startMetricsServer } from './telemetry/metrics-server.ts';
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -37,9 +45,20 @@ export interface RunningAgent {
   readonly ended: Promise<LifecycleEnd>;
   /** The agent's SPIFFE ID once attested. */
   agentId(): string | undefined;
-  /** Ends streams with UNAVAILABLE, closes the socket and the server connection. */
+  /** The bound health listener (`health_checks`), when enabled. */
+  readonly healthListener: { readonly host: string; readonly port: number } | undefined;
+  /** The bound metrics listener (`telemetry.Prometheus`), when configured. */
+  readonly metricsListener: { readonly host: string; readonly port: number } | undefined;
+  /**
+   * Ends streams with UNAVAILABLE, closes the socket and the server connection, then the
+   * HTTP listeners. Does not wait more than {@link LIFECYCLE_STOP_GRACE_MS} for a call to
+   * the server that is in flight.
+   */
   stop(): Promise<void>;
 }
+
+/** How long stop() waits for the lifecycle's current step (e.g. a sync) to finish. */
+export const LIFECYCLE_STOP_GRACE_MS = 1_000;
 
 function nodeAttestorFor(config: AgentConfig): NodeAttestor {
   if (config.nodeAttestor === 'join_token') return joinTokenAttestor(config.joinToken ?? '');
@@ -48,7 +67,7 @@ function nodeAttestorFor(config: AgentConfig): NodeAttestor {
 }
 
 /** The configured workload attestor plugins, plus what must be closed on stop. */
-function workloadPlugins(config: AgentConfig, logger: Logger): { plugins: WorkloadAttestorPlugin[]; close: () => Promise<void> } {
+function workloadPlugins(config: AgentConfig, logger: Logger, metrics: AgentMetrics | undefined): { plugins: WorkloadAttestorPlugin[]; close: () => Promise<void> } {
   const plugins: WorkloadAttestorPlugin[] = [];
   const closers: Array<() => Promise<void>> = [];
   const unix = config.workloadAttestors.unix;
@@ -57,11 +76,51 @@ function workloadPlugins(config: AgentConfig, logger: Logger): { plugins: Worklo
   }
   const k8s = config.workloadAttestors.k8s;
   if (k8s !== undefined) {
-    const plugin = createK8sAttestor({ ...k8s, logger: logger.child({ subsystem: 'k8s_attestor' }) });
+    const plugin = createK8sAttestor({ ...k8s, logger: logger.child({ subsystem: 'k8s_attestor' }), metrics: metrics?.k8s() });
     plugins.push(plugin);
     closers.push(() => plugin.close());
   }
   return { plugins, close: async () => void (await Promise.all(closers.map((c) => c()))) };
+}
+
+/**
+ * The agent's metrics when `telemetry { Prometheus {…} }` is configured, else undefined.
+ *
+ * Why undefined rather than metrics on a registry nobody scrapes: components given no
+ * recorder skip the recording and even the clock reads around it, no collector runs, and
+ * prom-client is not loaded at all (hence the dynamic import).
+ */
+async function createMetrics(config: AgentConfig): Promise<AgentMetrics | undefined> {
+  if (config.telemetry.prometheus === undefined) return undefined;
+  const { createAgentMetrics } = await import('./telemetry/agent-metrics.ts');
+  return createAgentMetrics({ trustDomain: config.trustDomain });
+}
+
+/** Starts the configured HTTP listeners (metrics, health); closes those started if one fails. */
+async function startListeners(
+  config: AgentConfig,
+  logger: Logger,
+  metrics: AgentMetrics | undefined,
+  facts: () => AgentHealthFacts,
+): Promise<{ metrics: HttpListener | undefined; health: HttpListener | undefined }> {
+  const started: HttpListener[] = [];
+  try {
+    let metricsListener: HttpListener | undefined;
+    const prometheus = config.telemetry.prometheus;
+    if (metrics !== undefined && prometheus !== undefined) {
+      metricsListener = await startMetricsServer({ host: prometheus.host, port: prometheus.port, metrics, logger: logger.child({ subsystem: 'telemetry' }) });
+      started.push(metricsListener);
+    }
+    let health: HttpListener | undefined;
+    if (config.healthChecks.listenerEnabled) {
+      health = await startHealthServer({ config: config.healthChecks, facts, logger: logger.child({ subsystem: 'health' }) });
+      started.push(health);
+    }
+    return { metrics: metricsListener, health };
+  } catch (err) {
+    await Promise.all(started.map((l) => l.close()));
+    throw err;
+  }
 }
 
 /** Starts the agent: binds the socket at once, then attests and syncs in the background. */
@@ -69,12 +128,16 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const { config, logger } = opts;
   const clock = opts.clock ?? systemClock;
   await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
-  for (const warning of config.warnings) logger.warn({}, warning);
-  for (const sink of config.telemetry.ignoredSinks) logger.warn({ sink }, `telemetry sink ${sink} is not supported; only Prometheus is exported`);
   const bootstrapRoots = await readBootstrapBundle(config);
   const nodeAttestor = nodeAttestorFor(config);
+  if (config.telemetry.ignoredSinks.length > 0) {
+    logger.warn({ sinks: config.telemetry.ignoredSinks }, `telemetry: only Prometheus is supported; ignoring ${config.telemetry.ignoredSinks.join(', ')}`);
+  }
+  const metrics = await createMetrics(config);
 
   let lifecycle: AgentLifecycle | undefined;
+  let workloadApi: WorkloadApiServer | undefined;
+  let stopping = false;
   const api = new ServerApi(() => {
     if (lifecycle === undefined) throw new ApiError(Code.UNAVAILABLE, 'agent: not connected to the server yet');
     return lifecycle.clients();
@@ -86,37 +149,84 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     clock,
     x509SvidCacheMaxSize: config.x509SvidCacheMaxSize,
     jwtSvidCacheMaxSize: config.jwtSvidCacheMaxSize,
+    metrics: metrics?.cache,
   });
-  const attestors = workloadPlugins(config, logger);
-  const workloadApi = await startWorkloadApi({
-    socketPath: config.socketPath,
-    source: manager,
-    attestor: createWorkloadAttestor({ plugins: attestors.plugins, logger: logger.child({ subsystem: 'attestor' }) }),
-    logger: logger.child({ subsystem: 'workload_api' }),
-    clock,
+  const healthFacts = (): AgentHealthFacts => ({
+    now: clock.now(),
+    stopping,
+    agentId: lifecycle?.agentId,
+    agentSvidExpiresAt: lifecycle?.agentSvidExpiresAt,
+    synced: manager.synced,
+    workloadApiServing: workloadApi?.serving() ?? false,
+    lastSyncAt: lifecycle?.lastSyncAt,
   });
+
+  const attestors = workloadPlugins(config, logger, metrics);
+  let listeners: Awaited<ReturnType<typeof startListeners>>;
+  try {
+    listeners = await startListeners(config, logger, metrics, healthFacts);
+  } catch (err) {
+    await attestors.close();
+    throw err;
+  }
+  const closeListeners = async (): Promise<void> => {
+    await Promise.all([listeners.metrics?.close(), listeners.health?.close()]);
+  };
+  try {
+    workloadApi = await startWorkloadApi({
+      socketPath: config.socketPath,
+      source: manager,
+      attestor: createWorkloadAttestor({ plugins: attestors.plugins, logger: logger.child({ subsystem: 'attestor' }), metrics: metrics?.workloadAttestor }),
+      logger: logger.child({ subsystem: 'workload_api' }),
+      clock,
+      metrics: metrics?.workloadApi,
+    });
+  } catch (err) {
+    await Promise.all([attestors.close(), closeListeners()]);
+    throw err;
+  }
+  const serving = workloadApi;
   logger.info({ socket_path: config.socketPath, trust_domain: config.trustDomain }, 'workload API listening');
 
   lifecycle = new AgentLifecycle(
-    { config, logger: logger.child({ subsystem: 'lifecycle' }), clock, nodeAttestor, manager, api },
+    { config, logger: logger.child({ subsystem: 'lifecycle' }), clock, nodeAttestor, manager, api, metrics: metrics?.lifecycle },
     bootstrapRoots,
   );
   const current = lifecycle;
+  metrics?.setSources({
+    connections: () => serving.connectionCount(),
+    streams: () => serving.streamCount(),
+    cacheStats: () => manager.stats(),
+    agentSvidExpiresAt: () => current.agentSvidExpiresAt,
+    lastSyncAt: () => current.lastSyncAt,
+  });
   const ended = current.done.then(async (end) => {
-    if (end.reason === 'banned') await workloadApi.close();
+    if (end.reason === 'banned') await serving.close();
     return end;
   });
 
+  let stopped: Promise<void> | undefined;
   return {
     manager,
-    workloadApi,
+    workloadApi: serving,
     ended,
     agentId: () => current.agentId,
-    async stop() {
-      await current.stop().catch(() => undefined);
-      await workloadApi.close();
-      await attestors.close();
-      logger.info({}, 'agent stopped');
+    healthListener: listeners.health,
+    metricsListener: listeners.metrics,
+    stop() {
+      stopped ??= (async () => {
+        stopping = true;
+        // The socket closes at once; the lifecycle may be waiting on a call to the server
+        // (deadlines are up to 30 s): give it a moment, not the whole deadline.
+        let graceTimer: NodeJS.Timeout | undefined;
+        const grace = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, LIFECYCLE_STOP_GRACE_MS)));
+        await Promise.all([serving.close(), Promise.race([current.stop().catch(() => undefined), grace])]);
+        clearTimeout(graceTimer);
+        await attestors.close();
+        await closeListeners();
+        logger.info({}, 'agent stopped');
+      })();
+      return stopped;
     },
   };
 }

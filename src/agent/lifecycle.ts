@@ -9,6 +9,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import type { Clock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { ApiError, Code, toApiError } from '../common/errors.ts';
+import { secondsSince } from '../common/recorders.ts';
 import { createCsr, newKeyAndCsr } from '../common/csr.ts';
 import { certificatesToPem, decodePemCertificates } from '../common/pem.ts';
 import { fromSpiffeBundleJson } from '../common/spiffe-bundle.ts';
@@ -23,6 +24,7 @@ import { deleteState, loadState, saveState } from './storage.ts';
 import type { CacheManager } from './manager/cache-manager.ts';
 import { toCachedEntry, type CachedEntry } from './manager/entries.ts';
 import { toTrustDomainBundle, type TrustDomainBundle } from './manager/bundles.ts';
+import { NOOP_LIFECYCLE_METRICS, type LifecycleMetrics } from './lifecycle-metrics.ts';
 
 export interface LifecycleOptions {
   config: AgentConfig;
@@ -35,6 +37,8 @@ export interface LifecycleOptions {
   random?: () => number;
   /** Longest wait between retries after errors. */
   maxBackoffMs?: number;
+  /** Syncs, node attestations and agent SVID rotations; nothing is recorded when absent. */
+  metrics?: LifecycleMetrics;
 }
 
 /** Why the loop ended. */
@@ -69,7 +73,9 @@ export class AgentLifecycle {
   readonly #o: LifecycleOptions;
   readonly #log: Logger;
   readonly #random: () => number;
+  readonly #metrics: LifecycleMetrics;
   #identity: AgentSvid | undefined;
+  #lastSyncAt: number | undefined;
   #roots: Buffer[] | undefined;
   #clients: ServerClients | undefined;
   #clientsKey = '';
@@ -83,6 +89,7 @@ export class AgentLifecycle {
     this.#o = opts;
     this.#log = opts.logger;
     this.#random = opts.random ?? Math.random;
+    this.#metrics = opts.metrics ?? NOOP_LIFECYCLE_METRICS;
     this.#roots = bootstrapRoots;
     this.done = this.#run();
   }
@@ -108,6 +115,16 @@ export class AgentLifecycle {
   /** The agent's current SPIFFE ID, once it has one. */
   get agentId(): string | undefined {
     return this.#identity?.spiffeId;
+  }
+
+  /** When the current agent SVID expires (clock milliseconds), once the agent has one. */
+  get agentSvidExpiresAt(): number | undefined {
+    return this.#identity?.notAfter;
+  }
+
+  /** When the last successful sync finished (clock milliseconds), if any. */
+  get lastSyncAt(): number | undefined {
+    return this.#lastSyncAt;
   }
 
   /** Ends the loop after the current step. */
@@ -165,6 +182,16 @@ export class AgentLifecycle {
   }
 
   async #attest(): Promise<void> {
+    try {
+      await this.#attestOnce();
+      this.#metrics.nodeAttestation.inc(Code.OK);
+    } catch (err) {
+      this.#metrics.nodeAttestation.inc(toApiError(err).code);
+      throw err;
+    }
+  }
+
+  async #attestOnce(): Promise<void> {
     const attestor = this.#o.nodeAttestor;
     const { privateKey, csr } = newKeyAndCsr();
     // AttestAgent runs on its own connection without a client certificate, so a valid SVID
@@ -198,6 +225,16 @@ export class AgentLifecycle {
     const identity = this.#identity;
     if (identity === undefined) return;
     if (!shouldRotate(this.#o.clock.now(), identity.notBefore, identity.notAfter, this.#random())) return;
+    try {
+      await this.#rotate(identity);
+      this.#metrics.agentSvidRotation.inc(Code.OK);
+    } catch (err) {
+      this.#metrics.agentSvidRotation.inc(toApiError(err).code);
+      throw err;
+    }
+  }
+
+  async #rotate(identity: AgentSvid): Promise<void> {
     if (identity.reattestable) {
       await this.#attest();
       return;
@@ -207,6 +244,18 @@ export class AgentLifecycle {
     this.#identity = agentSvid(renewed.certChain, privateKey, false);
     await this.#persist();
     this.#log.info({ spiffe_id: identity.spiffeId, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'agent SVID rotated');
+  }
+
+  async #timedSync(): Promise<void> {
+    const started = performance.now();
+    try {
+      await this.#sync();
+    } catch (err) {
+      this.#metrics.sync.record(toApiError(err).code, secondsSince(started));
+      throw err;
+    }
+    this.#metrics.sync.record(Code.OK, secondsSince(started));
+    this.#lastSyncAt = this.#o.clock.now();
   }
 
   async #sync(): Promise<void> {
@@ -251,7 +300,7 @@ export class AgentLifecycle {
       try {
         if (this.#identity === undefined || !isUsable(this.#identity, this.#o.clock.now())) await this.#attest();
         await this.#rotateIfDue();
-        await this.#sync();
+        await this.#timedSync();
         this.#backoffMs = 0;
         await this.#sleep(this.#o.config.syncIntervalMs);
       } catch (err) {

@@ -62,12 +62,16 @@ export function normaliseConfig(value: unknown): ConfigValue {
   return null;
 }
 
-/** Parses config text; `name` decides the syntax (.json is JSON, anything else HCL). */
+/**
+ * Parses config text: JSON when the name ends in `.json` or the text starts with `{` (the SPIRE
+ * helm chart renders JSON under the key `agent.conf`), HCL otherwise.
+ */
 export async function parseConfigText(name: string, text: string, opts: LoadOptions = {}): Promise<ConfigTree> {
   const source = opts.expandEnv ? expandEnv(text, opts.env ?? process.env) : text;
   let raw: unknown;
   try {
-    raw = name.endsWith('.json') ? JSON.parse(source) : await parseHcl(name, source);
+    const json = name.endsWith('.json') || source.trimStart().startsWith('{');
+    raw = json ? JSON.parse(source) : await parseHcl(name, source);
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
     throw new ApiError(Code.INVALID_ARGUMENT, `config: cannot parse ${name}: ${detail}`);

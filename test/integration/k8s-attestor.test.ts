@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createK8sAttestor, type K8sAttestorOptions, type K8sWorkloadAttestor } from '../../src/attestors/workload/k8s/k8s.ts';
+import type { K8sAttestorMetrics, KubeletOutcome } from '../../src/attestors/workload/k8s/metrics.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { createLogger } from '../../src/common/logger.ts';
 import { generateCa, podJson, startFakeKubelet, type FakeKubelet } from '../support/fake-kubelet.ts';
@@ -439,5 +440,44 @@ describe('kubelet TLS verification', () => {
     const err = await failure(attestor({ kubeletCaPath: join(root, 'nope.crt') }).attest(PID_WEB, live()));
     expect(err.code).toBe(Code.FAILED_PRECONDITION);
     expect(err.message).toContain('kubelet: unable to load the kubelet CA (kubelet_ca_path) from');
+  });
+});
+
+describe('k8s attestor metrics', () => {
+  /** A K8sAttestorMetrics that keeps what it was told. */
+  function recording(): { metrics: K8sAttestorMetrics; outcomes: KubeletOutcome[]; counts: { hits: number; misses: number } } {
+    const outcomes: KubeletOutcome[] = [];
+    const counts = { hits: 0, misses: 0 };
+    return {
+      metrics: {
+        kubelet: { request: (outcome, seconds) => void (seconds >= 0 && outcomes.push(outcome)) },
+        podIndexHits: { inc: () => void counts.hits++ },
+        podIndexMisses: { inc: () => void counts.misses++ },
+      },
+      outcomes,
+      counts,
+    };
+  }
+
+  it('counts a kubelet request per fetch, a miss when waiting for it and a hit when the shared list answers', async () => {
+    const r = recording();
+    const a = attestor({ metrics: r.metrics, podListMaxAgeMs: 60_000 });
+    await a.attest(PID_WEB, live());
+    await a.attest(PID_SIDECAR, live());
+    await a.attest(PID_HOST, live()); // not in a container: no lookup at all
+    expect([r.outcomes, r.counts]).toEqual([['ok'], { hits: 1, misses: 1 }]);
+  });
+
+  it('names failed requests by outcome: forbidden, unauthorized, timeout, credentials_error', async () => {
+    const r = recording();
+    kubelet.allowedTokens.clear();
+    await failure(attestor({ metrics: r.metrics }).attest(PID_WEB, live()));
+    await failure(attestor({ metrics: r.metrics, useAnonymousAuthentication: true }).attest(PID_WEB, live()));
+    kubelet.allowedTokens.add(TOKEN);
+    kubelet.delayMs = 300;
+    await failure(attestor({ metrics: r.metrics, kubeletTimeoutMs: 50, maxPollAttempts: 1 }).attest(PID_WEB, live()));
+    kubelet.delayMs = 0;
+    await failure(attestor({ metrics: r.metrics, tokenPath: join(root, 'missing-token') }).attest(PID_WEB, live()));
+    expect(r.outcomes).toEqual(['forbidden', 'unauthorized', 'timeout', 'credentials_error']);
   });
 });

@@ -37,6 +37,8 @@ export interface AgentSetup {
   extraAgent?: string;
   /** Extra plugin blocks (e.g. another WorkloadAttestor). */
   extraPlugins?: string;
+  /** Extra top-level blocks (e.g. `health_checks {…}`, `telemetry {…}`). */
+  extraTopLevel?: string;
 }
 
 export async function startAgentProcess(setup: AgentSetup): Promise<AgentHandle> {
@@ -72,6 +74,7 @@ ${setup.nodeAttestor ?? '  NodeAttestor "join_token" {\n    plugin_data {}\n  }'
   }
 ${setup.extraPlugins ?? ''}
 }
+${setup.extraTopLevel ?? ''}
 `,
   );
   let output = '';

@@ -32,6 +32,12 @@ describe('SPIRE agent.conf compatibility', () => {
     expect(fromJson.workloadAttestors.unix).toEqual({ discoverWorkloadPath: false, workloadSizeLimit: 0 });
   });
 
+  it('reads JSON from a file named agent.conf, as the helm chart names its ConfigMap key', async () => {
+    const json = await readFile(join(FIXTURES, 'helm-agent.json'), 'utf8');
+    const config = parseAgentConfig(await parseConfigText('/run/spire/config/agent.conf', json), '/');
+    expect(config.serverAddress).toBe('spire-server.spire-server');
+  });
+
   it('expands environment variables with -expandEnv', async () => {
     const text = (await readFile(join(FIXTURES, 'helm-agent.conf'), 'utf8')).replace('"example.org"', '"${TRUST_DOMAIN}"');
     const config = parseAgentConfig(await parseConfigText('agent.conf', text, { expandEnv: true, env: { TRUST_DOMAIN: 'prod.example' } }), '/');

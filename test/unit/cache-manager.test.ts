@@ -13,6 +13,7 @@ import { openCertificateAuthority, type CertificateAuthority } from '../../src/s
 import { CacheManager, type WorkloadSvidMinter } from '../../src/agent/manager/cache-manager.ts';
 import { toCachedEntry, type CachedEntry } from '../../src/agent/manager/entries.ts';
 import { toTrustDomainBundle } from '../../src/agent/manager/bundles.ts';
+import type { CacheManagerMetrics } from '../../src/agent/manager/metrics.ts';
 import type { WorkloadState } from '../../src/agent/workload-api/identity-source.ts';
 import type { Entry__Output } from '../../src/gen/spire/api/types/Entry.ts';
 
@@ -62,7 +63,7 @@ function ownBundle() {
   });
 }
 
-function manager(opts: { max?: number; entries?: CachedEntry[] } = {}): CacheManager {
+function manager(opts: { max?: number; entries?: CachedEntry[]; metrics?: CacheManagerMetrics } = {}): CacheManager {
   const m = new CacheManager({
     trustDomain: TD,
     minter,
@@ -72,6 +73,7 @@ function manager(opts: { max?: number; entries?: CachedEntry[] } = {}): CacheMan
     jwtSvidCacheMaxSize: 100,
     batchSize: 2,
     random: () => 0.5,
+    metrics: opts.metrics,
   });
   return m;
 }
@@ -288,5 +290,22 @@ describe('CacheManager', () => {
       calls.failJwt = true;
       await expect(m.fetchJwtSvids(sel('unix:uid:1'), ['x', 'y'], signal)).rejects.toThrow('server down');
     });
+  });
+
+  it('counts SVIDs minted, and those that replaced a cached one, for X.509 and JWT', async () => {
+    const counts = { x509Minted: 0, x509Rotated: 0, jwtMinted: 0, jwtRotated: 0 };
+    const counter = (key: keyof typeof counts) => ({ inc: (by = 1) => void (counts[key] += by) });
+    const m = manager({ metrics: { x509Minted: counter('x509Minted'), x509Rotated: counter('x509Rotated'), jwtMinted: counter('jwtMinted'), jwtRotated: counter('jwtRotated') } });
+    sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:2'])]);
+    await m.mintDue();
+    expect(counts).toEqual({ x509Minted: 2, x509Rotated: 0, jwtMinted: 0, jwtRotated: 0 });
+    clock.advance(6 * MINUTE); // past half-life: both rotate
+    await m.mintDue();
+    const signal = new AbortController().signal;
+    await Promise.all([m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal), m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal)]);
+    expect(counts).toEqual({ x509Minted: 4, x509Rotated: 2, jwtMinted: 1, jwtRotated: 0 });
+    clock.advance(6 * MINUTE);
+    await m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal);
+    expect([counts.jwtMinted, counts.jwtRotated]).toEqual([2, 1]);
   });
 });

@@ -1,6 +1,10 @@
 /**
  * `spiffe-agent run -config <file>`: runs the agent until SIGTERM/SIGINT (exit 0) or until
  * the server bans it (exit 1).
+ *
+ * On a signal, open streams end with UNAVAILABLE and the socket is removed (agent.stop());
+ * the process then exits as soon as nothing else is pending, and at the latest
+ * {@link EXIT_GRACE_MS} later (e.g. a call to an unresponsive server waiting for its deadline).
  */
 import type { Command } from '../../common/command.ts';
 import { EXIT_FAILURE, EXIT_OK } from '../../common/command.ts';
@@ -8,6 +12,16 @@ import { loadConfigFile } from '../../common/config-file.ts';
 import { createLogger } from '../../common/logger.ts';
 import { parseAgentConfig } from '../config.ts';
 import { startAgent } from '../agent.ts';
+
+/** The longest the process stays up after the agent has stopped. */
+export const EXIT_GRACE_MS = 1_000;
+
+/** Returns `code`, making sure the process exits with it soon even if a handle lingers. */
+function exitSoon(code: number): number {
+  // Unref'd: it never delays a natural exit, it only ends one that something holds up.
+  setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+  return code;
+}
 
 export const runCommand: Command = {
   name: 'run',
@@ -27,18 +41,19 @@ export const runCommand: Command = {
       ...(socketPath === undefined ? {} : { socketPath }),
     });
     const logger = createLogger({ name: 'spiffe-agent', level: config.logLevel });
-    const agent = await startAgent({ config, logger });
+    // Listen before starting, so a signal during start-up still stops the agent cleanly.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'));
       process.once('SIGINT', () => resolve('SIGINT'));
     });
+    const agent = await startAgent({ config, logger });
     const outcome = await Promise.race([signalled.then((signal) => ({ signal })), agent.ended.then((end) => ({ end }))]);
     if ('signal' in outcome) {
       logger.info({ signal: outcome.signal }, 'stopping');
       await agent.stop();
-      return EXIT_OK;
+      return exitSoon(EXIT_OK);
     }
     await agent.stop();
-    return outcome.end.reason === 'banned' ? EXIT_FAILURE : EXIT_OK;
+    return exitSoon(outcome.end.reason === 'banned' ? EXIT_FAILURE : EXIT_OK);
   },
 };

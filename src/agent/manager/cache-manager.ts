@@ -31,6 +31,7 @@ import { EntrySet, type CachedEntry } from './entries.ts';
 import { BundleBook, type TrustDomainBundle } from './bundles.ts';
 import { JwtCache, jwtCacheKey } from './jwt-cache.ts';
 import { Subscriptions, groupKeyOf, type Group, type StateListener } from './subscriptions.ts';
+import { NOOP_CACHE_METRICS, type CacheManagerMetrics } from './metrics.ts';
 
 /** What the manager needs from the server to mint workload SVIDs. */
 export interface WorkloadSvidMinter {
@@ -51,6 +52,8 @@ export interface CacheManagerOptions {
   /** Entries per BatchNewX509SVID call (SPIRE starts at 500). */
   batchSize?: number;
   random?: () => number;
+  /** SVIDs minted and rotated; nothing is recorded when absent. */
+  metrics?: CacheManagerMetrics;
 }
 
 /** An X509-SVID record: the served identity plus what rotation decisions need. */
@@ -73,6 +76,7 @@ export class CacheManager implements IdentitySource {
   readonly #opts: CacheManagerOptions;
   readonly #log: Logger;
   readonly #random: () => number;
+  readonly #metrics: CacheManagerMetrics;
   #entries = new EntrySet([]);
   readonly #svids = new Map<string, SvidRecord>();
   readonly #bundles: BundleBook;
@@ -87,8 +91,15 @@ export class CacheManager implements IdentitySource {
     this.#opts = opts;
     this.#log = opts.logger;
     this.#random = opts.random ?? Math.random;
+    this.#metrics = opts.metrics ?? NOOP_CACHE_METRICS;
     this.#bundles = new BundleBook(opts.trustDomain);
-    this.#jwt = new JwtCache({ maxSize: opts.jwtSvidCacheMaxSize, now: () => opts.clock.now(), random: this.#random });
+    this.#jwt = new JwtCache({
+      maxSize: opts.jwtSvidCacheMaxSize,
+      now: () => opts.clock.now(),
+      random: this.#random,
+      minted: this.#metrics.jwtMinted,
+      renewed: this.#metrics.jwtRotated,
+    });
   }
 
   // ---- state fed by the synchronizer -------------------------------------------------
@@ -217,6 +228,8 @@ export class CacheManager implements IdentitySource {
   #store(entry: CachedEntry, chain: Buffer[], key: Buffer): void {
     const leaf = readCertificate(chain[0] as Buffer);
     const previous = this.#svids.get(entry.id);
+    this.#metrics.x509Minted.inc();
+    if (previous !== undefined) this.#metrics.x509Rotated.inc();
     this.#svids.set(entry.id, {
       identity: {
         entryId: entry.id,

@@ -5,6 +5,7 @@
  * mint (single-flight).
  */
 import { LRUCache } from 'lru-cache';
+import type { EventCounter } from '../../common/recorders.ts';
 import { shouldRotate } from '../svid/rotation-policy.ts';
 
 /** A minted JWT-SVID. Times are Unix seconds. */
@@ -24,6 +25,10 @@ export interface JwtCacheOptions {
   /** Milliseconds since the epoch. */
   now: () => number;
   random?: () => number;
+  /** Counts tokens minted (once per mint, not per waiter). */
+  minted?: EventCounter;
+  /** Counts the minted tokens that replaced a cached one. */
+  renewed?: EventCounter;
 }
 
 /** The JWT-SVID cache. */
@@ -32,11 +37,15 @@ export class JwtCache {
   readonly #inflight = new Map<string, Promise<CachedJwt>>();
   readonly #now: () => number;
   readonly #random: () => number;
+  readonly #minted: EventCounter | undefined;
+  readonly #renewed: EventCounter | undefined;
 
   constructor(opts: JwtCacheOptions) {
     this.#cache = new LRUCache({ max: Math.max(1, opts.maxSize) });
     this.#now = opts.now;
     this.#random = opts.random ?? Math.random;
+    this.#minted = opts.minted;
+    this.#renewed = opts.renewed;
   }
 
   get size(): number {
@@ -53,7 +62,14 @@ export class JwtCache {
     if (cached !== undefined && !shouldRotate(nowSeconds, cached.issuedAt, cached.expiresAt, this.#random())) return cached;
     let pending = this.#inflight.get(key);
     if (pending === undefined) {
-      pending = mint().finally(() => this.#inflight.delete(key));
+      const renewal = cached !== undefined;
+      pending = mint()
+        .then((fresh) => {
+          this.#minted?.inc();
+          if (renewal) this.#renewed?.inc();
+          return fresh;
+        })
+        .finally(() => this.#inflight.delete(key));
       this.#inflight.set(key, pending);
     }
     try {

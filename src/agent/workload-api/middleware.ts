@@ -6,14 +6,17 @@
  *   3. identifyPeer           — the connection's credentials; Unauthenticated if unattestable
  *   4. attestCaller           — selectors from the workload attestors, then the PID-reuse guard
  *   5. logCall                — method, pid, final code and duration (never tokens or keys)
- * They are composed by rpc.ts around every handler.
+ * They are composed by rpc.ts around every handler, which also counts each finished call by
+ * method and code (metrics.ts).
  */
 import type { Metadata } from '@grpc/grpc-js';
 import { ApiError, Code, toApiError } from '../../common/errors.ts';
+import { secondsSince } from '../../common/recorders.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
 import type { PeerTracker, TrackedPeer } from './peer-tracker.ts';
+import type { WorkloadApiMetrics } from './metrics.ts';
 
 /** Method paths the security header applies to. */
 export const WORKLOAD_API_PREFIX = '/SpiffeWorkloadAPI/';
@@ -43,22 +46,44 @@ export function peerPid(peer: TrackedPeer): number | undefined {
 export interface AttestDeps {
   readonly tracker: PeerTracker;
   readonly attestor: WorkloadAttestor;
+  /** The `attestors` phase and each attestation's outcome; nothing recorded when absent. */
+  readonly metrics?: WorkloadApiMetrics;
 }
 
 /**
- * Step 4: selectors for the caller. The liveness check runs before attesting (no point
- * attesting a process that is gone), and again after (the PID we attested must still be the
- * caller's, not a reused one). An attestation failure is reported as Unauthenticated when the
- * caller vanished meanwhile, since that is the real cause.
+ * Step 4: selectors for the caller, recorded as the `attestors` phase and as one whole
+ * attestation by final status (the tracker records its own `liveness_check` phase).
  */
 export async function attestCaller(deps: AttestDeps, peer: TrackedPeer, signal: AbortSignal): Promise<Selector[]> {
+  const metrics = deps.metrics;
+  if (metrics === undefined) return attestPeer(deps, peer, signal);
+  const started = performance.now();
+  try {
+    const selectors = await attestPeer(deps, peer, signal);
+    metrics.attestation.record(Code.OK, secondsSince(started));
+    return selectors;
+  } catch (err) {
+    metrics.attestation.record(toApiError(err).code, secondsSince(started));
+    throw err;
+  }
+}
+
+/**
+ * The liveness check runs before attesting (no point attesting a process that is gone), and
+ * again after (the PID we attested must still be the caller's, not a reused one). An
+ * attestation failure is reported as Unauthenticated when the caller vanished meanwhile,
+ * since that is the real cause.
+ */
+async function attestPeer(deps: AttestDeps, peer: TrackedPeer, signal: AbortSignal): Promise<Selector[]> {
   const pid = peerPid(peer);
   if (pid === undefined) throw new ApiError(Code.UNAUTHENTICATED, 'could not resolve caller information');
   deps.tracker.verifyAlive(peer);
+  const started = performance.now();
   let selectors: Selector[];
   try {
     selectors = await deps.attestor.attest(pid, signal);
   } catch (err) {
+    deps.metrics?.attestorsSeconds.observe(secondsSince(started));
     deps.tracker.verifyAlive(peer);
     if (signal.aborted) throw new ApiError(Code.CANCELLED, 'workload api: call cancelled during attestation');
     const apiError = toApiError(err);
@@ -67,6 +92,7 @@ export async function attestCaller(deps: AttestDeps, peer: TrackedPeer, signal: 
     }
     throw apiError;
   }
+  deps.metrics?.attestorsSeconds.observe(secondsSince(started));
   deps.tracker.verifyAlive(peer);
   return selectors;
 }

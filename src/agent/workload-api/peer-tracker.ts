@@ -12,6 +12,7 @@ import { randomBytes } from 'node:crypto';
 import type { Socket } from 'node:net';
 import { ApiError, Code } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
+import { secondsSince, type ValueRecorder } from '../../common/recorders.ts';
 import {
   capturePeerCredentials,
   readProcessFacts,
@@ -66,12 +67,15 @@ interface Entry {
 export interface PeerTrackerOptions {
   procRoot: string;
   logger: Logger;
+  /** Seconds per credential capture at accept (phase `peer_credentials`) and per liveness check (phase `liveness_check`). */
+  metrics?: { readonly peerCredentialsSeconds: ValueRecorder; readonly livenessCheckSeconds: ValueRecorder };
 }
 
 /** Owns the credentials of every open connection. */
 export class PeerTracker {
   readonly #procRoot: string;
   readonly #logger: Logger;
+  readonly #metrics: PeerTrackerOptions['metrics'];
   readonly #entries = new Map<string, Entry>();
   readonly #keyPrefix = `workload-peer:${randomBytes(6).toString('hex')}:`;
   #counter = 0;
@@ -79,6 +83,7 @@ export class PeerTracker {
   constructor(opts: PeerTrackerOptions) {
     this.#procRoot = opts.procRoot;
     this.#logger = opts.logger;
+    this.#metrics = opts.metrics;
   }
 
   /** Open connections being tracked. */
@@ -93,8 +98,10 @@ export class PeerTracker {
    */
   track(socket: Socket): boolean {
     let credentials: PeerCredentials;
+    const started = this.#metrics === undefined ? 0 : performance.now();
     try {
       credentials = capturePeerCredentials(socket, this.#procRoot);
+      this.#metrics?.peerCredentialsSeconds.observe(secondsSince(started));
     } catch (err) {
       this.#logger.error({ error: (err as Error).message }, 'dropping workload connection: peer credentials unavailable');
       socket.destroy();
@@ -140,7 +147,9 @@ export class PeerTracker {
     const entry = this.#entries.get(peer.key);
     if (entry === undefined) throw new ApiError(Code.UNAUTHENTICATED, `${ORIGINAL_CALLER_PREFIX}connection is closed`);
     if (entry.revoked !== undefined) throw new ApiError(Code.UNAUTHENTICATED, entry.revoked);
+    const started = this.#metrics === undefined ? 0 : performance.now();
     const failure = livenessFailure(credentials, this.#procRoot);
+    this.#metrics?.livenessCheckSeconds.observe(secondsSince(started));
     if (failure === undefined) return;
     const message = `${ORIGINAL_CALLER_PREFIX}${failure}`;
     this.#revoke(peer.key, message, credentials.pid);

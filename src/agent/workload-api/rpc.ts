@@ -15,6 +15,7 @@ import type { Logger } from '../../common/logger.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { EncodedMessage } from './encode.ts';
 import { attestCaller, identifyPeer, logCall, peerPid, requireSecurityHeader, type AttestDeps } from './middleware.ts';
+import { NOOP_WORKLOAD_API_METRICS } from './metrics.ts';
 import type { TrackedPeer } from './peer-tracker.ts';
 import { StreamSession, type StreamRegistry } from './stream-session.ts';
 
@@ -61,6 +62,7 @@ function pidForLog(deps: RpcDeps, call: { getPeer(): string }): number | undefin
 
 /** Adapts a unary RPC. */
 export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req>): handleUnaryCall<Req, EncodedMessage> {
+  const calls = (deps.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
   return (call, callback) => {
     const started = performance.now();
     const pid = pidForLog(deps, call);
@@ -72,11 +74,13 @@ export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req
       .then(
         (bytes) => {
           callback(null, bytes);
+          calls.inc(Code.OK);
           logCall(deps.logger, { method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
         },
         (err: unknown) => {
           const apiError = toApiError(err);
           callback(toGrpcStatus(apiError));
+          calls.inc(apiError.code);
           logCall(deps.logger, { method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
         },
       );
@@ -89,10 +93,12 @@ export function streamRpc<Req>(
   method: string,
   start: (session: StreamSession, caller: Caller, request: Req) => void,
 ): handleServerStreamingCall<Req, EncodedMessage> {
+  const calls = (deps.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
   return (call) => {
     const started = performance.now();
     const pid = pidForLog(deps, call);
     const session = new StreamSession(call, deps.streams, (end) => {
+      calls.inc(end.code);
       logCall(deps.logger, { method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
     });
     if (session.ended) return;
@@ -106,9 +112,11 @@ export function streamRpc<Req>(
 
 /** A server-streaming RPC that only checks the header and answers Unimplemented. */
 export function unimplementedStream<Req>(deps: RpcDeps, method: string, message: string): handleServerStreamingCall<Req, EncodedMessage> {
+  const calls = (deps.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
   return (call) => {
     const started = performance.now();
     const session = new StreamSession(call, deps.streams, (end) => {
+      calls.inc(end.code);
       logCall(deps.logger, { method, pid: pidForLog(deps, call), code: end.code, message: end.message, durationMs: performance.now() - started });
     });
     try {

@@ -18,6 +18,7 @@ import { createHealthHandlers } from './handlers/health.ts';
 import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
 import type { IdentitySource } from './identity-source.ts';
 import { assertLibcAvailable } from './libc.ts';
+import type { WorkloadApiMetrics } from './metrics.ts';
 import { PeerTracker } from './peer-tracker.ts';
 import { createWorkloadApiHandlers, workloadApiServiceDefinition } from './service.ts';
 import { listenOnSocket, prepareSocketPath, removeSocketFile } from './socket-file.ts';
@@ -40,6 +41,8 @@ export interface WorkloadApiOptions {
   allowedForeignJwtClaims?: readonly string[];
   /** nghttp2's RST_STREAM limit per connection; see http2-reset-limit.ts. */
   streamResetLimit?: StreamResetLimit;
+  /** Where connections, attestation phases and calls are recorded; nothing is recorded when absent. */
+  metrics?: WorkloadApiMetrics;
 }
 
 /** A running Workload API server. */
@@ -54,6 +57,8 @@ export interface WorkloadApiServer {
   connectionCount(): number;
   /** Open server streams. */
   streamCount(): number;
+  /** Whether the socket is listening and the server is not closing. */
+  serving(): boolean;
 }
 
 /** How long close() lets calls finish before cutting connections. */
@@ -73,13 +78,42 @@ function tryShutdown(server: Server, graceMs: number): Promise<void> {
 }
 
 /**
+ * Resolves once every socket has closed, destroying those still open after `graceMs`.
+ *
+ * Why wait rather than destroy at once: after a shutdown, the bytes still queued for a socket
+ * are exactly the streams' final UNAVAILABLE statuses, and destroy() discards them (the client
+ * then sees "Connection dropped"). Each HTTP/2 session ends its socket by itself once its
+ * streams are done. grpc-js's tryShutdown cannot be relied on for this: with injected
+ * connections it reports sessions closed as soon as they are asked to close (1.14).
+ */
+function socketsClosed(sockets: ReadonlySet<Socket>, graceMs: number): Promise<void> {
+  const open = [...sockets].filter((s) => !s.destroyed);
+  if (open.length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    let remaining = open.length;
+    const timer = setTimeout(() => {
+      for (const socket of open) socket.destroy();
+    }, graceMs);
+    for (const socket of open) {
+      socket.once('close', () => {
+        if (--remaining > 0) return;
+        clearTimeout(timer);
+        resolve();
+      });
+    }
+  });
+}
+
+/**
  * Starts the Workload API on a Unix socket: removes a stale socket file (refusing to touch
  * anything that is not a socket), listens, and makes the socket connectable by every user.
  */
 export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<WorkloadApiServer> {
   assertLibcAvailable();
   const logger = opts.logger;
-  const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger });
+  // Undefined when telemetry is off: then nothing is even timed.
+  const metrics = opts.metrics;
+  const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger, metrics });
   const streams = new StreamRegistry();
 
   // Channelz off: it tracks every call and session, which costs memory under stream churn.
@@ -91,6 +125,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
       attestor: opts.attestor,
       logger,
       streams,
+      metrics,
       source: opts.source,
       clock: opts.clock ?? systemClock,
       allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers ?? false,
@@ -114,6 +149,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     }
     // Peer credentials must be read now, synchronously, while the fd is certainly this socket's.
     if (!tracker.track(socket)) return;
+    metrics?.connectionsAccepted.inc();
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', (err) => logger.debug({ error: err.message }, 'workload connection error'));
@@ -131,7 +167,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
       const listenerClosed = new Promise<void>((resolve) => netServer.close(() => resolve()));
       streams.closeAll(new ApiError(Code.UNAVAILABLE, 'workload api: the agent is shutting down'));
       await tryShutdown(grpcServer, SHUTDOWN_GRACE_MS);
-      for (const socket of sockets) socket.destroy();
+      await socketsClosed(sockets, SHUTDOWN_GRACE_MS);
       await listenerClosed;
       await removeSocketFile(opts.socketPath, fileId);
       logger.info({ socket_path: opts.socketPath }, 'workload api stopped');
@@ -144,6 +180,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     close,
     connectionCount: () => sockets.size,
     streamCount: () => streams.size,
+    serving: () => !closing && netServer.listening,
   };
 }
 

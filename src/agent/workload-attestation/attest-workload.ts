@@ -7,11 +7,14 @@
  * It runs on every Workload API call, so it allocates little: one promise and one result
  * slot per plugin, and log fields only when the level is enabled.
  *
+ * Each plugin's duration is also recorded, by status, when metrics are given.
+ *
  * Log fields: `plugin`, `caller_pid` (not `pid`, which the logger's base already uses for
  * the agent's own PID), `duration_ms`, and `selectors` (a count) or `err`.
  */
-import { ApiError, Code } from '../../common/errors.ts';
+import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
+import type { CallRecorder } from '../../common/recorders.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { WorkloadAttestor, WorkloadAttestorPlugin } from './workload-attestor.ts';
 
@@ -20,8 +23,16 @@ export interface WorkloadAttestorOptions {
   /** The configured plugins, in configuration order (which is also the selector order). */
   plugins: readonly WorkloadAttestorPlugin[];
   logger: Logger;
-  /** Monotonic milliseconds, for per-plugin durations in logs. Default `performance.now()`. */
+  /** Monotonic milliseconds, for per-plugin durations in logs and metrics. Default `performance.now()`. */
   now?: () => number;
+  /** Per-plugin recorders; nothing is recorded when absent. */
+  metrics?: WorkloadAttestorMetrics;
+}
+
+/** What the fan-out records (SPIRE's `workload_api_workload_attestor{attestor}` call counter). */
+export interface WorkloadAttestorMetrics {
+  /** The recorder of one plugin's calls (seconds, by status); called once per plugin at creation. */
+  attestor(name: string): CallRecorder;
 }
 
 /**
@@ -35,6 +46,9 @@ export function createWorkloadAttestor(options: WorkloadAttestorOptions): Worklo
   const plugins = options.plugins.slice();
   const { logger } = options;
   const now = options.now ?? (() => performance.now());
+  const metrics = options.metrics;
+  // Bound once per plugin, so recording on each call is a number update.
+  const recorders = metrics === undefined ? undefined : plugins.map((p) => metrics.attestor(p.name));
 
   async function attest(pid: number, signal: AbortSignal): Promise<Selector[]> {
     if (plugins.length === 0) return [];
@@ -48,6 +62,7 @@ export function createWorkloadAttestor(options: WorkloadAttestorOptions): Worklo
         // `await` inside the try also catches a plugin that throws synchronously.
         const values = await plugin.attest(pid, signal);
         results[i] = values;
+        recorders?.[i]?.record(Code.OK, (now() - started) / 1000);
         if (logger.isLevelEnabled('debug')) {
           logger.debug(
             { plugin: plugin.name, caller_pid: pid, duration_ms: now() - started, selectors: values.length },
@@ -56,6 +71,7 @@ export function createWorkloadAttestor(options: WorkloadAttestorOptions): Worklo
         }
       } catch (err) {
         failures++;
+        recorders?.[i]?.record(toApiError(err).code, (now() - started) / 1000);
         // A caller that went away makes every plugin fail; that is not worth a warning each.
         if (signal.aborted) return;
         logger.warn(

@@ -18,6 +18,7 @@ import type { WorkloadAttestorPlugin } from '../../../agent/workload-attestation
 import { ApiError, Code } from '../../../common/errors.ts';
 import { createKubeletClient } from './kubelet-client.ts';
 import { locateProcess } from './locate-process.ts';
+import { NOOP_K8S_METRICS } from './metrics.ts';
 import { resolveK8sOptions, type K8sAttestorOptions } from './options.ts';
 import { createPodIndex, systemTimerClock, type PodSnapshot } from './pod-index.ts';
 import { findContainer, type ContainerStatusRecord, type PodRecord } from './pod-list.ts';
@@ -47,6 +48,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
   const config = resolveK8sOptions(options);
   const { nodeName, maxPollAttempts, pollRetryIntervalMs, disableContainerSelectors, procRoot } = config;
   const clock = options.clock ?? systemTimerClock;
+  const metrics = options.metrics ?? NOOP_K8S_METRICS;
 
   const client = createKubeletClient({
     host: nodeName ?? '127.0.0.1',
@@ -60,6 +62,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     anonymous: config.useAnonymousAuthentication,
     timeoutMs: options.kubeletTimeoutMs,
     logger,
+    metrics: metrics.kubelet,
     dispatcher: options.dispatcher,
     baseUrl: options.baseUrl,
   });
@@ -133,10 +136,17 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     const fresh = index.peek(0);
     let seen = 0;
     if (fresh !== undefined) {
-      const done = settle(match(fresh, podUid, containerId), pid, containerId);
-      if (done !== undefined) return done;
+      const m = match(fresh, podUid, containerId);
+      // Anything but "not listed yet" is a final answer (selectors or an error) from the index.
+      if (m.kind !== 'missing') metrics.podIndexHits.inc();
+      const done = settle(m, pid, containerId);
+      if (done !== undefined) {
+        if (m.kind === 'missing') metrics.podIndexHits.inc(); // pod-level selectors (container selectors disabled)
+        return done;
+      }
       seen = fresh.generation;
     }
+    metrics.podIndexMisses.inc();
 
     const started = clock.now();
     const budgetMs = maxPollAttempts * pollRetryIntervalMs;

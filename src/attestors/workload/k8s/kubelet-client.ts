@@ -15,6 +15,7 @@ import { Agent, request, type Dispatcher } from 'undici';
 import { ApiError, Code } from '../../../common/errors.ts';
 import type { Logger } from '../../../common/logger.ts';
 import { describeHttpFailure, describeTransportError } from './kubelet-errors.ts';
+import type { KubeletMetrics, KubeletOutcome } from './metrics.ts';
 
 /** Options of {@link createKubeletClient}. */
 export interface KubeletClientOptions {
@@ -44,6 +45,8 @@ export interface KubeletClientOptions {
   dispatcher?: Dispatcher;
   /** Test seam: `https://127.0.0.1:<port>` to reach instead of `https://<host>:<port>` (TLS names stay as configured). */
   baseUrl?: string;
+  /** Each request's outcome and duration; nothing is recorded when absent. */
+  metrics?: KubeletMetrics;
 }
 
 /** A client of the kubelet's `/pods` endpoint. */
@@ -118,27 +121,44 @@ export function createKubeletClient(options: KubeletClientOptions): KubeletClien
   }
 
   async function getPodList(signal: AbortSignal): Promise<string> {
-    const headers: Record<string, string> = { accept: 'application/json' };
-    if (auth.kind === 'token') headers['authorization'] = `Bearer ${await readToken(auth.tokenPath)}`;
-    const through = await dispatcher();
-
-    const timeout = AbortSignal.timeout(timeoutMs);
-    const combined = AbortSignal.any([signal, timeout]);
-    let statusCode: number;
-    let body: string;
+    const started = performance.now();
+    let outcome: KubeletOutcome = 'credentials_error';
     try {
-      const response = await request(url, { method: 'GET', headers, dispatcher: through, signal: combined });
-      statusCode = response.statusCode;
-      body = await response.body.text();
-    } catch (err) {
-      if (signal.aborted) throw new ApiError(Code.CANCELLED, `kubelet: GET ${url} cancelled`);
-      if (timeout.aborted) throw new ApiError(Code.UNAVAILABLE, `kubelet: GET ${url} timed out after ${timeoutMs / 1000}s`);
-      throw describeTransportError(err, target);
+      const headers: Record<string, string> = { accept: 'application/json' };
+      if (auth.kind === 'token') headers['authorization'] = `Bearer ${await readToken(auth.tokenPath)}`;
+      const through = await dispatcher();
+
+      const timeout = AbortSignal.timeout(timeoutMs);
+      const combined = AbortSignal.any([signal, timeout]);
+      let statusCode: number;
+      let body: string;
+      try {
+        const response = await request(url, { method: 'GET', headers, dispatcher: through, signal: combined });
+        statusCode = response.statusCode;
+        body = await response.body.text();
+      } catch (err) {
+        if (signal.aborted) {
+          outcome = 'cancelled';
+          throw new ApiError(Code.CANCELLED, `kubelet: GET ${url} cancelled`);
+        }
+        if (timeout.aborted) {
+          outcome = 'timeout';
+          throw new ApiError(Code.UNAVAILABLE, `kubelet: GET ${url} timed out after ${timeoutMs / 1000}s`);
+        }
+        const described = describeTransportError(err, target);
+        // describeTransportError says FAILED_PRECONDITION exactly for certificate and TLS failures.
+        outcome = described.code === Code.FAILED_PRECONDITION ? 'tls_error' : 'unreachable';
+        throw described;
+      }
+      if (statusCode !== 200) {
+        outcome = statusCode === 401 ? 'unauthorized' : statusCode === 403 ? 'forbidden' : 'http_error';
+        throw describeHttpFailure(statusCode, body, target, auth.kind === 'token' ? await tokenClaims(auth.tokenPath) : await certificateSubject(auth));
+      }
+      outcome = 'ok';
+      return body;
+    } finally {
+      options.metrics?.request(outcome, (performance.now() - started) / 1000);
     }
-    if (statusCode !== 200) {
-      throw describeHttpFailure(statusCode, body, target, auth.kind === 'token' ? await tokenClaims(auth.tokenPath) : await certificateSubject(auth));
-    }
-    return body;
   }
 
   async function close(): Promise<void> {

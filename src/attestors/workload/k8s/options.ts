@@ -6,6 +6,7 @@
 import type { Dispatcher } from 'undici';
 import { ApiError, Code } from '../../../common/errors.ts';
 import type { Logger } from '../../../common/logger.ts';
+import type { K8sAttestorMetrics } from './metrics.ts';
 import type { TimerClock } from './pod-index.ts';
 
 /**
@@ -47,6 +48,8 @@ export interface K8sAttestorOptions {
    */
   podListMaxAgeMs?: number;
   logger: Logger;
+  /** Kubelet requests and pod-index hits/misses are recorded here; nothing is recorded when absent. */
+  metrics?: K8sAttestorMetrics;
   /** Test seam: where the host's procfs is mounted. Default `$HOST_PROC` if set and non-empty, else `/proc`. */
   procRoot?: string;
   /** Test seam: time and timers of the pod index and the bounded wait. */
