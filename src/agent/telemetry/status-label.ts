@@ -5,32 +5,14 @@
  * status-labelled series.
  */
 import { Code } from '../../common/errors.ts';
+import { GO_CODE_NAMES as NAMES, goCodeNameOf } from '../../common/code-names.ts';
 import type { CallRecorder, StatusCounter } from '../../common/recorders.ts';
 import type { CounterCell, HistogramCell } from './cells.ts';
 
-const NAMES: readonly string[] = [
-  'OK',
-  'Canceled',
-  'Unknown',
-  'InvalidArgument',
-  'DeadlineExceeded',
-  'NotFound',
-  'AlreadyExists',
-  'PermissionDenied',
-  'ResourceExhausted',
-  'FailedPrecondition',
-  'Aborted',
-  'OutOfRange',
-  'Unimplemented',
-  'Internal',
-  'Unavailable',
-  'DataLoss',
-  'Unauthenticated',
-];
 
 /** The label value of a status code; anything outside the gRPC range is "Unknown". */
 export function statusLabel(code: Code): string {
-  return NAMES[code] ?? 'Unknown';
+  return goCodeNameOf(code) ?? 'Unknown';
 }
 
 /** Every status label value, in code order. */

@@ -6,35 +6,16 @@
 import { stat } from 'node:fs/promises';
 import { ApiError, Code } from '../../common/errors.ts';
 import { fromGrpcError } from '../../common/grpc-status.ts';
+import { goCodeNameOf } from '../../common/code-names.ts';
 import type { WorkloadEndpoint } from './endpoint.ts';
 
-/** gRPC code names as grpc-go spells them (`codes.Code.String()`). */
-const GO_CODE_NAMES: readonly string[] = [
-  'OK',
-  'Canceled',
-  'Unknown',
-  'InvalidArgument',
-  'DeadlineExceeded',
-  'NotFound',
-  'AlreadyExists',
-  'PermissionDenied',
-  'ResourceExhausted',
-  'FailedPrecondition',
-  'Aborted',
-  'OutOfRange',
-  'Unimplemented',
-  'Internal',
-  'Unavailable',
-  'DataLoss',
-  'Unauthenticated',
-];
 
 // Errors that carry a status from the wire. A WeakSet keeps the mark off the error object.
 const fromWire = new WeakSet<ApiError>();
 
 /** The grpc-go name of a status code, e.g. `PermissionDenied`; `Code(17)` when unknown. */
 export function goCodeName(code: Code): string {
-  return GO_CODE_NAMES[code] ?? `Code(${code})`;
+  return goCodeNameOf(code) ?? `Code(${code})`;
 }
 
 /** True when `err` is a status returned by a Workload API call (not a client-side error). */
