@@ -1,7 +1,7 @@
 /**
  * The handful of Linux syscalls the Workload API needs and Node does not expose, bound
  * through koffi: socket options (SO_PEERCRED, SO_PEERPIDFD, SO_DOMAIN, SO_ACCEPTCONN),
- * pidfd_open and poll. Every wrapper returns a result instead of throwing so callers can
+ * pidfd_open, poll and socketpair. Every wrapper returns a result instead of throwing so callers can
  * decide what an errno means; bindings are loaded on first use.
  */
 import koffi from 'koffi';
@@ -25,6 +25,9 @@ const SO_PEERCRED = 17;
 const SO_DOMAIN = 39;
 const SO_PEERPIDFD = 77;
 const AF_UNIX = 1;
+const SOCK_STREAM = 1;
+/** O_CLOEXEC, the same value on every architecture Node supports on Linux. */
+const SOCK_CLOEXEC = 0o2000000;
 const POLLIN = 0x0001;
 const POLLNVAL = 0x0020;
 /** x86_64 and aarch64 share the "generic" numbers for these two (added in Linux 5.3). */
@@ -43,6 +46,7 @@ interface Bindings {
   getsockopt: NativeFn;
   poll: NativeFn;
   syscall: NativeFn;
+  socketpair: NativeFn;
 }
 
 let bindings: Bindings | undefined;
@@ -56,6 +60,7 @@ function libc(): Bindings {
     getsockopt: lib.func('int getsockopt(int, int, int, _Inout_ uint8_t *, _Inout_ uint32_t *)') as NativeFn,
     poll: lib.func('int poll(_Inout_ uint8_t *, unsigned long, int)') as NativeFn,
     syscall: lib.func('long syscall(long, ...)') as NativeFn,
+    socketpair: lib.func('int socketpair(int, int, int, _Inout_ uint8_t *)') as NativeFn,
   };
   return bindings;
 }
@@ -125,4 +130,12 @@ export function pidfdExited(pidfd: number): SyscallResult<boolean> {
   const revents = pollfd.readInt16LE(6);
   if ((revents & POLLNVAL) !== 0) return { ok: false, errno: Errno.EBADF };
   return { ok: true, value: rc > 0 && (revents & POLLIN) !== 0 };
+}
+
+/** socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC): two connected descriptors, owned by the caller. */
+export function unixSocketPair(): SyscallResult<readonly [number, number]> {
+  const fds = Buffer.alloc(8);
+  const rc = libc().socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds);
+  if (rc !== 0) return { ok: false, errno: koffi.errno() };
+  return { ok: true, value: [fds.readInt32LE(0), fds.readInt32LE(4)] };
 }

@@ -4,6 +4,8 @@
  * (SpiffeWorkloadAPI + grpc.health.v1.Health).
  *
  * accept → PeerTracker.track (SO_PEERCRED, pidfd, start time; socket tagged with its key)
+ *        → authority-repair.ts (peek at the first header block; raw socket unless grpc-java's
+ *          socket-path :authority needs rewriting)
  *        → grpc-js connection injector (HTTP/2 with a raised RST_STREAM limit)
  *        → rpc.ts middleware → handlers → IdentitySource
  */
@@ -14,6 +16,7 @@ import { ApiError, Code } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { HealthService } from '../../common/proto.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
+import { injectWithAuthorityRepair } from './authority-repair.ts';
 import { createHealthHandlers } from './handlers/health.ts';
 import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
 import type { IdentitySource } from './identity-source.ts';
@@ -153,7 +156,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', (err) => logger.debug({ error: err.message }, 'workload connection error'));
-    injector.injectConnection(socket);
+    injectWithAuthorityRepair(socket, (connection) => injector.injectConnection(connection), { logger });
   });
 
   await prepareSocketPath(opts.socketPath);
