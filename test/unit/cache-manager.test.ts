@@ -271,6 +271,14 @@ describe('CacheManager', () => {
   });
 
   describe('JWT-SVIDs', () => {
+    it('mints only for the entries the caller selects', async () => {
+      const m = manager();
+      sync(m, [entry('a', '/a', ['unix:uid:1']), entry('b', '/b', ['unix:uid:1']), entry('c', '/c', ['unix:uid:1'])]);
+      const got = await m.fetchJwtSvids(sel('unix:uid:1'), ['x'], new AbortController().signal, (candidates) => candidates.filter((c) => c.entryId !== 'b'));
+      expect(got.map((j) => j.entryId)).toEqual(['a', 'c']);
+      expect(calls.jwts).toBe(2);
+    });
+
     it('caches by SPIFFE ID and sorted audiences, renews past half-life, and serves the cached token while minting fails', async () => {
       const m = manager();
       sync(m, [entry('a', '/a', ['unix:uid:1'])]);

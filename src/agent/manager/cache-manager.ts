@@ -23,6 +23,7 @@ import { shouldRotate } from '../svid/rotation-policy.ts';
 import type {
   BundleSnapshot,
   IdentitySource,
+  JwtCandidate,
   JwtIdentity,
   WorkloadState,
   X509Identity,
@@ -342,16 +343,25 @@ export class CacheManager implements IdentitySource {
     };
   }
 
-  async fetchJwtSvids(selectors: readonly Selector[], audience: readonly string[], signal: AbortSignal): Promise<JwtIdentity[]> {
+  async fetchJwtSvids(
+    selectors: readonly Selector[],
+    audience: readonly string[],
+    signal: AbortSignal,
+    select?: (candidates: readonly JwtCandidate[]) => readonly JwtCandidate[],
+  ): Promise<JwtIdentity[]> {
     if (!this.#synced) throw this.#notReady();
-    const matched = this.#entries.match(groupKeyOf(selectors).keys);
-    const out: JwtIdentity[] = [];
-    for (const entry of matched) {
-      signal.throwIfAborted();
-      const jwt = await this.#jwt.get(jwtCacheKey(entry.spiffeId, audience), () => this.#opts.minter.newJwtSvid(entry.id, audience));
-      out.push({ entryId: entry.id, spiffeId: entry.spiffeId, hint: entry.hint, createdAt: entry.createdAt, token: jwt.token });
-    }
-    return out;
+    const matched: JwtCandidate[] = this.#entries
+      .match(groupKeyOf(selectors).keys)
+      .map((e) => ({ entryId: e.id, spiffeId: e.spiffeId, hint: e.hint, createdAt: e.createdAt }));
+    // Only the entries the caller will return get a token (SPIRE mints after hint filtering).
+    const chosen = select === undefined ? matched : select(matched);
+    signal.throwIfAborted();
+    return Promise.all(
+      chosen.map(async (c) => {
+        const jwt = await this.#jwt.get(jwtCacheKey(c.spiffeId, audience), () => this.#opts.minter.newJwtSvid(c.entryId, audience));
+        return { entryId: c.entryId, spiffeId: c.spiffeId, hint: c.hint, createdAt: c.createdAt, token: jwt.token };
+      }),
+    );
   }
 
   bundles(): BundleSnapshot {

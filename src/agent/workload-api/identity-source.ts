@@ -44,6 +44,14 @@ export interface WorkloadState {
   readonly bundles: BundleSnapshot;
 }
 
+/** An entry a JWT-SVID may be minted for. */
+export interface JwtCandidate {
+  readonly entryId: string;
+  readonly spiffeId: string;
+  readonly hint: string;
+  readonly createdAt: number;
+}
+
 /** A JWT-SVID for one entry. */
 export interface JwtIdentity {
   readonly entryId: string;
@@ -69,7 +77,13 @@ export interface IdentitySource {
    * taken from the JWT cache. Rejects with ApiError: UNAVAILABLE when minting failed and no
    * cached token is valid.
    */
-  fetchJwtSvids(selectors: readonly Selector[], audience: readonly string[], signal: AbortSignal): Promise<JwtIdentity[]>;
+  fetchJwtSvids(
+    selectors: readonly Selector[],
+    audience: readonly string[],
+    signal: AbortSignal,
+    /** Narrows the matching entries (sorted by entry ID) before anything is minted. */
+    select?: (candidates: readonly JwtCandidate[]) => readonly JwtCandidate[],
+  ): Promise<JwtIdentity[]>;
   /** The current bundles; throws ApiError(UNAVAILABLE) before the first bundle is known. */
   bundles(): BundleSnapshot;
   /** Calls the listener with the current bundles and then on every change. Returns unsubscribe. */

@@ -10,7 +10,7 @@ import { parseSpiffeId } from '../../../common/spiffe-id.ts';
 import type { JWTSVIDRequest__Output } from '../../../gen/JWTSVIDRequest.ts';
 import { encodeResponse, serializerOf } from '../encode.ts';
 import { filterByHint } from '../hint-filter.ts';
-import type { IdentitySource, JwtIdentity } from '../identity-source.ts';
+import type { IdentitySource, JwtCandidate, JwtIdentity } from '../identity-source.ts';
 import type { UnarySpec } from '../rpc.ts';
 import { noIdentityIssued } from '../x509-svid-response.ts';
 
@@ -30,14 +30,17 @@ export function fetchJwtSvid(source: IdentitySource): UnarySpec<JWTSVIDRequest__
   return {
     validate: validateJwtSvidRequest,
     async handle(request, caller, signal) {
+      const wanted = request.spiffe_id;
+      const select = <T extends JwtCandidate>(candidates: readonly T[]): T[] =>
+        filterByHint(candidates).filter((candidate) => wanted === '' || candidate.spiffeId === wanted);
       let identities: JwtIdentity[];
       try {
-        identities = await source.fetchJwtSvids(caller.selectors, request.audience, signal);
+        identities = await source.fetchJwtSvids(caller.selectors, request.audience, signal, select);
       } catch (err) {
         throw new ApiError(Code.UNAVAILABLE, `could not fetch JWT-SVID: ${toApiError(err).message}`);
       }
-      const wanted = request.spiffe_id;
-      const svids = filterByHint(identities).filter((identity) => wanted === '' || identity.spiffeId === wanted);
+      // Sources that ignore `select` are narrowed here; for the others this is a no-op.
+      const svids = select(identities);
       if (svids.length === 0) throw noIdentityIssued();
       const response = { svids: svids.map((identity) => ({ spiffe_id: identity.spiffeId, svid: identity.token, hint: identity.hint })) };
       return encodeResponse(serialize, response, 'JWT-SVID');
