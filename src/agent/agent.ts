@@ -17,7 +17,6 @@ import { joinTokenAttestor } from '../attestors/node/join-token.ts';
 import { k8sPsatAttestor } from '../attestors/node/k8s-psat.ts';
 import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
 import { createUnixAttestor } from '../attestors/workload/unix.ts';
-import { createK8sAttestor } from '../attestors/workload/k8s/k8s.ts';
 import { createWorkloadAttestor } from './workload-attestation/attest-workload.ts';
 import type { WorkloadAttestorPlugin } from './workload-attestation/workload-attestor.ts';
 import { startWorkloadApi, type WorkloadApiServer } from './workload-api/workload-api.ts';
@@ -67,7 +66,11 @@ function nodeAttestorFor(config: AgentConfig): NodeAttestor {
 }
 
 /** The configured workload attestor plugins, plus what must be closed on stop. */
-function workloadPlugins(config: AgentConfig, logger: Logger, metrics: AgentMetrics | undefined): { plugins: WorkloadAttestorPlugin[]; close: () => Promise<void> } {
+async function workloadPlugins(
+  config: AgentConfig,
+  logger: Logger,
+  metrics: AgentMetrics | undefined,
+): Promise<{ plugins: WorkloadAttestorPlugin[]; close: () => Promise<void> }> {
   const plugins: WorkloadAttestorPlugin[] = [];
   const closers: Array<() => Promise<void>> = [];
   const unix = config.workloadAttestors.unix;
@@ -76,6 +79,8 @@ function workloadPlugins(config: AgentConfig, logger: Logger, metrics: AgentMetr
   }
   const k8s = config.workloadAttestors.k8s;
   if (k8s !== undefined) {
+    // Loaded only when configured: the kubelet client brings undici (~6 MiB).
+    const { createK8sAttestor } = await import('../attestors/workload/k8s/k8s.ts');
     const plugin = createK8sAttestor({ ...k8s, logger: logger.child({ subsystem: 'k8s_attestor' }), metrics: metrics?.k8s() });
     plugins.push(plugin);
     closers.push(() => plugin.close());
@@ -161,7 +166,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     lastSyncAt: lifecycle?.lastSyncAt,
   });
 
-  const attestors = workloadPlugins(config, logger, metrics);
+  const attestors = await workloadPlugins(config, logger, metrics);
   let listeners: Awaited<ReturnType<typeof startListeners>>;
   try {
     listeners = await startListeners(config, logger, metrics, healthFacts);

@@ -7,7 +7,6 @@
  * keyed by label, and lists of scalars stay lists.
  */
 import { readFile } from 'node:fs/promises';
-import { parse as parseHcl } from '@cdktf/hcl2json';
 import { ApiError, Code } from './errors.ts';
 
 /** A JSON-like value from a config file. */
@@ -71,7 +70,8 @@ export async function parseConfigText(name: string, text: string, opts: LoadOpti
   let raw: unknown;
   try {
     const json = name.endsWith('.json') || source.trimStart().startsWith('{');
-    raw = json ? JSON.parse(source) : await parseHcl(name, source);
+    // HashiCorp's parser is WebAssembly (~4 MiB): load it only for HCL files.
+    raw = json ? JSON.parse(source) : await (await import('@cdktf/hcl2json')).parse(name, source);
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
     throw new ApiError(Code.INVALID_ARGUMENT, `config: cannot parse ${name}: ${detail}`);
