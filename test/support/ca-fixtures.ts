@@ -118,6 +118,42 @@ export async function makeTestCa(opts: {
   };
 }
 
+/** A certificate and its key, PEM. */
+export interface PemPair {
+  certPem: string;
+  keyPem: string;
+}
+
+/** An EC P-256 leaf issued by `ca`: a serving certificate (`dns`/`ips` SANs) or a client one. */
+export async function issueTestLeaf(
+  ca: TestCa,
+  opts: { cn: string; dns?: string[]; ips?: string[]; usage: 'server' | 'client'; notBefore?: Date; notAfter?: Date },
+): Promise<PemPair> {
+  const pair = keyPair('P-256');
+  const names = [
+    ...(opts.dns ?? []).map((value) => ({ type: 'dns' as const, value })),
+    ...(opts.ips ?? []).map((value) => ({ type: 'ip' as const, value })),
+  ];
+  const now = Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: '01' + Math.floor(Math.random() * 2 ** 48).toString(16),
+    subject: `CN=${opts.cn}`,
+    issuer: ca.cert.subject,
+    notBefore: opts.notBefore ?? new Date(now - 86_400_000),
+    notAfter: opts.notAfter ?? new Date(now + 30 * 86_400_000),
+    signingAlgorithm: webAlgorithms(ca.pair).sign,
+    publicKey: new x509.PublicKey(pair.publicKey.export({ format: 'der', type: 'spki' })),
+    signingKey: cryptoPair(ca.pair).privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([opts.usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
+      ...(names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names)] : []),
+    ],
+  });
+  return { certPem: cert.toString('pem') + '\n', keyPem: pair.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
+}
+
 /** Writes an upstream CA's files into `dir`; `chain` certificates are appended to the cert file. */
 export async function writeUpstream(
   dir: string,

@@ -11,18 +11,15 @@
  * real claim layout; the TokenReview checks issuer, signature, audience, expiry and (like the
  * real service-account authenticator) that the bound pod still exists with the same UID.
  */
-import 'reflect-metadata';
-import * as x509 from '@peculiar/x509';
 import { createServer, type Server } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { generateKeyPairSync, randomUUID, webcrypto } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
-import { makeTestCa } from './ca-fixtures.ts';
+import { issueTestLeaf, makeTestCa } from './ca-fixtures.ts';
 import { createPsatIssuer, type TokenOptions } from './psat-issuer.ts';
 
 export type { TokenOptions } from './psat-issuer.ts';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
 
 /** A pod to serve. */
 export interface FakePodSpec {
@@ -81,30 +78,15 @@ export interface FakeKubeApiserverOptions {
 async function servingCert(): Promise<{ caPem: string; certPem: string; keyPem: string }> {
   const now = Date.now();
   const ca = await makeTestCa({ name: 'CN=kubernetes', notBefore: new Date(now - 60_000), notAfter: new Date(now + 86_400_000) });
-  const leaf = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  const ecdsa = { name: 'ECDSA', namedCurve: 'P-256' };
-  const publicKey = new x509.PublicKey(leaf.publicKey.export({ format: 'der', type: 'spki' }));
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: '01' + randomUUID().replace(/-/g, '').slice(0, 12),
-    subject: 'CN=kube-apiserver',
-    issuer: ca.cert.subject,
+  const leaf = await issueTestLeaf(ca, {
+    cn: 'kube-apiserver',
+    ips: ['127.0.0.1'],
+    dns: ['localhost', 'kubernetes.default.svc'],
+    usage: 'server',
     notBefore: new Date(now - 60_000),
     notAfter: new Date(now + 86_400_000),
-    signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' },
-    publicKey,
-    signingKey: ca.pair.privateKey.toCryptoKey(ecdsa, false, ['sign']) as unknown as CryptoKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension([
-        { type: 'ip', value: '127.0.0.1' },
-        { type: 'dns', value: 'localhost' },
-        { type: 'dns', value: 'kubernetes.default.svc' },
-      ]),
-    ],
   });
-  return { caPem: ca.pem, certPem: cert.toString('pem') + '\n', keyPem: leaf.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
+  return { caPem: ca.pem, ...leaf };
 }
 
 /** A metav1.Status body, as the apiserver sends with every error. */

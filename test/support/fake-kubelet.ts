@@ -3,100 +3,27 @@
  * map that tests mutate, with a generated kubelet CA and serving certificate, bearer-token
  * or client-certificate authentication, and request counters.
  */
-import 'reflect-metadata';
-
-import * as x509 from '@peculiar/x509';
-import { generateKeyPairSync, webcrypto, type KeyObject } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+import { issueTestLeaf, makeTestCa, type PemPair, type TestCa } from './ca-fixtures.ts';
 
-/** A certificate and its key, PEM. */
-export interface PemPair {
-  certPem: string;
-  keyPem: string;
-}
+export type { PemPair };
 
-/** A generated CA that can issue leaves. */
-export interface GeneratedCa extends PemPair {
-  readonly cert: x509.X509Certificate;
-  readonly privateKey: KeyObject;
-}
-
-const ECDSA = { name: 'ECDSA', namedCurve: 'P-256' } as const;
-const SIGN = { name: 'ECDSA', hash: 'SHA-256' } as const;
-const DAY = 24 * 60 * 60 * 1000;
-
-function keys(): { privateKey: KeyObject; publicKey: KeyObject; crypto: CryptoKeyPair } {
-  const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
-  return {
-    privateKey,
-    publicKey,
-    crypto: {
-      privateKey: privateKey.toCryptoKey(ECDSA, false, ['sign']) as unknown as CryptoKey,
-      publicKey: publicKey.toCryptoKey(ECDSA, true, ['verify']) as unknown as CryptoKey,
-    },
-  };
-}
-
-function serial(): string {
-  return '01' + Math.floor(Math.random() * 2 ** 48).toString(16);
-}
+/** A generated CA that can issue leaves (a self-signed test CA). */
+export type GeneratedCa = TestCa & { readonly certPem: string };
 
 /** A self-signed CA (P-256), valid from yesterday for a year. */
 export async function generateCa(name: string): Promise<GeneratedCa> {
-  const k = keys();
-  const cert = await x509.X509CertificateGenerator.createSelfSigned({
-    serialNumber: serial(),
-    name: `CN=${name}`,
-    notBefore: new Date(Date.now() - DAY),
-    notAfter: new Date(Date.now() + 365 * DAY),
-    signingAlgorithm: SIGN,
-    keys: k.crypto,
-    extensions: [
-      new x509.BasicConstraintsExtension(true, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-    ],
-  });
-  return {
-    cert,
-    privateKey: k.privateKey,
-    certPem: cert.toString('pem') + '\n',
-    keyPem: k.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(),
-  };
+  const now = Date.now();
+  const ca = await makeTestCa({ name: `CN=${name}`, notBefore: new Date(now - 86_400_000), notAfter: new Date(now + 365 * 86_400_000) });
+  return { ...ca, certPem: ca.pem };
 }
 
 /** A leaf issued by `ca`: serving (`dns`/`ips` SANs) or client (`cn`) certificate. */
-export async function issueLeaf(
-  ca: GeneratedCa,
-  opts: { cn: string; dns?: string[]; ips?: string[]; usage: 'server' | 'client' },
-): Promise<PemPair> {
-  const k = keys();
-  const names = [
-    ...(opts.dns ?? []).map((value) => ({ type: 'dns' as const, value })),
-    ...(opts.ips ?? []).map((value) => ({ type: 'ip' as const, value })),
-  ];
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: serial(),
-    subject: `CN=${opts.cn}`,
-    issuer: ca.cert.subject,
-    notBefore: new Date(Date.now() - DAY),
-    notAfter: new Date(Date.now() + 30 * DAY),
-    signingAlgorithm: SIGN,
-    publicKey: k.crypto.publicKey,
-    signingKey: ca.privateKey.toCryptoKey(ECDSA, false, ['sign']) as unknown as CryptoKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([opts.usage === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth]),
-      ...(names.length > 0 ? [new x509.SubjectAlternativeNameExtension(names)] : []),
-    ],
-  });
-  return { certPem: cert.toString('pem') + '\n', keyPem: k.privateKey.export({ type: 'pkcs8', format: 'pem' }).toString() };
-}
+export const issueLeaf = issueTestLeaf;
 
 /** Options of {@link startFakeKubelet}. */
 export interface FakeKubeletOptions {
