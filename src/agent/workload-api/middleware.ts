@@ -69,15 +69,15 @@ export async function attestCaller(deps: AttestDeps, peer: TrackedPeer, signal: 
 }
 
 /**
- * The liveness check runs before attesting (no point attesting a process that is gone), and
- * again after (the PID we attested must still be the caller's, not a reused one). An
- * attestation failure is reported as Unauthenticated when the caller vanished meanwhile,
- * since that is the real cause.
+ * The liveness check runs once, after attesting: the PID we attested must still be the
+ * caller's, not a reused one (a check before would only repeat it on the hot path; a caller
+ * already gone makes the attestors fail and is caught by the same check). An attestation
+ * failure is reported as Unauthenticated when the caller vanished meanwhile, since that is
+ * the real cause.
  */
 async function attestPeer(deps: AttestDeps, peer: TrackedPeer, signal: AbortSignal): Promise<Selector[]> {
   const pid = peerPid(peer);
   if (pid === undefined) throw new ApiError(Code.UNAUTHENTICATED, 'could not resolve caller information');
-  deps.tracker.verifyAlive(peer);
   const started = performance.now();
   let selectors: Selector[];
   try {
