@@ -3,6 +3,7 @@
  * (`spiffe://<td>/spire/server`) against the trust bundle, never by hostname; the agent
  * authenticates with its SVID when it has one (AttestAgent runs without).
  */
+import { uriSans } from '../../common/peer-certificate.ts';
 import type { PeerCertificate } from 'node:tls';
 import { credentials, type ChannelOptions } from '@grpc/grpc-js';
 import { AgentClient, BundleClient, EntryClient, SvidClient } from '../../common/proto.ts';
@@ -31,10 +32,7 @@ export interface ServerClients {
 
 /** Returns an Error unless the certificate's only URI SAN is `expected`. */
 export function checkSpiffeIdentity(cert: PeerCertificate, expected: string): Error | undefined {
-  const uris = (cert.subjectaltname ?? '')
-    .split(', ')
-    .filter((san) => san.startsWith('URI:'))
-    .map((san) => san.slice(4));
+  const uris = uriSans(cert);
   if (uris.length === 1 && uris[0] === expected) return undefined;
   return new Error(`server-client: server presented ${uris.length === 0 ? 'no SPIFFE ID' : `"${uris.join(', ')}"`}, expected "${expected}"`);
 }

@@ -4,6 +4,7 @@
  * certificate only when the TLS layer verified it); on the local admin socket every
  * caller is an administrator, the socket's file permissions being the guard.
  */
+import { uriSans } from '../../common/peer-certificate.ts';
 import type { PeerCertificate } from 'node:tls';
 import { ApiError, Code } from '../../common/errors.ts';
 import type { Clock } from '../../common/clock.ts';
@@ -27,10 +28,7 @@ export interface TlsPeer {
 export function tlsPeerOf(call: ServerSurfaceCall): TlsPeer | undefined {
   const cert = call.getAuthContext()?.sslPeerCertificate;
   if (cert === undefined) return undefined;
-  const uris = (cert.subjectaltname ?? '')
-    .split(', ')
-    .filter((san) => san.startsWith('URI:'))
-    .map((san) => san.slice(4));
+  const uris = uriSans(cert);
   if (uris.length !== 1 || !(uris[0] as string).startsWith('spiffe://')) return undefined;
   return {
     spiffeId: uris[0] as string,
