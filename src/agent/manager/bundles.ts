@@ -22,22 +22,39 @@ export interface TrustDomainBundle {
 
 /** Builds the wire forms of a server Bundle message. Keys that cannot be parsed are skipped. */
 export function toTrustDomainBundle(b: Bundle__Output, onBadKey?: (keyId: string, error: string) => void): TrustDomainBundle {
-  const x509 = Buffer.concat(b.x509_authorities.map((a) => a.asn1));
+  return trustDomainBundleOf(
+    b.trust_domain,
+    Buffer.concat(b.x509_authorities.map((a) => a.asn1)),
+    b.jwt_authorities.map((k) => ({ keyId: k.key_id, spki: k.public_key })),
+    onBadKey,
+  );
+}
+
+/**
+ * Builds the wire forms from concatenated DER roots and JWT keys (SPKI DER) in order; keys
+ * without an ID or that cannot be parsed are skipped. Equal input gives an equal fingerprint.
+ */
+export function trustDomainBundleOf(
+  trustDomain: string,
+  x509: Buffer,
+  jwtAuthorities: readonly { readonly keyId: string; readonly spki: Buffer }[],
+  onBadKey?: (keyId: string, error: string) => void,
+): TrustDomainBundle {
   const jwtKeys = new Map<string, KeyObject>();
   const jwks: Record<string, unknown>[] = [];
-  for (const k of b.jwt_authorities) {
-    if (k.key_id === '') continue;
+  for (const k of jwtAuthorities) {
+    if (k.keyId === '') continue;
     try {
-      const key = createPublicKey({ key: k.public_key, format: 'der', type: 'spki' });
-      jwtKeys.set(k.key_id, key);
-      jwks.push({ ...key.export({ format: 'jwk' }), kid: k.key_id });
+      const key = createPublicKey({ key: k.spki, format: 'der', type: 'spki' });
+      jwtKeys.set(k.keyId, key);
+      jwks.push({ ...key.export({ format: 'jwk' }), kid: k.keyId });
     } catch (err) {
-      onBadKey?.(k.key_id, err instanceof Error ? err.message : String(err));
+      onBadKey?.(k.keyId, err instanceof Error ? err.message : String(err));
     }
   }
   const jwksBytes = Buffer.from(JSON.stringify({ keys: jwks }, null, 4));
   const fingerprint = `${x509.toString('base64')}|${jwksBytes.toString('base64')}`;
-  return { trustDomain: b.trust_domain, x509, jwks: jwksBytes, jwtKeys, fingerprint };
+  return { trustDomain, x509, jwks: jwksBytes, jwtKeys, fingerprint };
 }
 
 /** Assembles snapshots; `update` returns the previous snapshot object when nothing changed. */

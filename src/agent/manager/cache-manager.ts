@@ -11,7 +11,10 @@
  * - every record in #svids belongs to an entry in #entries (removed entries drop their SVID);
  * - X509Identity, WorkloadState and BundleSnapshot objects are immutable, so a changed
  *   reference means changed content;
- * - a group's first state is delivered only when every matching entry has an SVID.
+ * - a group's first state is delivered only when every matching entry has an SVID;
+ * - before the first sync, workloads are answered only from a restored cache (restore), and
+ *   only while the agent identity it was written under is unchanged; the first sync replaces
+ *   the restored entries and drops restored SVIDs the server's bundle no longer verifies.
  */
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -19,6 +22,8 @@ import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import type { Selector } from '../../common/selector.ts';
 import { newKeyAndCsr } from '../../common/csr.ts';
 import { readCertificate } from '../../common/cert-reader.ts';
+import { ChainVerifier } from '../../common/chain-verify.ts';
+import { splitConcatenated } from '../../common/der.ts';
 import { shouldRotate } from '../svid/rotation-policy.ts';
 import type {
   BundleSnapshot,
@@ -55,6 +60,42 @@ export interface CacheManagerOptions {
   random?: () => number;
   /** SVIDs minted and rotated; nothing is recorded when absent. */
   metrics?: CacheManagerMetrics;
+  /**
+   * Called after what {@link CacheManager.persistable} returns may have changed (SVIDs
+   * minted or dropped, entries or bundles changed). Called on sync and mint paths, never
+   * per workload call; must be cheap (the workload cache writer only marks itself dirty).
+   */
+  onPersistentChange?: () => void;
+}
+
+/** An X509-SVID read back from the workload cache file, already checked by the reader. */
+export interface RestoredSvid {
+  readonly entry: CachedEntry;
+  readonly certChain: Buffer;
+  /** PKCS#8 DER. */
+  readonly privateKey: Buffer;
+  /** Milliseconds. */
+  readonly notBefore: number;
+  readonly notAfter: number;
+}
+
+/** A workload cache read back at start, to serve before the first sync. */
+export interface RestoredCache {
+  readonly svids: readonly RestoredSvid[];
+  readonly own: TrustDomainBundle;
+  readonly federated: ReadonlyMap<string, TrustDomainBundle>;
+  /** The roots (concatenated DER) the SVIDs were verified against when read. */
+  readonly verifiedWith: Buffer;
+  /** Whether the agent still has the identity the cache was written under. */
+  readonly stillOwned: () => boolean;
+}
+
+/** What the workload cache file is written from: references to live records, no copies. */
+export interface PersistableCache {
+  /** The own bundle first, then the federated ones. */
+  readonly bundles: readonly TrustDomainBundle[];
+  /** Entries whose SVID is current for their revision, with that SVID. */
+  readonly svids: readonly { readonly entry: CachedEntry; readonly identity: X509Identity }[];
 }
 
 /** An X509-SVID record: the served identity plus what rotation decisions need. */
@@ -67,7 +108,11 @@ interface SvidRecord {
   revision: number;
   spiffeId: string;
   lastAccess: number;
+  /** Read from the workload cache file rather than minted by this process. */
+  restored: boolean;
 }
+
+const NO_ENTRIES: ReadonlyMap<string, CachedEntry> = new Map();
 
 /** Keys generated between yields to the event loop while minting. */
 const KEYS_PER_TICK = 32;
@@ -80,11 +125,14 @@ export class CacheManager implements IdentitySource {
   readonly #metrics: CacheManagerMetrics;
   #entries = new EntrySet([]);
   readonly #svids = new Map<string, SvidRecord>();
-  readonly #bundles: BundleBook;
+  #bundles: BundleBook;
   readonly #subs = new Subscriptions();
   readonly #bundleListeners = new Set<(b: BundleSnapshot) => void>();
   readonly #jwt: JwtCache;
   #synced = false;
+  /** Set by restore() until the first sync (or until dropped): the restored state's checks. */
+  #restored: { readonly stillOwned: () => boolean; readonly roots: Buffer } | undefined;
+  readonly #changed: () => void;
   #minting: Promise<void> | undefined;
   #mintAgain = false;
 
@@ -93,6 +141,7 @@ export class CacheManager implements IdentitySource {
     this.#log = opts.logger;
     this.#random = opts.random ?? Math.random;
     this.#metrics = opts.metrics ?? NOOP_CACHE_METRICS;
+    this.#changed = opts.onPersistentChange ?? (() => undefined);
     this.#bundles = new BundleBook(opts.trustDomain);
     this.#jwt = new JwtCache({
       maxSize: opts.jwtSvidCacheMaxSize,
@@ -110,9 +159,13 @@ export class CacheManager implements IdentitySource {
     return this.#synced;
   }
 
-  /** The current entries, by ID (for the next sync's revision comparison). */
+  /**
+   * The current entries, by ID (for the next sync's revision comparison). Empty before the
+   * first sync: restored entries are not offered for reuse, so the first sync fetches every
+   * entry in full from the server.
+   */
   get entries(): ReadonlyMap<string, CachedEntry> {
-    return this.#entries.byId;
+    return this.#synced ? this.#entries.byId : NO_ENTRIES;
   }
 
   /** Trust domains the current entries federate with. */
@@ -133,13 +186,137 @@ export class CacheManager implements IdentitySource {
    * dropped; entries whose revision changed are re-minted by the next mintDue.
    */
   applySync(entries: readonly CachedEntry[], own: TrustDomainBundle | undefined, federated: ReadonlyMap<string, TrustDomainBundle>): void {
+    const restored = this.#restored;
+    this.#restored = undefined;
+    if (restored !== undefined) this.#checkRestored(restored, own);
+    const previous = this.#entries.byId;
     this.#entries = new EntrySet(entries.filter((e) => !e.storeSvid));
-    for (const id of this.#svids.keys()) if (!this.#entries.byId.has(id)) this.#svids.delete(id);
+    // Persisted content changes when an SVID goes or its entry changes (a bundle, below).
+    let changed = !this.#synced;
+    for (const id of this.#svids.keys()) {
+      const entry = this.#entries.byId.get(id);
+      if (entry === undefined) {
+        this.#svids.delete(id);
+        changed = true;
+      } else if (!changed && entry.revisionNumber !== previous.get(id)?.revisionNumber) {
+        changed = true;
+      }
+    }
     const bundlesChanged = this.#bundles.update(own, federated);
     this.#synced = this.#bundles.snapshot !== undefined;
     this.#evictOverCapacity();
     this.#refreshGroups();
     if (bundlesChanged) this.#notifyBundles();
+    if (changed || bundlesChanged) this.#changed();
+  }
+
+  // ---- the restored workload cache ----------------------------------------------------
+
+  /**
+   * Serves a workload cache read back at start until the first sync replaces it. Ignored
+   * once a sync has been applied. Restored SVIDs are not counted as minted.
+   */
+  restore(cache: RestoredCache): void {
+    if (this.#synced) return;
+    this.#entries = new EntrySet(cache.svids.map((s) => s.entry));
+    this.#svids.clear();
+    for (const s of cache.svids) {
+      const e = s.entry;
+      this.#svids.set(e.id, {
+        identity: {
+          entryId: e.id,
+          spiffeId: e.spiffeId,
+          hint: e.hint,
+          createdAt: e.createdAt,
+          certChain: s.certChain,
+          privateKey: s.privateKey,
+          expiresAt: Math.floor(s.notAfter / 1000),
+          federatesWith: e.federatesWith,
+        },
+        notBefore: s.notBefore,
+        notAfter: s.notAfter,
+        revision: e.revisionNumber,
+        spiffeId: e.spiffeId,
+        lastAccess: 0,
+        restored: true,
+      });
+    }
+    this.#bundles = new BundleBook(this.#opts.trustDomain);
+    this.#bundles.update(cache.own, cache.federated);
+    this.#restored = { stillOwned: cache.stillOwned, roots: cache.verifiedWith };
+  }
+
+  /**
+   * At the first sync after a restore: restored SVIDs go if the agent is now another
+   * identity, or if the server's bundle differs from the roots they were checked against
+   * when read and does not verify them.
+   */
+  #checkRestored(restored: { readonly stillOwned: () => boolean; readonly roots: Buffer }, own: TrustDomainBundle | undefined): void {
+    if (!restored.stillOwned()) {
+      this.#dropRestored();
+      return;
+    }
+    if (own === undefined || own.x509.equals(restored.roots)) return;
+    let roots: Buffer[] = [];
+    try {
+      roots = splitConcatenated(own.x509);
+    } catch {
+      // Unreadable roots verify nothing: every restored SVID is re-minted.
+    }
+    const verifier = new ChainVerifier(roots);
+    let dropped = 0;
+    for (const [id, record] of this.#svids) {
+      if (!record.restored) continue;
+      let ok: boolean;
+      try {
+        ok = verifier.verify(splitConcatenated(record.identity.certChain));
+      } catch {
+        ok = false;
+      }
+      if (!ok) {
+        this.#svids.delete(id);
+        dropped++;
+      }
+    }
+    if (dropped > 0) this.#log.warn({ dropped }, "restored X509-SVIDs not signed by the server's current bundle were dropped; minting new ones");
+  }
+
+  /** Forgets every SVID held before the first sync: they belong to another agent identity. */
+  #dropRestored(): void {
+    this.#log.warn({ dropped: this.#svids.size }, 'the agent has attested as another identity: restored workload cache dropped');
+    this.#svids.clear();
+    this.#changed();
+  }
+
+  /**
+   * Whether workloads may be answered: after the first sync, or before it from a restored
+   * cache while the agent identity is unchanged (checked per call: one comparison).
+   */
+  #serving(): boolean {
+    if (this.#synced) return true;
+    const restored = this.#restored;
+    if (restored === undefined) return false;
+    if (restored.stillOwned()) return true;
+    this.#restored = undefined;
+    this.#dropRestored();
+    this.#entries = new EntrySet([]);
+    this.#bundles = new BundleBook(this.#opts.trustDomain);
+    return false;
+  }
+
+  /** The state the workload cache file is written from, or undefined before any bundle. */
+  persistable(): PersistableCache | undefined {
+    const own = this.#bundles.own;
+    if (own === undefined || !this.#serving()) return undefined;
+    const bundles = [own, ...[...this.#bundles.federated().values()].filter((b) => b.trustDomain !== this.#opts.trustDomain)];
+    const svids: { entry: CachedEntry; identity: X509Identity }[] = [];
+    for (const [id, record] of this.#svids) {
+      const entry = this.#entries.byId.get(id);
+      // A stale record (entry changed since minting) is about to be replaced: not worth keeping.
+      if (entry === undefined || record.revision !== entry.revisionNumber || record.spiffeId !== entry.spiffeId) continue;
+      svids.push({ entry, identity: record.identity });
+    }
+    return { bundles, svids };
   }
 
   // ---- minting ----------------------------------------------------------------------
@@ -222,6 +399,7 @@ export class CacheManager implements IdentitySource {
       if (changed.size > 0) {
         this.#log.debug({ minted: changed.size }, 'X509-SVIDs minted');
         this.#refreshGroups();
+        this.#changed();
       }
     }
   }
@@ -247,6 +425,7 @@ export class CacheManager implements IdentitySource {
       revision: entry.revisionNumber,
       spiffeId: entry.spiffeId,
       lastAccess: previous?.lastAccess ?? 0,
+      restored: false,
     });
   }
 
@@ -273,7 +452,10 @@ export class CacheManager implements IdentitySource {
       .sort((a, b) => a[1].lastAccess - b[1].lastAccess)
       .slice(0, excess);
     for (const [id] of candidates) this.#svids.delete(id);
-    if (candidates.length > 0) this.#log.debug({ evicted: candidates.length }, 'X509-SVID cache over capacity');
+    if (candidates.length > 0) {
+      this.#log.debug({ evicted: candidates.length }, 'X509-SVID cache over capacity');
+      this.#changed();
+    }
   }
 
   // ---- subscriptions ----------------------------------------------------------------
@@ -322,7 +504,7 @@ export class CacheManager implements IdentitySource {
   }
 
   subscribe(selectors: readonly Selector[], listener: StateListener): () => void {
-    if (!this.#synced) throw this.#notReady();
+    if (!this.#serving()) throw this.#notReady();
     const group = this.#subs.add(selectors, listener);
     const bundles = this.#bundles.snapshot as BundleSnapshot;
     if (group.state === undefined) group.state = this.#stateFor(group, bundles);
@@ -349,7 +531,7 @@ export class CacheManager implements IdentitySource {
     signal: AbortSignal,
     select?: (candidates: readonly JwtCandidate[]) => readonly JwtCandidate[],
   ): Promise<JwtIdentity[]> {
-    if (!this.#synced) throw this.#notReady();
+    if (!this.#serving()) throw this.#notReady();
     const matched: JwtCandidate[] = this.#entries
       .match(groupKeyOf(selectors).keys)
       .map((e) => ({ entryId: e.id, spiffeId: e.spiffeId, hint: e.hint, createdAt: e.createdAt }));
@@ -365,7 +547,7 @@ export class CacheManager implements IdentitySource {
   }
 
   bundles(): BundleSnapshot {
-    const snapshot = this.#bundles.snapshot;
+    const snapshot = this.#serving() ? this.#bundles.snapshot : undefined;
     if (snapshot === undefined) throw this.#notReady();
     return snapshot;
   }
