@@ -96,6 +96,9 @@ export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
   const attestor = new HistogramFamily(registry, M.attestor, CALL_BUCKETS);
   const phases = new HistogramFamily(registry, M.attestationPhase, CALL_BUCKETS);
   const accepted = new CounterFamily(registry, M.connectionsAccepted);
+  const refused = new CounterFamily(registry, M.connectionsRefused);
+  const limitRefusals = new CounterFamily(registry, M.limitRefusals);
+  const peerCredentialErrors = new CounterFamily(registry, M.peerCredentialErrors);
   const workloadApi: WorkloadApiMetrics = {
     connectionsAccepted: accepted.child(),
     peerCredentialsSeconds: phases.child('peer_credentials'),
@@ -103,6 +106,9 @@ export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
     livenessCheckSeconds: phases.child('liveness_check'),
     attestation: callRecorder((status) => attestation.child(status)),
     rpc: (method): StatusCounter => statusCounter((status) => rpcs.child(method, status)),
+    gateRefused: (reason) => refused.child(reason),
+    limitRefused: (limit) => limitRefusals.child(limit),
+    peerCredentialErrors: (cause) => peerCredentialErrors.child(cause),
   };
   const workloadAttestor: WorkloadAttestorMetrics = {
     attestor: (name): CallRecorder => callRecorder((status) => attestor.child(name, status)),

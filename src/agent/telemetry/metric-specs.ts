@@ -38,6 +38,21 @@ export const METRIC_SPECS = {
     'One workload attestor plugin attesting a caller, in seconds, by plugin and gRPC status code.',
     ['attestor', 'status'],
   ),
+  connectionsRefused: spec(
+    'workload_api_connections_refused_total',
+    'Workload API connections closed before their first request, by reason: protocol_error, frame_too_large, header_block_too_large, request_deadline, too_many_bytes.',
+    ['reason'],
+  ),
+  limitRefusals: spec(
+    'workload_api_limit_refusals_total',
+    'Workload API connections and calls answered ResourceExhausted by a per-caller limit: connections_per_process, connections_per_pod, calls_per_caller.',
+    ['limit'],
+  ),
+  peerCredentialErrors: spec(
+    'workload_api_peer_credential_errors_total',
+    'Callers the agent could not identify for lack of a resource of its own (answered Unavailable), by errno name.',
+    ['cause'],
+  ),
   attestationPhase: spec(
     'workload_api_attestation_phase_duration_seconds',
     'Workload attestation phases, in seconds: peer_credentials (per connection), attestors and liveness_check (per check).',

@@ -8,25 +8,16 @@
  * Workload API never uses the authority, so such values are replaced with "localhost".
  *
  * {@link InboundHeaderRewriter} transforms a client's whole inbound byte stream: every
- * header block is decoded and re-encoded, every other frame passes through unchanged.
+ * header block is decoded and re-encoded, every other frame passes through unchanged, piece
+ * by piece as it arrives (see http2-frame-reader.ts for what is buffered and checked).
  */
+import { HpackBudget } from './hpack-budget.ts';
 import { HpackDecoder, HpackEncoder, type HeaderField } from './hpack.ts';
-import {
-  CONNECTION_PREFACE,
-  encodeHeaderBlock,
-  FRAME_HEADER_LENGTH,
-  FrameFlag,
-  FrameType,
-  isSettingsAck,
-  parseHeadersPayload,
-  readFrameHeader,
-} from './http2-frames.ts';
+import { Http2FrameReader, Http2InboundError, type HeaderBlock } from './http2-frame-reader.ts';
+import { encodeHeaderBlock, FrameType, Http2ErrorCode, type FrameHeader } from './http2-frames.ts';
 
 /** What replaces an authority Node would reject. */
 export const REPLACEMENT_AUTHORITY = 'localhost';
-
-/** The largest header block we reassemble (far above gRPC's 8 KiB default metadata limit). */
-const MAX_HEADER_BLOCK = 1 << 20;
 
 /**
  * Whether nghttp2 accepts `value` as `:authority`/`host`: only RFC 3986 authority
@@ -48,14 +39,6 @@ export function rewriteAuthority(fields: readonly HeaderField[]): HeaderField[] 
   );
 }
 
-interface OpenBlock {
-  readonly streamId: number;
-  readonly endStream: boolean;
-  readonly priority: Buffer | undefined;
-  readonly fragments: Buffer[];
-  size: number;
-}
-
 /**
  * Transforms a client's inbound HTTP/2 bytes (starting with the preface) for one connection.
  *
@@ -72,85 +55,61 @@ interface OpenBlock {
 export class InboundHeaderRewriter {
   readonly #decoder = new HpackDecoder();
   readonly #encoder = new HpackEncoder();
-  #pending: Buffer = Buffer.alloc(0);
-  #prefaceSeen = false;
-  #open: OpenBlock | undefined;
-  #dropSettingsAck: boolean;
+  readonly #budget = new HpackBudget();
+  readonly #reader: Http2FrameReader;
+  #out: Buffer[] = [];
+
+  constructor() {
+    this.#reader = new Http2FrameReader({
+      preface: (raw) => this.#out.push(raw),
+      frame: (header, raw) => {
+        if (!isHeaderFrame(header)) this.#out.push(raw);
+      },
+      payload: (header, piece) => {
+        if (!isHeaderFrame(header)) this.#out.push(piece);
+      },
+      headerBlock: (block) => this.#out.push(this.#reencode(block)),
+    });
+  }
 
   /**
-   * @param dropSettingsAck - drop the client's next SETTINGS acknowledgement: it answers the
-   *   SETTINGS frame authority-repair.ts sent itself, which the server never sent.
+   * Feeds received bytes; returns what to forward, in order (possibly nothing). Throws
+   * {@link Http2InboundError} on a protocol violation or an over-budget header block.
    */
-  constructor(opts: { dropSettingsAck?: boolean } = {}) {
-    this.#dropSettingsAck = opts.dropSettingsAck ?? false;
+  push(chunk: Buffer): Buffer[] {
+    this.#out = [];
+    this.#reader.push(chunk);
+    return this.#out;
   }
 
-  /** Feeds received bytes; returns what to forward (possibly empty). Throws on a protocol error. */
-  push(chunk: Buffer): Buffer {
-    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
-    const out: Buffer[] = [];
-    let offset = 0;
-    const buf = this.#pending;
-    if (!this.#prefaceSeen) {
-      if (buf.length < CONNECTION_PREFACE.length) return Buffer.alloc(0);
-      if (!buf.subarray(0, CONNECTION_PREFACE.length).equals(CONNECTION_PREFACE)) throw new Error('http2: bad connection preface');
-      out.push(buf.subarray(0, CONNECTION_PREFACE.length));
-      offset = CONNECTION_PREFACE.length;
-      this.#prefaceSeen = true;
-    }
-    for (;;) {
-      const header = readFrameHeader(buf, offset);
-      if (header === undefined) break;
-      const end = offset + FRAME_HEADER_LENGTH + header.length;
-      if (end > buf.length) break;
-      const payload = buf.subarray(offset + FRAME_HEADER_LENGTH, end);
-      if (this.#open !== undefined) {
-        if (header.type !== FrameType.CONTINUATION || header.streamId !== this.#open.streamId) {
-          throw new Error('http2: header block interrupted by another frame');
-        }
-        this.#append(payload);
-        if ((header.flags & FrameFlag.END_HEADERS) !== 0) out.push(this.#finish());
-      } else if (header.type === FrameType.HEADERS) {
-        const { fragment, priority } = parseHeadersPayload(header.flags, payload);
-        this.#open = {
-          streamId: header.streamId,
-          endStream: (header.flags & FrameFlag.END_STREAM) !== 0,
-          // Copied: `payload` is a view of a buffer that is about to be dropped.
-          priority: priority === undefined ? undefined : Buffer.from(priority),
-          fragments: [],
-          size: 0,
-        };
-        this.#append(fragment);
-        if ((header.flags & FrameFlag.END_HEADERS) !== 0) out.push(this.#finish());
-      } else if (header.type === FrameType.CONTINUATION) {
-        throw new Error('http2: CONTINUATION without HEADERS');
-      } else if (this.#dropSettingsAck && isSettingsAck(header)) {
-        this.#dropSettingsAck = false;
-      } else {
-        out.push(buf.subarray(offset, end));
-      }
-      offset = end;
-    }
-    this.#pending = offset === buf.length ? Buffer.alloc(0) : Buffer.from(buf.subarray(offset));
-    return out.length === 1 ? (out[0] as Buffer) : Buffer.concat(out);
-  }
-
-  #append(fragment: Buffer): void {
-    const open = this.#open as OpenBlock;
-    open.size += fragment.length;
-    if (open.size > MAX_HEADER_BLOCK) throw new Error('http2: header block too large');
-    open.fragments.push(Buffer.from(fragment));
-  }
-
-  #finish(): Buffer {
-    const open = this.#open as OpenBlock;
-    this.#open = undefined;
-    const fields = rewriteAuthority(this.#decoder.decode(Buffer.concat(open.fragments)));
+  #reencode(block: HeaderBlock): Buffer {
+    const fields = decodeBounded(this.#budget, this.#decoder, block.block);
     return encodeHeaderBlock({
-      streamId: open.streamId,
-      endStream: open.endStream,
-      priority: open.priority,
-      block: this.#encoder.encode(fields),
+      streamId: block.streamId,
+      endStream: block.endStream,
+      priority: block.priority,
+      block: this.#encoder.encode(rewriteAuthority(fields)),
     });
+  }
+}
+
+function isHeaderFrame(header: FrameHeader): boolean {
+  return header.type === FrameType.HEADERS || header.type === FrameType.CONTINUATION;
+}
+
+/**
+ * Decodes a header block after charging it to `budget`: an over-budget block throws
+ * ENHANCE_YOUR_CALM before any decoding, a malformed one COMPRESSION_ERROR.
+ */
+export function decodeBounded(budget: HpackBudget, decoder: HpackDecoder, block: Buffer): HeaderField[] {
+  try {
+    budget.charge(block);
+  } catch (err) {
+    throw new Http2InboundError(Http2ErrorCode.ENHANCE_YOUR_CALM, (err as Error).message);
+  }
+  try {
+    return decoder.decode(block);
+  } catch (err) {
+    throw new Http2InboundError(Http2ErrorCode.COMPRESSION_ERROR, `hpack: ${(err as Error).message}`);
   }
 }

@@ -1,14 +1,15 @@
 /**
  * Just enough HTTP/2 framing (RFC 9113 §4, §6.2, §6.10) to find and rebuild the header
  * blocks a client sends: the connection preface, 9-byte frame headers, HEADERS with its
- * PADDED and PRIORITY flags, and CONTINUATION. Everything else is opaque bytes.
+ * PADDED and PRIORITY flags, CONTINUATION, and the GOAWAY the agent sends when it closes a
+ * connection before HTTP/2 has started. Everything else is opaque bytes.
  */
 
 /** What every HTTP/2 client sends first (RFC 9113 §3.4). */
 export const CONNECTION_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
 export const FRAME_HEADER_LENGTH = 9;
-export const FrameType = { HEADERS: 0x1, SETTINGS: 0x4, CONTINUATION: 0x9 } as const;
+export const FrameType = { HEADERS: 0x1, SETTINGS: 0x4, GOAWAY: 0x7, CONTINUATION: 0x9 } as const;
 export const FrameFlag = { ACK: 0x1, END_STREAM: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 } as const;
 /** SETTINGS_MAX_FRAME_SIZE's initial value: the largest frame a peer must accept by default. */
 export const DEFAULT_MAX_FRAME_SIZE = 16_384;
@@ -108,54 +109,14 @@ export function isSettingsAck(header: FrameHeader): boolean {
   return header.type === FrameType.SETTINGS && (header.flags & FrameFlag.ACK) !== 0 && header.streamId === 0;
 }
 
-/** What the start of a client's byte stream holds so far (preface, then frames). */
-export interface ClientStart {
-  /** The bytes are not an HTTP/2 client preface followed by well-formed frames. */
-  readonly notHttp2: boolean;
-  /** The first complete header block, once it has arrived. */
-  readonly headerBlock: Buffer | undefined;
-  /** Where the first SETTINGS acknowledgement frame is, once it has arrived. */
-  readonly settingsAck: { readonly start: number; readonly end: number } | undefined;
-}
+/** HTTP/2 error codes the agent sends in GOAWAY (RFC 9113 §7). */
+export const Http2ErrorCode = { NO_ERROR: 0x0, PROTOCOL_ERROR: 0x1, FRAME_SIZE_ERROR: 0x6, COMPRESSION_ERROR: 0x9, ENHANCE_YOUR_CALM: 0xb } as const;
 
-/**
- * Scans the complete frames at the start of a client's bytes for its first header block
- * (HEADERS and its CONTINUATIONs) and its first SETTINGS acknowledgement.
- */
-export function scanClientStart(buf: Buffer): ClientStart {
-  const notHttp2: ClientStart = { notHttp2: true, headerBlock: undefined, settingsAck: undefined };
-  const prefaceBytes = Math.min(buf.length, CONNECTION_PREFACE.length);
-  if (!buf.subarray(0, prefaceBytes).equals(CONNECTION_PREFACE.subarray(0, prefaceBytes))) return notHttp2;
-  let offset = CONNECTION_PREFACE.length;
-  let fragments: Buffer[] | undefined;
-  let headerBlock: Buffer | undefined;
-  let settingsAck: ClientStart['settingsAck'];
-  while (headerBlock === undefined || settingsAck === undefined) {
-    const header = readFrameHeader(buf, offset);
-    if (header === undefined) break;
-    const start = offset;
-    const end = offset + FRAME_HEADER_LENGTH + header.length;
-    if (end > buf.length) break;
-    const payload = buf.subarray(offset + FRAME_HEADER_LENGTH, end);
-    offset = end;
-    if (fragments !== undefined) {
-      if (header.type !== FrameType.CONTINUATION) return notHttp2;
-      fragments.push(payload);
-    } else if (header.type === FrameType.HEADERS && headerBlock === undefined) {
-      try {
-        fragments = [parseHeadersPayload(header.flags, payload).fragment];
-      } catch {
-        return notHttp2;
-      }
-    } else {
-      if (header.type === FrameType.CONTINUATION) return notHttp2;
-      if (settingsAck === undefined && isSettingsAck(header)) settingsAck = { start, end };
-      continue;
-    }
-    if ((header.flags & FrameFlag.END_HEADERS) !== 0) {
-      headerBlock = Buffer.concat(fragments);
-      fragments = undefined;
-    }
-  }
-  return { notHttp2: false, headerBlock, settingsAck };
+/** A GOAWAY frame for a connection on which no stream was processed (last stream ID 0). */
+export function goawayFrame(errorCode: number): Buffer {
+  const frame = Buffer.alloc(FRAME_HEADER_LENGTH + 8);
+  frame.writeUIntBE(8, 0, 3);
+  frame[3] = FrameType.GOAWAY;
+  frame.writeUInt32BE(errorCode >>> 0, FRAME_HEADER_LENGTH + 4);
+  return frame;
 }

@@ -12,6 +12,9 @@ import {
   type StatusCounter,
   type ValueRecorder,
 } from '../../common/recorders.ts';
+import type { LimitName } from './caller-limits.ts';
+import type { GateRefusal } from './connection-gate.ts';
+import type { ResourceCause } from './peer-credentials.ts';
 
 /** The Workload API's recorders. */
 export interface WorkloadApiMetrics {
@@ -27,6 +30,12 @@ export interface WorkloadApiMetrics {
   readonly attestation: CallRecorder;
   /** Finished calls of one RPC method, by final status. Called once per method, when handlers are built. */
   rpc(method: string): StatusCounter;
+  /** Connections closed before their first request, by reason (see connection-gate.ts). */
+  gateRefused(reason: GateRefusal): EventCounter;
+  /** Connections or calls refused by a per-caller limit (see caller-limits.ts). */
+  limitRefused(limit: LimitName): EventCounter;
+  /** Callers the agent could not identify for lack of a resource of its own, by errno name. */
+  peerCredentialErrors(cause: ResourceCause): EventCounter;
 }
 
 /** Records nothing (telemetry off). */
@@ -37,4 +46,7 @@ export const NOOP_WORKLOAD_API_METRICS: WorkloadApiMetrics = {
   livenessCheckSeconds: NOOP_RECORDER,
   attestation: NOOP_CALL_RECORDER,
   rpc: () => NOOP_STATUS_COUNTER,
+  gateRefused: () => NOOP_COUNTER,
+  limitRefused: () => NOOP_COUNTER,
+  peerCredentialErrors: () => NOOP_COUNTER,
 };

@@ -31,8 +31,50 @@ export interface UnattestablePeer {
   readonly reason: string;
 }
 
+/**
+ * A connection whose caller could not be identified because the AGENT lacked a resource (file
+ * descriptors, memory): the caller may be perfectly alive. Calls on it get Unavailable with
+ * the cause, and the connection is closed so the client's retry starts afresh.
+ */
+export interface UnavailablePeer {
+  readonly kind: 'unavailable';
+  /** The full Unavailable message. */
+  readonly reason: string;
+  /** The errno name behind it (`EMFILE`, `ENFILE`, …, or `other`): the metric label. */
+  readonly cause: ResourceCause;
+}
+
 /** What the accept callback learned about a connection's peer. */
-export type PeerCredentials = ProcessPeer | UnattestablePeer;
+export type PeerCredentials = ProcessPeer | UnattestablePeer | UnavailablePeer;
+
+/** Errno names reported as a resource problem of the agent (a closed set: it is a metric label). */
+export type ResourceCause = 'EMFILE' | 'ENFILE' | 'ENOMEM' | 'EAGAIN' | 'EACCES' | 'EPERM' | 'other';
+
+const ERRNO_NAMES: ReadonlyMap<number, ResourceCause> = new Map([
+  [24, 'EMFILE'],
+  [23, 'ENFILE'],
+  [12, 'ENOMEM'],
+  [11, 'EAGAIN'],
+  [13, 'EACCES'],
+  [1, 'EPERM'],
+]);
+
+/** The closed-set name of a numeric errno or a Node error code. */
+export function resourceCause(errno: number | string | undefined): ResourceCause {
+  if (typeof errno === 'number') return ERRNO_NAMES.get(errno) ?? 'other';
+  return [...ERRNO_NAMES.values()].find((name) => name === errno) ?? 'other';
+}
+
+/** Why the agent could not do `what`, as the caller's Unavailable message. */
+export function unavailableReason(what: string, cause: ResourceCause, detail: string): string {
+  const hint =
+    cause === 'EMFILE' || cause === 'ENFILE'
+      ? ': the agent is out of file descriptors (raise its open-files limit)'
+      : cause === 'ENOMEM'
+        ? ': the agent is out of memory'
+        : '';
+  return `could not identify the caller: ${what} failed with ${detail}${hint}`;
+}
 
 /** The message for a caller that is gone before we could pin it down. */
 export const CALLER_GONE = 'could not verify existence of the original caller: caller exited before it could be identified';
@@ -83,8 +125,22 @@ export interface ProcessFacts {
   readonly gid: number;
 }
 
+/**
+ * Why /proc could not be read: `gone` (the process no longer exists: ENOENT, ESRCH, or stat
+ * data that is not a live process's) or a problem of the agent's own (`cause`).
+ */
+export interface ProcReadFailure {
+  readonly ok: false;
+  readonly error: string;
+  /** Undefined when the process is gone; the errno name when the agent could not look. */
+  readonly cause: ResourceCause | undefined;
+}
+
+/** Errors of a /proc read that mean the process does not exist (any more). */
+const GONE_CODES = new Set(['ENOENT', 'ESRCH']);
+
 /** Reads a process's start time and the owner of its /proc directory. */
-export function readProcessFacts(procRoot: string, pid: number): Parsed<ProcessFacts> {
+export function readProcessFacts(procRoot: string, pid: number): { ok: true; value: ProcessFacts } | ProcReadFailure {
   let stat: string;
   let owner: { uid: number; gid: number };
   try {
@@ -92,29 +148,63 @@ export function readProcessFacts(procRoot: string, pid: number): Parsed<ProcessF
     owner = statSync(`${procRoot}/${pid}`);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    return { ok: false, error: `could not read ${procRoot}/${pid}: ${code}` };
+    return { ok: false, error: `could not read ${procRoot}/${pid}: ${code}`, cause: GONE_CODES.has(code) ? undefined : resourceCause(code) };
   }
   const startTime = parseStartTime(stat);
-  if (!startTime.ok) return startTime;
+  if (!startTime.ok) return { ok: false, error: startTime.error, cause: undefined };
   return { ok: true, value: { startTime: startTime.value, uid: owner.uid, gid: owner.gid } };
 }
 
-/** Opens a pidfd for the peer: SO_PEERPIDFD where the kernel has it, else pidfd_open(pid). */
-function openPeerPidfd(fd: number, pid: number): { pidfd: number | undefined } | 'gone' {
+/** Errnos that mean "this kernel has no such facility", not a failure. */
+const UNSUPPORTED = new Set<number>([Errno.ENOPROTOOPT, Errno.ENOSYS, Errno.EINVAL]);
+
+/**
+ * Opens a pidfd for the peer: SO_PEERPIDFD where the kernel has it, else pidfd_open(pid);
+ * no pidfd on kernels with neither. Resource errors (EMFILE…) are reported, never taken for
+ * a vanished caller.
+ */
+function openPeerPidfd(fd: number, pid: number): { pidfd: number | undefined } | 'gone' | UnavailablePeer {
   const fromSocket = peerPidfd(fd);
   if (fromSocket.ok) return { pidfd: fromSocket.value };
   if (fromSocket.errno === Errno.ESRCH) return 'gone';
+  if (!UNSUPPORTED.has(fromSocket.errno)) return unavailablePeer('opening a pidfd (SO_PEERPIDFD)', fromSocket.errno);
   // Older kernel: fall back to pidfd_open. Between connect() and here the PID could in theory
   // have been reused; the start-time and owner checks below narrow that window as SPIRE does.
   const opened = pidfdOpen(pid);
   if (opened.ok) return { pidfd: opened.value };
   if (opened.errno === Errno.ESRCH) return 'gone';
+  if (!UNSUPPORTED.has(opened.errno)) return unavailablePeer('opening a pidfd (pidfd_open)', opened.errno);
   return { pidfd: undefined };
+}
+
+function unavailablePeer(what: string, errno: number): UnavailablePeer {
+  const cause = resourceCause(errno);
+  return { kind: 'unavailable', cause, reason: unavailableReason(what, cause, cause === 'other' ? `errno ${errno}` : cause) };
 }
 
 /** Closes the pidfd of a peer (idempotence is the caller's job). */
 export function releasePeerCredentials(peer: PeerCredentials): void {
   if (peer.kind === 'process' && peer.pidfd !== undefined) closeSync(peer.pidfd);
+}
+
+/**
+ * Why the facts read at accept cannot be used, or undefined when they can. With a pidfd,
+ * "still running after we read /proc" proves the facts are the caller's own.
+ */
+function factsFailure(
+  procRoot: string,
+  pid: number,
+  facts: ReturnType<typeof readProcessFacts>,
+  pidfd: number | undefined,
+): PeerCredentials | undefined {
+  if (pidfd !== undefined) {
+    const exited = pidfdExited(pidfd);
+    if (!exited.ok) return unavailablePeer("polling the caller's pidfd", exited.errno);
+    if (exited.value) return { kind: 'unattestable', reason: CALLER_GONE };
+  }
+  if (facts.ok) return undefined;
+  if (facts.cause === undefined) return { kind: 'unattestable', reason: CALLER_GONE };
+  return { kind: 'unavailable', cause: facts.cause, reason: unavailableReason(`reading ${procRoot}/${pid}`, facts.cause, facts.cause) };
 }
 
 /**
@@ -131,13 +221,13 @@ export function capturePeerCredentials(socket: Socket, procRoot: string): PeerCr
 
   const opened = openPeerPidfd(fd, pid);
   if (opened === 'gone') return { kind: 'unattestable', reason: CALLER_GONE };
+  if ('kind' in opened) return opened;
   const { pidfd } = opened;
   const facts = readProcessFacts(procRoot, pid);
-  // With a pidfd, "still running after we read /proc" proves the facts are the caller's own.
-  const exited = pidfd === undefined ? { ok: true as const, value: false } : pidfdExited(pidfd);
-  if (!facts.ok || !exited.ok || exited.value) {
+  const failure = factsFailure(procRoot, pid, facts, pidfd);
+  if (failure !== undefined || !facts.ok) {
     if (pidfd !== undefined) closeSync(pidfd);
-    return { kind: 'unattestable', reason: CALLER_GONE };
+    return failure ?? { kind: 'unattestable', reason: CALLER_GONE };
   }
   return {
     kind: 'process',

@@ -1,24 +1,35 @@
 /**
- * Per-connection caller credentials and the PID-reuse guard.
+ * Per-connection caller credentials, the PID-reuse guard and the per-caller limits.
  *
  * Invariants:
  * - One entry per open connection, created synchronously at accept and removed (with its
- *   pidfd closed) when the socket closes; nothing else holds a pidfd.
+ *   pidfd closed and its count in the {@link CallerLedger} released) when the socket closes;
+ *   nothing else holds a pidfd.
+ * - A connection refused at accept (over a limit, or the agent short of a resource) is kept
+ *   just long enough to answer its first call with the reason, then closed; at most as many
+ *   such connections per caller as the caller may hold real ones, beyond that they are
+ *   dropped at once.
  * - Handlers reach their entry through public grpc-js API only: the accepted socket's
  *   `remoteAddress` is overridden with an opaque key, which is what `call.getPeer()` returns
  *   for a Unix socket (it has no remote port). Without the override getPeer() says "unknown".
  */
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
+import { locateFromCgroup } from '../../attestors/workload/k8s/cgroup-locator.ts';
 import { ApiError, Code } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
-import { secondsSince, type ValueRecorder } from '../../common/recorders.ts';
+import { secondsSince, type EventCounter, type ValueRecorder } from '../../common/recorders.ts';
+import { CallerLedger, DEFAULT_CALLER_LIMITS, type CallerKey, type CallerLimits, type LimitName } from './caller-limits.ts';
 import {
   capturePeerCredentials,
   readProcessFacts,
   releasePeerCredentials,
+  resourceCause,
+  unavailableReason,
   type PeerCredentials,
   type ProcessPeer,
+  type ResourceCause,
 } from './peer-credentials.ts';
 import { pidfdExited } from './libc.ts';
 
@@ -36,54 +47,124 @@ export const ORIGINAL_CALLER_PREFIX = 'could not verify existence of the origina
 const REVOKE_CLOSE_DELAY_MS = 50;
 
 /**
+ * Why a liveness check failed: the caller is `gone` (or replaced), or the agent could not
+ * check (`unavailable`, short of a resource: the caller may be fine).
+ */
+export type LivenessFailure =
+  | { readonly kind: 'gone'; readonly reason: string }
+  | { readonly kind: 'unavailable'; readonly reason: string; readonly cause: ResourceCause };
+
+/**
  * Why the process that connected can no longer be vouched for, or undefined if it still can:
  * its pidfd must not have exited, its start time must be unchanged, and /proc/<pid> must still
  * belong to the same uid and gid.
  */
-export function livenessFailure(peer: ProcessPeer, procRoot: string): string | undefined {
+export function livenessFailure(peer: ProcessPeer, procRoot: string): LivenessFailure | undefined {
   if (peer.pidfd !== undefined) {
     const exited = pidfdExited(peer.pidfd);
-    if (!exited.ok) return `caller exit suspected: polling its pidfd failed with errno ${exited.errno}`;
-    if (exited.value) return 'caller exit detected via pidfd';
+    if (!exited.ok) {
+      const cause = resourceCause(exited.errno);
+      return { kind: 'unavailable', cause, reason: unavailableReason("polling the caller's pidfd", cause, `errno ${exited.errno}`) };
+    }
+    if (exited.value) return gone('caller exit detected via pidfd');
   }
   const facts = readProcessFacts(procRoot, peer.pid);
-  if (!facts.ok) return `caller exit suspected: ${facts.error}`;
+  if (!facts.ok) {
+    if (facts.cause === undefined) return gone(`caller exit suspected: ${facts.error}`);
+    return { kind: 'unavailable', cause: facts.cause, reason: unavailableReason(`reading ${procRoot}/${peer.pid}`, facts.cause, facts.cause) };
+  }
   const now = facts.value;
   if (now.startTime !== peer.startTime) {
-    return `new process detected: process starttime ${now.startTime} does not match original caller ${peer.startTime}`;
+    return gone(`new process detected: process starttime ${now.startTime} does not match original caller ${peer.startTime}`);
   }
-  if (now.uid !== peer.procUid) return `new process detected: process uid ${now.uid} does not match original caller ${peer.procUid}`;
-  if (now.gid !== peer.procGid) return `new process detected: process gid ${now.gid} does not match original caller ${peer.procGid}`;
+  if (now.uid !== peer.procUid) return gone(`new process detected: process uid ${now.uid} does not match original caller ${peer.procUid}`);
+  if (now.gid !== peer.procGid) return gone(`new process detected: process gid ${now.gid} does not match original caller ${peer.procGid}`);
   return undefined;
+}
+
+function gone(reason: string): LivenessFailure {
+  return { kind: 'gone', reason };
+}
+
+/**
+ * The pod (or container) a process belongs to, from its cgroup: `pod:<uid>`, `container:<id>`,
+ * or undefined outside containers (and when the cgroup cannot be read).
+ */
+export function callerGroup(procRoot: string, pid: number): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`${procRoot}/${pid}/cgroup`, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const located = locateFromCgroup(text);
+  if (!located.ok) return undefined;
+  if (located.value.podUid !== undefined) return `pod:${located.value.podUid}`;
+  if (located.value.containerId !== undefined) return `container:${located.value.containerId}`;
+  return undefined;
+}
+
+/** Why every call on a connection is refused, decided at accept. */
+interface Refusal {
+  readonly code: Code;
+  readonly message: string;
 }
 
 interface Entry {
   readonly peer: TrackedPeer;
   readonly socket: Socket;
+  /** Set when the connection counts against its caller's limits (released on close). */
+  readonly counted: CallerKey | undefined;
+  /** Set when the connection was refused at accept: its key counts against the overflow. */
+  readonly overflowKey: string | undefined;
+  refusal: Refusal | undefined;
   revoked: string | undefined;
+}
+
+/** What the tracker records. */
+export interface PeerTrackerMetrics {
+  readonly peerCredentialsSeconds: ValueRecorder;
+  readonly livenessCheckSeconds: ValueRecorder;
+  /** Connections or calls refused by a per-caller limit. */
+  limitRefused(limit: LimitName): EventCounter;
+  /** Callers the agent could not identify for lack of a resource of its own. */
+  peerCredentialErrors(cause: ResourceCause): EventCounter;
 }
 
 /** Options of {@link PeerTracker}. */
 export interface PeerTrackerOptions {
   procRoot: string;
   logger: Logger;
-  /** Seconds per credential capture at accept (phase `peer_credentials`) and per liveness check (phase `liveness_check`). */
-  metrics?: { readonly peerCredentialsSeconds: ValueRecorder; readonly livenessCheckSeconds: ValueRecorder };
+  /** Per-caller limits; defaults to {@link DEFAULT_CALLER_LIMITS}. */
+  limits?: CallerLimits;
+  /** Seconds per credential capture at accept (phase `peer_credentials`) and per liveness check (phase `liveness_check`), refusals. */
+  metrics?: PeerTrackerMetrics;
 }
+
+/** How often at most a resource problem is logged (each occurrence is counted in the metric). */
+const RESOURCE_LOG_INTERVAL_MS = 1_000;
 
 /** Owns the credentials of every open connection. */
 export class PeerTracker {
   readonly #procRoot: string;
   readonly #logger: Logger;
   readonly #metrics: PeerTrackerOptions['metrics'];
+  readonly #limits: CallerLimits;
+  readonly #ledger: CallerLedger;
+  /** Open refused connections by caller (pid or group), bounded like real ones. */
+  readonly #overflow = new Map<string, number>();
   readonly #entries = new Map<string, Entry>();
   readonly #keyPrefix = `workload-peer:${randomBytes(6).toString('hex')}:`;
   #counter = 0;
+  #lastResourceLog = -Infinity;
+  #resourceErrorsSinceLog = 0;
 
   constructor(opts: PeerTrackerOptions) {
     this.#procRoot = opts.procRoot;
     this.#logger = opts.logger;
     this.#metrics = opts.metrics;
+    this.#limits = opts.limits ?? DEFAULT_CALLER_LIMITS;
+    this.#ledger = new CallerLedger(this.#limits);
   }
 
   /** Open connections being tracked. */
@@ -107,17 +188,59 @@ export class PeerTracker {
       socket.destroy();
       return false;
     }
+    let counted: CallerKey | undefined;
+    let refusal: Refusal | undefined;
+    let overflowKey: string | undefined;
+    if (credentials.kind === 'process') {
+      const caller: CallerKey = { pid: credentials.pid, group: callerGroup(this.#procRoot, credentials.pid) };
+      const over = this.#ledger.openConnection(caller);
+      if (over === undefined) {
+        counted = caller;
+      } else {
+        this.#metrics?.limitRefused(over.limit).inc();
+        overflowKey = caller.group ?? `pid:${caller.pid}`;
+        const overflowing = this.#overflow.get(overflowKey) ?? 0;
+        // Answering costs a connection's worth of memory: past the limit again, drop at once.
+        if (overflowing >= this.#limits.connectionsPerPod) {
+          this.#logResourceProblem({ caller_pid: credentials.pid, limit: over.limit }, 'dropping workload connection: caller is over its connection limit');
+          releasePeerCredentials(credentials);
+          socket.destroy();
+          return false;
+        }
+        this.#overflow.set(overflowKey, overflowing + 1);
+        refusal = { code: Code.RESOURCE_EXHAUSTED, message: over.message };
+        this.#logResourceProblem({ caller_pid: credentials.pid, limit: over.limit }, 'workload connection refused: caller is over its limit');
+      }
+    } else if (credentials.kind === 'unavailable') {
+      this.#metrics?.peerCredentialErrors(credentials.cause).inc();
+      refusal = { code: Code.UNAVAILABLE, message: credentials.reason };
+      this.#logResourceProblem({ cause: credentials.cause, error: credentials.reason }, 'workload connection cannot be identified: the agent is short of a resource');
+    } else if (credentials.kind === 'unattestable') {
+      this.#logger.warn({ reason: credentials.reason }, 'workload connection cannot be attested');
+    }
     this.#counter += 1;
     const key = `${this.#keyPrefix}${this.#counter}`;
-    const entry: Entry = { peer: { key, credentials }, socket, revoked: undefined };
+    const entry: Entry = { peer: { key, credentials }, socket, counted, overflowKey, refusal, revoked: undefined };
     this.#entries.set(key, entry);
     // Public grpc-js API (getPeer) reads socket.remoteAddress, which Unix sockets leave undefined.
     Object.defineProperty(socket, 'remoteAddress', { value: key, configurable: true, enumerable: false });
     socket.once('close', () => this.#forget(key));
-    if (credentials.kind === 'unattestable') {
-      this.#logger.warn({ reason: credentials.reason }, 'workload connection cannot be attested');
-    }
     return true;
+  }
+
+  /**
+   * Logs a resource problem at most once per interval (a flood of them must not become a flood
+   * of log lines), with how many were not logged since the last line.
+   */
+  #logResourceProblem(fields: Record<string, unknown>, message: string): void {
+    const now = performance.now();
+    if (now - this.#lastResourceLog < RESOURCE_LOG_INTERVAL_MS) {
+      this.#resourceErrorsSinceLog += 1;
+      return;
+    }
+    this.#logger.error({ ...fields, suppressed: this.#resourceErrorsSinceLog }, message);
+    this.#lastResourceLog = now;
+    this.#resourceErrorsSinceLog = 0;
   }
 
   /** The caller of a call, by the key `call.getPeer()` returned; Unauthenticated if unknown. */
@@ -125,8 +248,25 @@ export class PeerTracker {
     const entry = this.#entries.get(peerKey);
     if (entry === undefined) throw new ApiError(Code.UNAUTHENTICATED, `${ORIGINAL_CALLER_PREFIX}connection is not tracked`);
     if (entry.revoked !== undefined) throw new ApiError(Code.UNAUTHENTICATED, entry.revoked);
+    if (entry.refusal !== undefined) {
+      this.#closeSoon(entry);
+      throw new ApiError(entry.refusal.code, entry.refusal.message);
+    }
     if (entry.peer.credentials.kind === 'unattestable') throw new ApiError(Code.UNAUTHENTICATED, entry.peer.credentials.reason);
     return entry.peer;
+  }
+
+  /**
+   * Counts a call in progress against its caller's limit; returns the release to call when it
+   * ends (idempotent). Throws ResourceExhausted past the limit.
+   */
+  startCall(peer: TrackedPeer): () => void {
+    const counted = this.#entries.get(peer.key)?.counted;
+    if (counted === undefined) return () => {};
+    const started = this.#ledger.startCall(counted);
+    if (typeof started === 'function') return started;
+    this.#metrics?.limitRefused(started.limit).inc();
+    throw new ApiError(Code.RESOURCE_EXHAUSTED, started.message);
   }
 
   /** The PID behind a connection key, for logs; never throws. */
@@ -151,7 +291,13 @@ export class PeerTracker {
     const failure = livenessFailure(credentials, this.#procRoot);
     this.#metrics?.livenessCheckSeconds.observe(secondsSince(started));
     if (failure === undefined) return;
-    const message = `${ORIGINAL_CALLER_PREFIX}${failure}`;
+    if (failure.kind === 'unavailable') {
+      // The agent could not look; the caller may be fine. Say so, and let the client retry.
+      this.#metrics?.peerCredentialErrors(failure.cause).inc();
+      this.#logResourceProblem({ caller_pid: credentials.pid, cause: failure.cause, error: failure.reason }, 'workload caller could not be checked: the agent is short of a resource');
+      throw new ApiError(Code.UNAVAILABLE, failure.reason);
+    }
+    const message = `${ORIGINAL_CALLER_PREFIX}${failure.reason}`;
     this.#revoke(peer.key, message, credentials.pid);
     throw new ApiError(Code.UNAUTHENTICATED, message);
   }
@@ -161,8 +307,14 @@ export class PeerTracker {
     if (entry === undefined || entry.revoked !== undefined) return;
     entry.revoked = message;
     this.#logger.warn({ caller_pid: pid, reason: message }, 'closing workload connection: original caller is gone');
-    // Why a delay: the status of the failing call is written asynchronously by the HTTP/2
-    // session; destroying the socket at once could swallow it.
+    this.#closeSoon(entry);
+  }
+
+  /**
+   * Closes a connection shortly. Why a delay: the status of the failing call is written
+   * asynchronously by the HTTP/2 session; destroying the socket at once could swallow it.
+   */
+  #closeSoon(entry: Entry): void {
     setTimeout(() => entry.socket.destroy(), REVOKE_CLOSE_DELAY_MS).unref();
   }
 
@@ -171,5 +323,11 @@ export class PeerTracker {
     if (entry === undefined) return;
     this.#entries.delete(key);
     releasePeerCredentials(entry.peer.credentials);
+    if (entry.counted !== undefined) this.#ledger.closeConnection(entry.counted);
+    if (entry.overflowKey !== undefined) {
+      const n = (this.#overflow.get(entry.overflowKey) ?? 1) - 1;
+      if (n <= 0) this.#overflow.delete(entry.overflowKey);
+      else this.#overflow.set(entry.overflowKey, n);
+    }
   }
 }

@@ -46,11 +46,22 @@ interface AdmissionCall {
   readonly metadata: Metadata;
 }
 
-/** Runs the middleware chain for a call and returns the attested caller. */
-async function admit(deps: RpcDeps, call: AdmissionCall, validate: (() => void) | undefined, signal: AbortSignal): Promise<Caller> {
+/**
+ * Runs the middleware chain for a call and returns the attested caller. The call counts
+ * against its caller's limit from identification on: `onRelease` receives the release to run
+ * when the call ends, whatever way it ends.
+ */
+async function admit(
+  deps: RpcDeps,
+  call: AdmissionCall,
+  validate: (() => void) | undefined,
+  signal: AbortSignal,
+  onRelease: (release: () => void) => void,
+): Promise<Caller> {
   requireSecurityHeader(call.getPath(), call.metadata);
   validate?.();
   const peer = identifyPeer(deps.tracker, call);
+  onRelease(deps.tracker.startCall(peer));
   const selectors = await attestCaller(deps, peer, signal);
   return { peer, pid: peerPid(peer) ?? 0, selectors };
 }
@@ -69,8 +80,10 @@ export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req
     const abort = new AbortController();
     call.on('cancelled', () => abort.abort());
     const validate = spec.validate === undefined ? undefined : () => spec.validate?.(call.request);
-    admit(deps, call, validate, abort.signal)
+    let release = (): void => {};
+    admit(deps, call, validate, abort.signal, (r) => (release = r))
       .then((caller) => spec.handle(call.request, caller, abort.signal))
+      .finally(() => release())
       .then(
         (bytes) => {
           callback(null, bytes);
@@ -102,7 +115,7 @@ export function streamRpc<Req>(
       logCall(deps.logger, { method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
     });
     if (session.ended) return;
-    admit(deps, call, undefined, session.signal)
+    admit(deps, call, undefined, session.signal, (release) => session.onEnd(release))
       .then((caller) => {
         if (!session.ended) start(session, caller, call.request);
       })

@@ -3,10 +3,13 @@
  * each connection's peer credentials at accept, and hands the connection to grpc-js
  * (SpiffeWorkloadAPI + grpc.health.v1.Health).
  *
- * accept → PeerTracker.track (SO_PEERCRED, pidfd, start time; socket tagged with its key)
- *        → authority-repair.ts (peek at the first header block; raw socket unless grpc-java's
- *          socket-path :authority needs rewriting)
- *        → grpc-js connection injector (HTTP/2 with a raised RST_STREAM limit)
+ * accept → PeerTracker.track (SO_PEERCRED, pidfd, start time, per-caller connection limits;
+ *          socket tagged with its key)
+ *        → connection-gate.ts (bounded read of the client's start: well-formed HTTP/2, a first
+ *          request within the deadline; raw socket unless grpc-java's socket-path :authority
+ *          needs rewriting)
+ *        → grpc-js connection injector (HTTP/2 with a raised RST_STREAM limit, bounded streams
+ *          per connection and request size)
  *        → rpc.ts middleware → handlers → IdentitySource
  */
 import { createServer, type Socket } from 'node:net';
@@ -16,7 +19,8 @@ import { ApiError, Code } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { HealthService } from '../../common/proto.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
-import { injectWithAuthorityRepair } from './authority-repair.ts';
+import { DEFAULT_CALLER_LIMITS, type CallerLimits } from './caller-limits.ts';
+import { gateConnection } from './connection-gate.ts';
 import { createHealthHandlers } from './handlers/health.ts';
 import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
 import type { IdentitySource } from './identity-source.ts';
@@ -46,7 +50,17 @@ export interface WorkloadApiOptions {
   streamResetLimit?: StreamResetLimit;
   /** Where connections, attestation phases and calls are recorded; nothing is recorded when absent. */
   metrics?: WorkloadApiMetrics;
+  /** Per-caller connection, call and stream limits; defaults to {@link DEFAULT_CALLER_LIMITS}. */
+  limits?: CallerLimits;
+  /** How long a new connection may take to send its first request; see connection-gate.ts. */
+  firstRequestDeadlineMs?: number;
 }
+
+/**
+ * The largest request message accepted. Workload API requests are tiny (the largest is a
+ * JWT-SVID to validate); grpc-js would otherwise buffer up to 4 MiB per call for any caller.
+ */
+export const MAX_REQUEST_BYTES = 64 * 1024;
 
 /** A running Workload API server. */
 export interface WorkloadApiServer {
@@ -116,11 +130,16 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   const logger = opts.logger;
   // Undefined when telemetry is off: then nothing is even timed.
   const metrics = opts.metrics;
-  const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger, metrics });
+  const limits = opts.limits ?? DEFAULT_CALLER_LIMITS;
+  const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger, metrics, limits });
   const streams = new StreamRegistry();
 
-  // Channelz off: it tracks every call and session, which costs memory under stream churn.
-  const grpcServer = new Server({ 'grpc.enable_channelz': 0 });
+  const grpcServer = new Server({
+    // Channelz off: it tracks every call and session, which costs memory under stream churn.
+    'grpc.enable_channelz': 0,
+    'grpc.max_concurrent_streams': limits.streamsPerConnection,
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+  });
   grpcServer.addService(
     workloadApiServiceDefinition,
     createWorkloadApiHandlers({
@@ -156,7 +175,11 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
     socket.on('error', (err) => logger.debug({ error: err.message }, 'workload connection error'));
-    injectWithAuthorityRepair(socket, (connection) => injector.injectConnection(connection), { logger });
+    gateConnection(socket, (connection) => injector.injectConnection(connection), {
+      logger,
+      firstRequestDeadlineMs: opts.firstRequestDeadlineMs,
+      onRefused: metrics === undefined ? undefined : (reason) => metrics.gateRefused(reason).inc(),
+    });
   });
 
   await prepareSocketPath(opts.socketPath);
@@ -190,3 +213,4 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
 // The types callers of startWorkloadApi need, re-exported so they import one module.
 export type { BundleSnapshot, IdentitySource, JwtIdentity, WorkloadState, X509Identity } from './identity-source.ts';
 export { DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
+export { DEFAULT_CALLER_LIMITS, type CallerLimits } from './caller-limits.ts';

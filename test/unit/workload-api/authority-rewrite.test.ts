@@ -7,7 +7,6 @@ import {
   FrameType,
   parseHeadersPayload,
   readFrameHeader,
-  scanClientStart,
 } from '../../../src/agent/workload-api/http2-frames.ts';
 import { InboundHeaderRewriter, isAcceptableAuthority } from '../../../src/agent/workload-api/authority-rewrite.ts';
 
@@ -66,15 +65,32 @@ describe('InboundHeaderRewriter', () => {
       settingsAck,
       frame(FrameType.HEADERS, FrameFlag.END_HEADERS | FrameFlag.END_STREAM, 3, block2),
     ]);
-    const rewriter = new InboundHeaderRewriter({ dropSettingsAck: true });
+    const rewriter = new InboundHeaderRewriter();
     // Byte by byte: every split point of every frame.
-    const out = Buffer.concat([...input].map((b) => rewriter.push(Buffer.from([b]))));
+    const out = Buffer.concat([...input].flatMap((b) => rewriter.push(Buffer.from([b]))));
     const blocks = decodeOutput(out);
     expect(blocks.map((b) => b.streamId)).toEqual([1, 3]);
     expect(blocks[0]!.flags & FrameFlag.PRIORITY).toBe(FrameFlag.PRIORITY);
     expect(blocks[1]!.flags & FrameFlag.END_STREAM).toBe(FrameFlag.END_STREAM);
     for (const b of blocks) expect(b.fields).toEqual(request('localhost'));
-    expect(out.includes(settingsAck)).toBe(false);
+    // Every other frame passes through untouched (the ACK included: the gate removes its own).
+    expect(out.includes(settingsAck)).toBe(true);
+  });
+
+  it('passes a large DATA frame through piece by piece without holding it', () => {
+    const rewriter = new InboundHeaderRewriter();
+    const data = frame(0x0, 0, 1, Buffer.alloc(16_000, 7));
+    const start = rewriter.push(Buffer.concat([CONNECTION_PREFACE, frame(0x4, 0, 0, Buffer.alloc(0)), data.subarray(0, 109)]));
+    expect(Buffer.concat(start).length).toBe(CONNECTION_PREFACE.length + 9 + 109);
+    expect(rewriter.push(data.subarray(109, 5_000))).toEqual([data.subarray(109, 5_000)]);
+  });
+
+  it('refuses a header block that would decode to too much (an HPACK bomb) before decoding it', () => {
+    const rewriter = new InboundHeaderRewriter();
+    const entry = Buffer.concat([Buffer.from([0x40, 1, 0x78, 0x7f, 0xa1, 0x1e]) /* new name "x", a 4000-byte raw value */, Buffer.alloc(4000, 0x76)]);
+    const block = Buffer.concat([entry, Buffer.alloc(2000, 0x80 | 62)]);
+    const input = Buffer.concat([CONNECTION_PREFACE, frame(0x4, 0, 0, Buffer.alloc(0)), frame(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, block)]);
+    expect(() => rewriter.push(input)).toThrow(/header list may decode to more than 65536 bytes/);
   });
 
   it('splits a re-encoded block over 16384 bytes into HEADERS + CONTINUATION', () => {
@@ -86,18 +102,7 @@ describe('InboundHeaderRewriter', () => {
   });
 
   it('throws on CONTINUATION without HEADERS', () => {
-    expect(() => new InboundHeaderRewriter().push(Buffer.concat([CONNECTION_PREFACE, frame(FrameType.CONTINUATION, 4, 1, Buffer.alloc(1))]))).toThrow();
-  });
-});
-
-describe('scanClientStart', () => {
-  it('finds the first header block and the SETTINGS ack in any order', () => {
-    const block = new HpackEncoder().encode(request('localhost'));
-    const buf = Buffer.concat([CONNECTION_PREFACE, frame(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, block), settingsAck]);
-    const start = scanClientStart(buf);
-    expect(start.headerBlock?.equals(block)).toBe(true);
-    expect(start.settingsAck).toEqual({ start: buf.length - 9, end: buf.length });
-    expect(scanClientStart(buf.subarray(0, 30)).headerBlock).toBeUndefined();
-    expect(scanClientStart(Buffer.from('GET / HTTP/1.1\r\n')).notHttp2).toBe(true);
+    const input = Buffer.concat([CONNECTION_PREFACE, frame(0x4, 0, 0, Buffer.alloc(0)), frame(FrameType.CONTINUATION, 4, 1, Buffer.alloc(1))]);
+    expect(() => new InboundHeaderRewriter().push(input)).toThrow('http2: CONTINUATION without HEADERS');
   });
 });

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { chown, mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { createServer, connect, Socket, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -74,7 +74,17 @@ describe('livenessFailure', () => {
     { name: 'a vanished /proc entry', change: () => unlink(join(procRoot, String(pid), 'stat')), reason: 'caller exit suspected: could not read <proc>/<pid>: ENOENT' },
   ])('reports $name', async ({ change, reason }) => {
     await change();
-    expect(livenessFailure(peer(), procRoot)).toBe(reason.replace('<proc>', procRoot).replace('<pid>', String(pid)));
+    expect(livenessFailure(peer(), procRoot)).toEqual({ kind: 'gone', reason: reason.replace('<proc>', procRoot).replace('<pid>', String(pid)) });
+  });
+
+  it('reports a /proc entry the agent cannot read (not ENOENT) as its own problem, not as a vanished caller', async () => {
+    await unlink(join(procRoot, String(pid), 'stat'));
+    await mkdir(join(procRoot, String(pid), 'stat'));
+    expect(livenessFailure(peer(), procRoot)).toEqual({
+      kind: 'unavailable',
+      cause: 'other',
+      reason: `could not identify the caller: reading ${procRoot}/${pid} failed with other`,
+    });
   });
 
   it('detects through the pidfd that the original process has exited, even if /proc looks the same', async () => {
@@ -89,7 +99,7 @@ describe('livenessFailure', () => {
     expect(livenessFailure(childPeer, procRoot)).toBeUndefined();
     child.kill('SIGKILL');
     await once(child, 'exit');
-    expect(livenessFailure(childPeer, procRoot)).toBe('caller exit detected via pidfd');
+    expect(livenessFailure(childPeer, procRoot)).toEqual({ kind: 'gone', reason: 'caller exit detected via pidfd' });
     closeSync(opened.value);
   });
 });
@@ -126,6 +136,41 @@ describe('capturePeerCredentials', () => {
     });
     expect(creds.kind === 'process' && creds.pidfd !== undefined).toBe(true);
     releasePeerCredentials(creds);
+    client.destroy();
+    socket.destroy();
+  });
+
+  it.each([
+    { name: 'no descriptor left for the pidfd', spare: 0, reason: 'could not identify the caller: opening a pidfd (SO_PEERPIDFD) failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)' },
+    { name: 'no descriptor left to read /proc', spare: 1, reason: 'could not identify the caller: reading /proc/<pid> failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)' },
+  ])('at the open-files limit ($name), a live caller is reported Unavailable with the cause, not as gone', async ({ spare, reason }) => {
+    const path = join(dir, 's.sock');
+    const accepted = new Promise<Socket>((resolve) => {
+      server = createServer(resolve);
+    });
+    await new Promise<void>((r) => server.listen(path, r));
+    const client = connect(path);
+    const socket = await accepted;
+    const limits = execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '--output', 'SOFT,HARD'], { encoding: 'utf8' }).trim().split(/\s+/);
+    const filler: number[] = [];
+    let creds: ReturnType<typeof capturePeerCredentials>;
+    try {
+      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=512:${limits[1]}`]);
+      for (;;) {
+        try {
+          filler.push(openSync('/dev/null', 'r'));
+        } catch {
+          break;
+        }
+      }
+      for (let i = 0; i < spare; i++) closeSync(filler.pop() as number);
+      creds = capturePeerCredentials(socket, '/proc');
+    } finally {
+      for (const fd of filler) closeSync(fd);
+      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${limits[0]}:${limits[1]}`]);
+    }
+    releasePeerCredentials(creds);
+    expect(creds).toEqual({ kind: 'unavailable', cause: 'EMFILE', reason: reason.replace('<pid>', String(process.pid)) });
     client.destroy();
     socket.destroy();
   });
