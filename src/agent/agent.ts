@@ -4,7 +4,8 @@
  * (`health_checks`) and Prometheus (`telemetry`) HTTP listeners.
  *
  * The socket is bound first, before the server is reached: until the first sync, every
- * workload call is answered with Unavailable instead of the agent crashing or blocking.
+ * workload call is answered with Unavailable instead of the agent crashing or blocking,
+ * unless the workload cache in data_dir (workload-cache.ts) was restored: it serves at once.
  * The HTTP listeners are bound just before it, so a taken port fails the start before the
  * socket exists.
  */
@@ -29,6 +30,7 @@ import { startHealthServer } from './health/health-server.ts';
 import type { AgentHealthFacts } from './health/health-report.ts';
 import type { AgentMetrics } from './telemetry/agent-metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
+import { discardWorkloadCache, openWorkloadCache, type WorkloadCacheWriter } from './workload-cache.ts';
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -143,6 +145,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   let lifecycle: AgentLifecycle | undefined;
   let workloadApi: WorkloadApiServer | undefined;
   let stopping = false;
+  let cacheWriter: WorkloadCacheWriter | undefined;
   const api = new ServerApi(() => {
     if (lifecycle === undefined) throw new ApiError(Code.UNAVAILABLE, 'agent: not connected to the server yet');
     return lifecycle.clients();
@@ -155,6 +158,18 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     x509SvidCacheMaxSize: config.x509SvidCacheMaxSize,
     jwtSvidCacheMaxSize: config.jwtSvidCacheMaxSize,
     metrics: metrics?.cache,
+    onPersistentChange: () => cacheWriter?.changed(),
+  });
+  // Before the socket is bound, so a restarted agent serves its restored SVIDs at once.
+  const cacheLog = logger.child({ subsystem: 'workload_cache' });
+  cacheWriter = await openWorkloadCache({
+    dataDir: config.dataDir,
+    trustDomain: config.trustDomain,
+    keyManager: config.keyManager,
+    manager,
+    agentId: () => lifecycle?.agentId,
+    logger: cacheLog,
+    clock,
   });
   const healthFacts = (): AgentHealthFacts => ({
     now: clock.now(),
@@ -206,7 +221,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     lastSyncAt: () => current.lastSyncAt,
   });
   const ended = current.done.then(async (end) => {
-    if (end.reason === 'banned') await serving.close();
+    if (end.reason === 'banned') {
+      await serving.close();
+      await cacheWriter?.close();
+      await discardWorkloadCache(config.dataDir, cacheLog);
+    }
     return end;
   });
 
@@ -227,6 +246,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         const grace = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, LIFECYCLE_STOP_GRACE_MS)));
         await Promise.all([serving.close(), Promise.race([current.stop().catch(() => undefined), grace])]);
         clearTimeout(graceTimer);
+        await cacheWriter?.flush();
+        await cacheWriter?.close();
         await attestors.close();
         await closeListeners();
         logger.info({}, 'agent stopped');

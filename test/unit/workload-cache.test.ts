@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { ManualClock } from '../../src/common/clock.ts';
+import type { Logger } from '../../src/common/logger.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { openCertificateAuthority, type CertificateAuthority } from '../../src/server/ca/index.ts';
 import { CacheManager, type WorkloadSvidMinter } from '../../src/agent/manager/cache-manager.ts';
@@ -112,7 +113,7 @@ function firstState(m: CacheManager, selectors: ReturnType<typeof sel>): Promise
   });
 }
 
-function captureLogs(): { logger: ReturnType<typeof pino>; lines: () => Array<Record<string, unknown>> } {
+function captureLogs(): { logger: Logger; lines: () => Array<Record<string, unknown>> } {
   const out: string[] = [];
   const stream = new Writable({
     write(chunk: Buffer, _enc, cb) {
