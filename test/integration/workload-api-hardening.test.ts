@@ -1,0 +1,334 @@
+/**
+ * What any local process can do to the Workload API socket (mode 0777) before it is
+ * identified, and what one caller may hold: the connection gate (frame sizes, junk, the
+ * first-request deadline, the byte bound), the per-caller limits (per process, per pod with
+ * real pod-shaped cgroups, calls per caller), and a live caller at the agent's open-files
+ * limit. Real Unix sockets, real processes, real cgroups (as root).
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
+import { mkdir, rmdir } from 'node:fs/promises';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { Code } from '../../src/common/errors.ts';
+import { NOOP_WORKLOAD_API_METRICS, type WorkloadApiMetrics } from '../../src/agent/workload-api/metrics.ts';
+import { HpackEncoder } from '../../src/agent/workload-api/hpack.ts';
+import { CONNECTION_PREFACE, FrameFlag, FrameType, Http2ErrorCode } from '../../src/agent/workload-api/http2-frames.ts';
+import type { CallerLimits } from '../../src/agent/workload-api/caller-limits.ts';
+import { WorkloadApiClient } from '../../src/common/proto.ts';
+import {
+  FakeIdentitySource,
+  first,
+  identity,
+  securityHeader,
+  snapshot,
+  startTestWorkloadApi,
+  type TestWorkloadApi,
+} from '../support/workload-api-fixtures.ts';
+
+const NODE = process.execPath;
+const CHILD = join(import.meta.dirname, '../support/workload-child.ts');
+const isRoot = process.geteuid?.() === 0;
+/** A cgroup v1 hierarchy this machine mounts and root can write (as the k8s e2e test uses). */
+const CGROUP_ROOT = '/sys/fs/cgroup/pids';
+const SELF = `unix:uid:${process.geteuid?.() ?? 0}`;
+
+const frame = (type: number, flags: number, streamId: number, payload: Buffer | number): Buffer => {
+  const length = typeof payload === 'number' ? payload : payload.length;
+  const h = Buffer.alloc(9);
+  h.writeUIntBE(length, 0, 3);
+  h[3] = type;
+  h[4] = flags;
+  h.writeUInt32BE(streamId, 5);
+  return typeof payload === 'number' ? h : Buffer.concat([h, payload]);
+};
+const SETTINGS = frame(FrameType.SETTINGS, 0, 0, Buffer.alloc(0));
+const SETTINGS_ACK = frame(FrameType.SETTINGS, FrameFlag.ACK, 0, Buffer.alloc(0));
+
+/** A raw connection that records what the agent sends and when it closes. */
+interface RawPeer {
+  readonly socket: Socket;
+  received(): Buffer;
+  readonly closed: Promise<void>;
+}
+
+async function rawConnect(socketPath: string): Promise<RawPeer> {
+  const socket = connect(socketPath);
+  await once(socket, 'connect');
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.on('error', () => {});
+  const closed = once(socket, 'close').then(() => undefined);
+  return { socket, received: () => Buffer.concat(chunks), closed };
+}
+
+/** The error code of the GOAWAY frame in what the agent sent, if any. */
+function goawayCode(bytes: Buffer): number | undefined {
+  let offset = 0;
+  while (offset + 9 <= bytes.length) {
+    const length = bytes.readUIntBE(offset, 3);
+    if (bytes[offset + 3] === FrameType.GOAWAY) return bytes.readUInt32BE(offset + 9 + 4);
+    offset += 9 + length;
+  }
+  return undefined;
+}
+
+/** Metrics that count gate and limit refusals by label. */
+function countingMetrics(): { metrics: WorkloadApiMetrics; counts: Map<string, number> } {
+  const counts = new Map<string, number>();
+  const counter = (key: string) => ({ inc: () => void counts.set(key, (counts.get(key) ?? 0) + 1) });
+  return {
+    counts,
+    metrics: {
+      ...NOOP_WORKLOAD_API_METRICS,
+      gateRefused: (reason) => counter(`gate:${reason}`),
+      limitRefused: (limit) => counter(`limit:${limit}`),
+      peerCredentialErrors: (cause) => counter(`peer:${cause}`),
+    },
+  };
+}
+
+/** A client with a connection of its own (grpc-js otherwise shares one per target). */
+function ownConnection(socketPath: string): WorkloadApiClient {
+  return new WorkloadApiClient(`unix://${socketPath}`, credentials.createInsecure(), { 'grpc.use_local_subchannel_pool': 1 });
+}
+
+function fetchError(client: WorkloadApiClient): Promise<ServiceError | undefined> {
+  return first(client.FetchX509SVID({}, securityHeader())).then(
+    () => undefined,
+    (err: ServiceError) => err,
+  );
+}
+
+let api: TestWorkloadApi;
+let counts: Map<string, number>;
+const clients: WorkloadApiClient[] = [];
+const children = new Set<ChildProcess>();
+
+async function start(extra: { limits?: CallerLimits; firstRequestDeadlineMs?: number } = {}): Promise<void> {
+  const source = new FakeIdentitySource(snapshot('example.org'));
+  source.setIdentities(SELF, [identity('entry-self')]);
+  const counting = countingMetrics();
+  counts = counting.counts;
+  api = await startTestWorkloadApi(source, { metrics: counting.metrics, ...extra });
+}
+
+afterEach(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  children.clear();
+  for (const c of clients.splice(0)) c.close();
+  await api?.close();
+});
+
+describe('the connection gate', () => {
+  beforeEach(() => start({ firstRequestDeadlineMs: 400 }));
+
+  it.each([
+    {
+      name: 'a frame header announcing 16 MiB is refused at once, before any payload',
+      bytes: Buffer.concat([CONNECTION_PREFACE, SETTINGS, frame(0x0, 0, 1, 0xff_ffff)]),
+      code: Http2ErrorCode.FRAME_SIZE_ERROR,
+      reason: 'frame_too_large',
+    },
+    {
+      name: 'the preface followed by junk is refused at once',
+      bytes: Buffer.concat([CONNECTION_PREFACE, Buffer.from('\x00\x00\x04junk-junk-junk-junk')]),
+      code: Http2ErrorCode.PROTOCOL_ERROR,
+      reason: 'protocol_error',
+    },
+    {
+      name: 'bytes that are not HTTP/2 are refused at once',
+      bytes: Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'),
+      code: Http2ErrorCode.PROTOCOL_ERROR,
+      reason: 'protocol_error',
+    },
+    {
+      name: '32 KiB of frames without a request are refused',
+      bytes: Buffer.concat([CONNECTION_PREFACE, SETTINGS, ...Array.from({ length: 2100 }, () => frame(0x6, 0, 0, Buffer.alloc(8)))]),
+      code: Http2ErrorCode.ENHANCE_YOUR_CALM,
+      reason: 'too_many_bytes',
+    },
+  ])('$name (GOAWAY, connection closed)', async ({ bytes, code, reason }) => {
+    const peer = await rawConnect(api.socketPath);
+    peer.socket.write(bytes);
+    await peer.closed;
+    expect(goawayCode(peer.received())).toBe(code);
+    expect(counts.get(`gate:${reason}`)).toBe(1);
+  });
+
+  it.each([
+    { name: 'sends nothing', bytes: Buffer.alloc(0) },
+    { name: 'sends the preface and SETTINGS, then no request', bytes: Buffer.concat([CONNECTION_PREFACE, SETTINGS, SETTINGS_ACK]) },
+  ])('a connection that $name is closed at the first-request deadline with GOAWAY NO_ERROR', async ({ bytes }) => {
+    const peer = await rawConnect(api.socketPath);
+    if (bytes.length > 0) peer.socket.write(bytes);
+    await peer.closed;
+    expect(goawayCode(peer.received())).toBe(Http2ErrorCode.NO_ERROR);
+    expect(counts.get('gate:request_deadline')).toBe(1);
+    expect(api.server.connectionCount()).toBe(0);
+  });
+
+  it('after the handoff to HTTP/2, an oversized frame still closes the connection', async () => {
+    const peer = await rawConnect(api.socketPath);
+    const block = new HpackEncoder().encode([
+      { name: ':method', value: 'POST', neverIndex: false },
+      { name: ':scheme', value: 'http', neverIndex: false },
+      { name: ':path', value: '/SpiffeWorkloadAPI/FetchX509SVID', neverIndex: false },
+      { name: ':authority', value: 'localhost', neverIndex: false },
+      { name: 'content-type', value: 'application/grpc', neverIndex: false },
+      { name: 'te', value: 'trailers', neverIndex: false },
+      { name: 'workload.spiffe.io', value: 'true', neverIndex: false },
+    ]);
+    peer.socket.write(Buffer.concat([CONNECTION_PREFACE, SETTINGS, SETTINGS_ACK, frame(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, block)]));
+    // The request's message, then a frame far over the maximum.
+    peer.socket.write(Buffer.concat([frame(0x0, FrameFlag.END_STREAM, 1, Buffer.alloc(5)), frame(0x0, 0, 3, 0xff_ffff)]));
+    await peer.closed;
+    expect(goawayCode(peer.received())).toBe(Http2ErrorCode.FRAME_SIZE_ERROR);
+  });
+
+  it('32 connections announcing 16 MiB frames do not stop a legitimate caller', async () => {
+    const attackers = await Promise.all(Array.from({ length: 32 }, () => rawConnect(api.socketPath)));
+    for (const a of attackers) a.socket.write(Buffer.concat([CONNECTION_PREFACE, SETTINGS, frame(0x0, 0, 1, 0xff_ffff), Buffer.alloc(60_000)]));
+    const client = ownConnection(api.socketPath);
+    clients.push(client);
+    const res = await first(client.FetchX509SVID({}, securityHeader()));
+    expect(res.svids.map((s) => s.spiffe_id)).toEqual(['spiffe://example.org/entry-self']);
+    await Promise.all(attackers.map((a) => a.closed));
+    expect(counts.get('gate:frame_too_large')).toBe(32);
+  });
+});
+
+describe('per-caller limits', () => {
+  const limits: CallerLimits = { connectionsPerProcess: 3, connectionsPerPod: 5, callsPerCaller: 4, streamsPerConnection: 100 };
+  beforeEach(() => start({ limits }));
+
+  it('a process over its connection limit gets ResourceExhausted; closing one makes room', async () => {
+    const held = Array.from({ length: 3 }, () => ownConnection(api.socketPath));
+    clients.push(...held);
+    for (const c of held) expect(await fetchError(c)).toBeUndefined();
+    const extra = ownConnection(api.socketPath);
+    clients.push(extra);
+    const err = await fetchError(extra);
+    expect(err?.code).toBe(Code.RESOURCE_EXHAUSTED);
+    expect(err?.details).toBe('workload api: too many connections from this process (3 open); reuse one connection for all calls');
+    expect(counts.get('limit:connections_per_process')).toBe(1);
+
+    held[0]?.close();
+    extra.close();
+    const again = ownConnection(api.socketPath);
+    clients.push(again);
+    await expect.poll(() => fetchError(again).then((e) => e?.code), { timeout: 5_000 }).toBeUndefined();
+  });
+
+  it('a caller over its call limit gets ResourceExhausted on the next stream; ending one makes room', async () => {
+    const client = ownConnection(api.socketPath);
+    clients.push(client);
+    const streams = Array.from({ length: 4 }, () => client.FetchX509SVID({}, securityHeader()));
+    await Promise.all(streams.map((s) => once(s, 'data')));
+    const err = await fetchError(client);
+    expect(err?.code).toBe(Code.RESOURCE_EXHAUSTED);
+    expect(err?.details).toBe('workload api: too many calls in progress from this process (4); one stream per source is enough');
+    expect(counts.get('limit:calls_per_caller')).toBe(1);
+    for (const s of streams) s.on('error', () => {});
+    streams[0]?.cancel();
+    await expect.poll(() => fetchError(client).then((e) => e?.code), { timeout: 5_000 }).toBeUndefined();
+    for (const s of streams) s.cancel();
+  });
+
+  describe.runIf(isRoot)('pods (real pod-shaped cgroups)', () => {
+    // Calls are not what this test counts.
+    beforeEach(async () => {
+      await api.close();
+      await start({ limits: { ...limits, callsPerCaller: 100 } });
+    });
+    const podUid = randomUUID();
+    const containers = [randomBytes(32).toString('hex'), randomBytes(32).toString('hex')];
+    const podDir = join(CGROUP_ROOT, 'kubepods', 'besteffort', `pod${podUid}`);
+
+    beforeEach(async () => {
+      for (const id of containers) await mkdir(join(podDir, id), { recursive: true });
+    });
+    afterEach(async () => {
+      for (const child of children) {
+        child.kill('SIGKILL');
+        await once(child, 'exit').catch(() => {});
+      }
+      children.clear();
+      for (const id of containers) await rmdir(join(podDir, id)).catch(() => {});
+      await rmdir(podDir).catch(() => {});
+    });
+
+    /** Runs the hold child inside a container of the pod; resolves its per-connection results. */
+    async function holdInContainer(containerId: string, n: number): Promise<Array<{ event: string; code?: number; details?: string }>> {
+      const script = `echo $$ > ${join(podDir, containerId, 'cgroup.procs')} && exec "$0" "$@"`;
+      const child = spawn('sh', ['-c', script, NODE, CHILD, api.socketPath, 'hold', String(n)], { stdio: ['ignore', 'pipe', 'inherit'] });
+      children.add(child);
+      const results: Array<{ event: string; code?: number; details?: string }> = [];
+      let out = '';
+      child.stdout?.on('data', (d: Buffer) => {
+        out += d.toString();
+        const lines = out.split('\n');
+        out = lines.pop() ?? '';
+        for (const line of lines) results.push(JSON.parse(line) as { event: string });
+      });
+      await expect.poll(() => results.length, { timeout: 10_000 }).toBe(n);
+      return results;
+    }
+
+    it('the processes of one pod share its connection limit; ResourceExhausted names the pod', async () => {
+      const firstContainer = await holdInContainer(containers[0] as string, 3);
+      expect(firstContainer.map((r) => r.event)).toEqual(['svids', 'svids', 'svids']);
+      const second = await holdInContainer(containers[1] as string, 3);
+      const refused = second.filter((r) => r.event === "error");
+      expect(second.filter((r) => r.event === 'svids')).toHaveLength(2);
+      expect(refused).toEqual([
+        { event: 'error', conn: expect.any(Number), code: Code.RESOURCE_EXHAUSTED, details: 'workload api: too many connections from this pod (5 open); reuse one connection per process' },
+      ]);
+      expect(counts.get('limit:connections_per_pod')).toBe(1);
+    });
+  });
+});
+
+describe.runIf(isRoot)('a live caller at the agent\'s open-files limit', () => {
+  beforeEach(() => start());
+
+  it('gets Unavailable with the cause, counted, and a new connection once descriptors are free', async () => {
+    const limits = execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '--output', 'SOFT,HARD'], { encoding: 'utf8' }).trim().split(/\s+/);
+    // The child connects only when told (a line on stdin), once the descriptors are gone.
+    const child = spawn('sh', ['-c', 'read go && exec "$0" "$@"', NODE, CHILD, api.socketPath, 'hold', '1'], { stdio: ['pipe', 'pipe', 'inherit'] });
+    children.add(child);
+    await once(child, 'spawn');
+    const filler: number[] = [];
+    let line = '';
+    try {
+      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=1024:${limits[1]}`]);
+      for (;;) {
+        try {
+          filler.push(openSync('/dev/null', 'r'));
+        } catch {
+          break;
+        }
+      }
+      // One descriptor left: accept() takes it, so the pidfd cannot be opened.
+      closeSync(filler.pop() as number);
+      const answered = new Promise<string>((resolve) => child.stdout?.once('data', (d: Buffer) => resolve(d.toString().trim())));
+      child.stdin?.write('go\n');
+      // Bounded here: a test timeout would skip the finally that gives the descriptors back.
+      line = await Promise.race([answered, new Promise<string>((resolve) => setTimeout(() => resolve('{"event":"timeout"}'), 15_000))]);
+    } finally {
+      for (const fd of filler) closeSync(fd);
+      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${limits[0]}:${limits[1]}`]);
+    }
+    expect(JSON.parse(line)).toEqual({
+      event: 'error',
+      conn: 0,
+      code: Code.UNAVAILABLE,
+      details: 'could not identify the caller: opening a pidfd (SO_PEERPIDFD) failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)',
+    });
+    expect(counts.get('peer:EMFILE')).toBe(1);
+  });
+});
