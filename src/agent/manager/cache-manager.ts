@@ -263,7 +263,7 @@ export class CacheManager implements IdentitySource {
     } catch {
       // Unreadable roots verify nothing: every restored SVID is re-minted.
     }
-    const verifier = new ChainVerifier(roots);
+    const verifier = new ChainVerifier(roots, { leafSignatures: 'first-per-issuer' });
     let dropped = 0;
     for (const [id, record] of this.#svids) {
       if (!record.restored) continue;

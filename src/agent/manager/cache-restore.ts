@@ -6,9 +6,12 @@
  * identity, or lacks the own bundle. Single SVIDs are left out when their entry is
  * malformed, their leaf does not name the entry's SPIFFE ID, they have expired, or they
  * are not signed up to the agent's stored server bundle (the roots it trusts the server
- * with), so nothing is served that the server's CA did not issue.
+ * with), so nothing is served that the server's CA did not issue. One leaf per issuer is
+ * checked by signature, the others by issuer name and key ID (ChainVerifier
+ * `first-per-issuer`): the file is integrity-checked and was written from SVIDs the server
+ * issued, so what is in question is whether the stored bundle still vouches for their CA.
  */
-import { readCertificate } from '../../common/cert-reader.ts';
+import { readCertificate, type CertificateInfo } from '../../common/cert-reader.ts';
 import { ChainVerifier } from '../../common/chain-verify.ts';
 import { splitConcatenated } from '../../common/der.ts';
 import { parseSpiffeId, type Parsed } from '../../common/spiffe-id.ts';
@@ -78,7 +81,7 @@ export function restoreContent(file: CacheFileContent, expect: RestoreExpectatio
   }
   if (own === undefined) return { ok: false, error: 'it holds no bundle for the own trust domain' };
 
-  const verifier = new ChainVerifier(expect.roots);
+  const verifier = new ChainVerifier(expect.roots, { leafSignatures: 'first-per-issuer' });
   const skipped = { expired: 0, unverified: 0, malformed: 0 };
   const svids: RestoredSvid[] = [];
   const seen = new Set<string>();
@@ -89,16 +92,15 @@ export function restoreContent(file: CacheFileContent, expect: RestoreExpectatio
       skipped.malformed++;
       continue;
     }
-    let chain: Buffer[];
-    let leaf: ReturnType<typeof readCertificate>;
+    let chain: CertificateInfo[];
     try {
-      chain = splitConcatenated(s.certChain);
-      leaf = readCertificate(chain[0] as Buffer);
+      chain = splitConcatenated(s.certChain).map((der) => readCertificate(der));
     } catch {
       skipped.malformed++;
       continue;
     }
-    if (leaf.uris.length !== 1 || leaf.uris[0] !== entry.spiffeId || s.privateKey.length === 0) {
+    const leaf = chain[0];
+    if (leaf === undefined || leaf.uris.length !== 1 || leaf.uris[0] !== entry.spiffeId || s.privateKey.length === 0) {
       skipped.malformed++;
       continue;
     }
@@ -106,7 +108,7 @@ export function restoreContent(file: CacheFileContent, expect: RestoreExpectatio
       skipped.expired++;
       continue;
     }
-    if (!verifier.verify(chain)) {
+    if (!verifier.verifyCertificates(chain)) {
       skipped.unverified++;
       continue;
     }

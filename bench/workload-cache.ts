@@ -1,0 +1,122 @@
+/**
+ * The persisted workload cache, in-process: file size per entry count, the cost of one write
+ * (encode, then the atomic 0600 write with fsyncs), and of one restore at start (read,
+ * decode, check every SVID's leaf and signature against the stored bundle).
+ *
+ * Usage: node bench/workload-cache.ts [entries ...]   (default 1000 5000)
+ */
+import { mkdtemp, readFile, rm, stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { systemClock } from '../src/common/clock.ts';
+import { writeFileAtomic } from '../src/common/atomic-file.ts';
+import { openCertificateAuthority } from '../src/server/ca/index.ts';
+import { CacheManager } from '../src/agent/manager/cache-manager.ts';
+import { toCachedEntry, type CachedEntry } from '../src/agent/manager/entries.ts';
+import { toTrustDomainBundle } from '../src/agent/manager/bundles.ts';
+import { decodeCacheFile, encodeCacheFile } from '../src/agent/manager/cache-file.ts';
+import { fileContentOf, restoreContent } from '../src/agent/manager/cache-restore.ts';
+
+const TD = 'example.org';
+const AGENT = `spiffe://${TD}/spire/agent/join_token/bench`;
+const RUNS = 5;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] as number;
+}
+
+async function timed(fn: () => unknown): Promise<number> {
+  const t = performance.now();
+  await fn();
+  return performance.now() - t;
+}
+
+async function run(n: number): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'sna-bench-wc-'));
+  try {
+    const ca = await openCertificateAuthority({ dataDir: join(dir, 'ca'), trustDomain: TD, clock: systemClock, defaultX509SvidTtlMs: 3_600_000, defaultJwtSvidTtlMs: 300_000 });
+    const entries: CachedEntry[] = [];
+    for (let i = 0; i < n; i++) {
+      const e = toCachedEntry({
+        id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
+        spiffe_id: { trust_domain: TD, path: `/ns/default/sa/workload-${i}` },
+        parent_id: null,
+        selectors: [{ type: 'k8s', value: 'ns:default' }, { type: 'k8s', value: `sa:workload-${i}` }],
+        x509_svid_ttl: 0,
+        jwt_svid_ttl: 0,
+        federates_with: [],
+        admin: false,
+        downstream: false,
+        expires_at: 0,
+        dns_names: [],
+        revision_number: 1,
+        store_svid: false,
+        hint: '',
+        created_at: 1_750_000_000,
+      });
+      if (typeof e === 'string') throw new Error(e);
+      entries.push(e);
+    }
+    const byId = new Map(entries.map((e) => [e.id, e]));
+    const manager = new CacheManager({
+      trustDomain: TD,
+      minter: {
+        async batchNewX509Svid(params) {
+          return params.map((p) => ({ code: 0, message: 'OK', certChain: ca.signX509SvidFromCsr({ csrDer: p.csr, spiffeId: (byId.get(p.entryId) as CachedEntry).spiffeId }).certChain }));
+        },
+        async newJwtSvid() {
+          throw new Error('unused');
+        },
+      },
+      logger: pino({ level: 'silent' }),
+      clock: systemClock,
+      x509SvidCacheMaxSize: n,
+      jwtSvidCacheMaxSize: 10,
+    });
+    const b = ca.bundle();
+    manager.applySync(
+      entries,
+      toTrustDomainBundle({
+        trust_domain: TD,
+        x509_authorities: b.x509Authorities.map((asn1) => ({ asn1, tainted: false })),
+        jwt_authorities: b.jwtAuthorities.map((k) => ({ public_key: k.publicKey, key_id: k.keyId, expires_at: k.expiresAt, tainted: false })),
+        refresh_hint: 0,
+        sequence_number: b.sequenceNumber,
+        wit_authorities: [],
+      }),
+      new Map(),
+    );
+    await manager.mintDue();
+    const path = join(dir, 'workload-cache.bin');
+    const encode: number[] = [];
+    const write: number[] = [];
+    const load: number[] = [];
+    let bytes: Buffer = Buffer.alloc(0);
+    for (let r = 0; r < RUNS; r++) {
+      encode.push(await timed(() => (bytes = encodeCacheFile(fileContentOf(manager.persistable()!, { trustDomain: TD, agentId: AGENT, now: Date.now() })))));
+      write.push(await timed(() => writeFileAtomic(path, bytes, { mode: 0o600 })));
+      load.push(
+        await timed(async () => {
+          const decoded = decodeCacheFile(await readFile(path));
+          if (!decoded.ok) throw new Error(decoded.error);
+          const restored = restoreContent(decoded.value, { trustDomain: TD, agentId: AGENT, roots: b.x509Authorities, now: Date.now() });
+          if (!restored.ok || restored.value.svids.length !== n) throw new Error('restore failed');
+        }),
+      );
+    }
+    const size = (await stat(path)).size;
+    console.log(
+      `| ${n} | ${(size / 1024).toFixed(0)} KiB (${(size / n).toFixed(0)} B/entry) | ${median(encode).toFixed(1)} ms | ${median(write).toFixed(1)} ms | ${median(load).toFixed(1)} ms |`,
+    );
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const counts = process.argv.slice(2).map(Number).filter((n) => n > 0);
+console.log(`workload cache, median of ${RUNS}; Node ${process.version}`);
+console.log('| entries | file | encode (event loop) | atomic write (temp, fsync, rename, dir fsync) | restore (read, decode, verify) |');
+console.log('|---|---|---|---|---|');
+for (const n of counts.length > 0 ? counts : [1000, 5000]) await run(n);
