@@ -61,47 +61,63 @@ export interface CacheFileContent {
   readonly svids: readonly StoredSvid[];
 }
 
-/** An append-only byte buffer that doubles when full. */
-class Writer {
-  #buf = Buffer.allocUnsafe(64 * 1024);
-  #pos = 0;
+/** Where the encoder puts fields: first a Sizer (to allocate once), then a Writer. */
+interface Sink {
+  u32(v: number): void;
+  f64(v: number): void;
+  bytes(b: Uint8Array): void;
+  str(s: string): void;
+}
 
-  #room(n: number): void {
-    if (this.#pos + n <= this.#buf.length) return;
-    let size = this.#buf.length * 2;
-    while (size < this.#pos + n) size *= 2;
-    const next = Buffer.allocUnsafe(size);
-    this.#buf.copy(next, 0, 0, this.#pos);
-    this.#buf = next;
+/** Counts the bytes the fields will take. */
+class Sizer implements Sink {
+  size = 0;
+  u32(): void {
+    this.size += 4;
+  }
+  f64(): void {
+    this.size += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.size += 4 + b.length;
+  }
+  str(s: string): void {
+    this.size += 4 + Buffer.byteLength(s);
+  }
+}
+
+/** Writes the fields into a buffer of the size the Sizer found. */
+class Writer implements Sink {
+  readonly #buf: Buffer;
+  #pos: number;
+
+  constructor(buf: Buffer, offset: number) {
+    this.#buf = buf;
+    this.#pos = offset;
   }
 
   u32(v: number): void {
-    this.#room(4);
     this.#pos = this.#buf.writeUInt32BE(v, this.#pos);
   }
 
   f64(v: number): void {
-    this.#room(8);
     this.#pos = this.#buf.writeDoubleBE(v, this.#pos);
   }
 
   bytes(b: Uint8Array): void {
     this.u32(b.length);
-    this.#room(b.length);
     this.#buf.set(b, this.#pos);
     this.#pos += b.length;
   }
 
   str(s: string): void {
-    const n = Buffer.byteLength(s);
+    const n = this.#buf.write(s, this.#pos + 4);
     this.u32(n);
-    this.#room(n);
-    this.#pos += this.#buf.write(s, this.#pos);
+    this.#pos += n;
   }
 
-  /** The bytes written (a view). */
-  result(): Buffer {
-    return this.#buf.subarray(0, this.#pos);
+  get position(): number {
+    return this.#pos;
   }
 }
 
@@ -164,8 +180,7 @@ class Reader {
   }
 }
 
-function encodePayload(content: CacheFileContent): Buffer {
-  const w = new Writer();
+function encodePayload(content: CacheFileContent, w: Sink): void {
   w.f64(content.writtenAt);
   w.str(content.trustDomain);
   w.str(content.agentId);
@@ -196,18 +211,22 @@ function encodePayload(content: CacheFileContent): Buffer {
     w.bytes(s.certChain);
     w.bytes(s.privateKey);
   }
-  return w.result();
 }
 
-/** Encodes the cache file (header, checksum and payload) into one buffer. */
+/** Encodes the cache file (header, checksum and payload) into one buffer, allocated once. */
 export function encodeCacheFile(content: CacheFileContent): Buffer {
-  const payload = encodePayload(content);
-  const header = Buffer.alloc(HEADER_SIZE);
-  MAGIC.copy(header, 0);
-  header.writeUInt16BE(CACHE_FILE_VERSION, MAGIC.length);
-  header.writeUInt32BE(payload.length, MAGIC.length + 4);
-  createHash('sha256').update(payload).digest().copy(header, MAGIC.length + 8);
-  return Buffer.concat([header, payload]);
+  const sizer = new Sizer();
+  encodePayload(content, sizer);
+  const file = Buffer.allocUnsafe(HEADER_SIZE + sizer.size);
+  const writer = new Writer(file, HEADER_SIZE);
+  encodePayload(content, writer);
+  if (writer.position !== file.length) throw new Error('cache-file: encoded size differs from the computed size');
+  MAGIC.copy(file, 0);
+  file.writeUInt16BE(CACHE_FILE_VERSION, MAGIC.length);
+  file.writeUInt16BE(0, MAGIC.length + 2);
+  file.writeUInt32BE(sizer.size, MAGIC.length + 4);
+  createHash('sha256').update(file.subarray(HEADER_SIZE)).digest().copy(file, MAGIC.length + 8);
+  return file;
 }
 
 function decodePayload(payload: Buffer): CacheFileContent {
