@@ -102,6 +102,11 @@ describe('persisted workload cache', () => {
       return r;
     });
     await agent.waitForLog(savedWith(3));
+    // Syncs that change nothing (every 500 ms here) write nothing.
+    const saves = (): number => agent.logs().match(/"msg":"workload cache saved"/g)?.length ?? 0;
+    const savesBefore = saves();
+    await new Promise((r) => setTimeout(r, 2_000));
+    expect(saves()).toBe(savesBefore);
     const file = join(agent.dataDir, 'workload-cache.bin');
     expect((await stat(file)).mode & 0o777).toBe(0o600);
 
