@@ -4,19 +4,23 @@
  * as a misbehaving or hostile pod would, for D seconds, against a real server and agent
  * started from a checkout. The agent's VmRSS/RssAnon are sampled every second.
  *
- *   node bench/churn-soak.ts [--checkout DIR] [--clients 4] [--seconds 60] [--rest 10] [--idle 5]
+ *   node bench/churn-soak.ts [--checkout DIR] [--clients 4] [--seconds 60] [--rest 10] [--idle 5] [--heap-stats]
  *
  * --checkout runs DIR/bin/spiffe-{server,agent}.js with DIR/node_modules/.bin/node (default:
  * this repo), so an older commit's worktree is measured the same way. The clients are this
  * repo's grpc-js (a generic client, see support/fetch-client.ts) in child processes.
  * Baselines from the same run: a bare Node process from the checkout, and the agent's own
  * idle figures before the churn (ratios are against those).
+ *
+ * --heap-stats turns on the agent's Prometheus telemetry and adds its V8 heap and external
+ * memory (prom-client's nodejs_* metrics) to the memory table, to tell heap growth from native
+ * memory. It changes the agent's configuration, so compare like with like.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { cleanupAll, stopChild, trackChild } from './support/cleanup.ts';
-import { resolveCheckout, startCluster } from './support/cluster.ts';
+import { freePort, resolveCheckout, scrapeHeap, startCluster, type HeapStats } from './support/cluster.ts';
 import { errorKind, fetchFirst, newClient } from './support/fetch-client.ts';
 import { MemorySampler, readCpuMs, type Memory } from './support/proc-stats.ts';
 import { bareNodeMemory, logSummary, mib, ms, quantile, ratio, runHeader, table } from './support/report.ts';
@@ -28,6 +32,7 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '60' },
     rest: { type: 'string', default: '10' },
     idle: { type: 'string', default: '5' },
+    'heap-stats': { type: 'boolean', default: false },
     role: { type: 'string' },
     socket: { type: 'string' },
   },
@@ -102,13 +107,16 @@ async function main(): Promise<void> {
   const checkout = await resolveCheckout(args.checkout);
   process.stderr.write(`churn-soak: ${checkout.dir} @ ${checkout.label}; ${clients} clients × ${seconds} s\n`);
   const baseline = await bareNodeMemory(checkout);
-  const cluster = await startCluster(checkout);
+  const metricsPort = args['heap-stats'] ? await freePort() : undefined;
+  const cluster = await startCluster(checkout, metricsPort === undefined ? {} : { prometheusPort: metricsPort });
+  const heap = async (): Promise<HeapStats | undefined> => (metricsPort === undefined ? undefined : scrapeHeap(metricsPort));
   const pid = cluster.agentPid;
   const sampler = new MemorySampler(pid, 1_000);
   await new Promise((r) => setTimeout(r, idleSeconds * 1_000));
   const idleSamples = sampler.samples.filter((s) => s.atMs >= 1_000);
   const idle = median(idleSamples.length > 0 ? idleSamples : sampler.samples);
   const idleFds = quantile(sampler.samples.map((s) => s.fds), 0.5);
+  const idleHeap = await heap();
   const logStart = readFileSync(cluster.agentLog, 'utf8').length;
 
   process.stderr.write('churn-soak: churning\n');
@@ -132,6 +140,7 @@ async function main(): Promise<void> {
   const churnEnd = sampler.now();
   await Promise.all(started.map((c) => stopChild(c.child)));
   const afterChurn = sampler.sample() ?? { rssKiB: NaN, anonKiB: NaN, fds: NaN, atMs: NaN };
+  const afterChurnHeap = await heap();
   const peak = sampler.peak(churnStart, churnEnd + 1_000);
   const peakFds = Math.max(...sampler.samples.filter((s) => s.atMs >= churnStart && s.atMs <= churnEnd + 1_000).map((s) => s.fds));
 
@@ -139,6 +148,7 @@ async function main(): Promise<void> {
   const cpuRestStart = readCpuMs(pid) ?? NaN;
   await new Promise((r) => setTimeout(r, restSeconds * 1_000));
   const afterRest = sampler.sample() ?? { rssKiB: NaN, anonKiB: NaN, fds: NaN, atMs: NaN };
+  const afterRestHeap = await heap();
   const cpuRestEnd = readCpuMs(pid) ?? NaN;
   sampler.stop();
   const agentAlive = cluster.agent.exitCode === null && cluster.agent.signalCode === null;
@@ -153,28 +163,31 @@ async function main(): Promise<void> {
   const cyclesPerSecond = reports.reduce((a, r) => a + (r.cycles * 1_000) / (r.elapsedMs ?? NaN), 0);
   const cpuPer1000 = ((cpuEnd - cpuStart) / cycles) * 1_000;
 
-  const memRow = (label: string, m: Memory, fds: number): string[] => [
+  const withHeap = metricsPort !== undefined;
+  const memRow = (label: string, m: Memory, fds: number, h?: HeapStats): string[] => [
     label,
     mib(m.rssKiB),
     mib(m.anonKiB),
     ratio(m.anonKiB, idle.anonKiB),
     `${m.anonKiB - idle.anonKiB >= 0 ? '+' : ''}${mib(m.anonKiB - idle.anonKiB)}`,
     Number.isFinite(fds) ? String(fds) : 'n/a',
+    ...(withHeap ? [h === undefined ? '' : `${mib(h.heapTotalKiB)} / ${mib(h.heapUsedKiB)} / ${mib(h.externalKiB)}`] : []),
   ];
+  const baseRow = (label: string, m: Memory | undefined): string[] => [label, mib(m?.rssKiB ?? NaN), mib(m?.anonKiB ?? NaN), ratio(m?.anonKiB ?? NaN, idle.anonKiB), '', '', ...(withHeap ? [''] : [])];
   const out = [
-    `### Connection churn soak (\`bench/churn-soak.ts\`): ${clients} clients × ${seconds} s`,
+    `### Connection churn soak (\`bench/churn-soak.ts\`): ${clients} clients × ${seconds} s${withHeap ? ', with Prometheus telemetry (--heap-stats)' : ''}`,
     '',
     runHeader(checkout, `each cycle: new connection → FetchX509SVID → first message → cancel → close; agent sampled every 1 s; rest ${restSeconds} s`),
     '',
     table(
-      ['agent', 'VmRSS', 'RssAnon', 'RssAnon vs idle', 'RssAnon − idle', 'open fds'],
+      ['agent', 'VmRSS', 'RssAnon', 'RssAnon vs idle', 'RssAnon − idle', 'open fds', ...(withHeap ? ['V8 heap total / used / external'] : [])],
       [
-        ['baseline: bare Node (checkout node, idle timer)', mib(baseline.bare?.rssKiB ?? NaN), mib(baseline.bare?.anonKiB ?? NaN), ratio(baseline.bare?.anonKiB ?? NaN, idle.anonKiB), '', ''],
-        ['baseline: Node + @grpc/grpc-js loaded', mib(baseline.grpc?.rssKiB ?? NaN), mib(baseline.grpc?.anonKiB ?? NaN), ratio(baseline.grpc?.anonKiB ?? NaN, idle.anonKiB), '', ''],
-        memRow('agent idle before churn (median)', idle, idleFds),
+        baseRow('baseline: bare Node (checkout node, idle timer)', baseline.bare),
+        baseRow('baseline: Node + @grpc/grpc-js loaded', baseline.grpc),
+        memRow('agent idle before churn (median)', idle, idleFds, idleHeap),
         memRow('agent peak during churn', peak, peakFds),
-        memRow('agent right after churn', afterChurn, afterChurn.fds),
-        memRow(`agent after ${restSeconds} s rest`, afterRest, afterRest.fds),
+        memRow('agent right after churn', afterChurn, afterChurn.fds, afterChurnHeap),
+        memRow(`agent after ${restSeconds} s rest`, afterRest, afterRest.fds, afterRestHeap),
       ],
     ),
     '',

@@ -8,6 +8,7 @@
  *
  *   node bench/frame-stall.ts [--checkout DIR] [--connections 32] [--frame headers|data]
  *       [--rate 0] [--seconds 5] [--reconnect] [--baseline 5] [--recovery 5]
+ *       [--idle-connections 100] [--idle-hold 1.5]
  *
  * Also measured, before the attack: the fds and memory the agent holds per idle connection
  * (100 connections that send only the preface and SETTINGS), and whether the agent closes a
@@ -50,6 +51,7 @@ const { values: args } = parseArgs({
     baseline: { type: 'string', default: '5' },
     recovery: { type: 'string', default: '5' },
     'idle-connections': { type: 'string', default: '100' },
+    'idle-hold': { type: 'string', default: '1.5' },
     role: { type: 'string' },
     socket: { type: 'string' },
   },
@@ -288,6 +290,7 @@ async function main(): Promise<void> {
   const rate = Number(args.rate);
   const attackSeconds = Number(args.seconds);
   const idleN = Number(args['idle-connections']);
+  const idleHoldMs = Number(args['idle-hold']) * 1_000;
   const checkout = await resolveCheckout(args.checkout);
   process.stderr.write(`frame-stall: ${checkout.dir} @ ${checkout.label}; ${k} × ${frameName} ${length} B, ${rate > 0 ? `${rate} B/s` : 'as fast as the socket takes'}, ${attackSeconds} s\n`);
   const cluster = await startCluster(checkout);
@@ -300,7 +303,7 @@ async function main(): Promise<void> {
   const fds0 = countFds(pid) ?? NaN;
   const mem0 = sampler.sample();
   const idle = await idleConnections(cluster.socketPath, idleN);
-  await sleep(1_500);
+  await sleep(idleHoldMs);
   const fds1 = countFds(pid) ?? NaN;
   const mem1 = sampler.sample();
   const idleStillOpen = idle.filter((c) => c.closedByPeerAt === undefined).length;
@@ -417,7 +420,7 @@ async function main(): Promise<void> {
       [
         [`${idleN} idle connections (preface + empty SETTINGS, then nothing): agent fds`, `${fds0} → ${fds1} (${((fds1 - fds0) / idleN).toFixed(2)} fds per connection); ${fds2} after closing them`],
         [`${idleN} idle connections: agent RssAnon`, mem0 !== undefined && mem1 !== undefined ? `${mib(mem0.anonKiB)} → ${mib(mem1.anonKiB)} (${((mem1.anonKiB - mem0.anonKiB) / idleN).toFixed(1)} KiB per connection)` : 'n/a'],
-        [`${idleN} idle connections: still open after 1.5 s`, `${idleStillOpen} of ${idleN}`],
+        [`${idleN} idle connections: still open after ${idleHoldMs / 1_000} s`, `${idleStillOpen} of ${idleN}`],
         ['preface + 256 B of junk ("xxx…": a 7.9 MB frame of unknown type)', probeCell(prefaceJunk)],
         ['no preface: an HTTP/1.1 GET', probeCell(plainJunk)],
         ['agent fds after the probes', String(afterProbes)],

@@ -48,7 +48,8 @@ export async function resolveCheckout(dir: string | undefined): Promise<Checkout
   return { dir: root, node, serverBin, agentBin, label, compiled: existsSync(join(root, 'dist/agent/cli/main.js')) };
 }
 
-function freePort(): Promise<number> {
+/** A TCP port free on 127.0.0.1 right now. */
+export function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const srv = createServer();
     srv.once('error', rej);
@@ -95,9 +96,10 @@ function spawnLogged(node: string, args: string[], logFile: string, cwd: string)
 /**
  * Starts the server, creates a join token and an entry `spiffe://example.org/bench` for
  * `unix:uid:<our uid>`, starts the agent (log level INFO, disk key manager, default sync
- * interval) and resolves once FetchX509SVID serves that entry.
+ * interval; with `prometheusPort`, also its Prometheus telemetry on that port) and resolves
+ * once FetchX509SVID serves that entry.
  */
-export async function startCluster(checkout: Checkout): Promise<Cluster> {
+export async function startCluster(checkout: Checkout, opts: { prometheusPort?: number } = {}): Promise<Cluster> {
   const dir = trackDir(mkdtempSync(join(tmpdir(), 'sna-hardening-bench-')));
   chmodSync(dir, 0o755);
   const adminSocket = join(dir, 'admin.sock');
@@ -162,7 +164,7 @@ plugins {
     plugin_data {}
   }
 }
-`,
+${opts.prometheusPort === undefined ? '' : `telemetry {\n  Prometheus {\n    host = "127.0.0.1"\n    port = ${opts.prometheusPort}\n  }\n}\n`}`,
   );
   const agent = spawnLogged(checkout.node, [checkout.agentBin, 'run', '-config', agentConf], agentLog, checkout.dir);
   const agentPid = agent.pid;
@@ -196,4 +198,22 @@ plugins {
       await stopChild(server);
     },
   };
+}
+
+/** V8 heap and external memory of the agent, in KiB, from prom-client's default metrics. */
+export interface HeapStats {
+  readonly heapTotalKiB: number;
+  readonly heapUsedKiB: number;
+  readonly externalKiB: number;
+}
+
+/** Scrapes the agent's /metrics on `port` for its heap figures; undefined if unavailable. */
+export async function scrapeHeap(port: number): Promise<HeapStats | undefined> {
+  try {
+    const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+    const get = (name: string): number => Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN) / 1024;
+    return { heapTotalKiB: get('nodejs_heap_size_total_bytes'), heapUsedKiB: get('nodejs_heap_size_used_bytes'), externalKiB: get('nodejs_external_memory_bytes') };
+  } catch {
+    return undefined;
+  }
 }

@@ -3,7 +3,7 @@
  * plus a run header (date, Node, machine, checkout) and the bare-Node memory baseline.
  */
 import { spawn } from 'node:child_process';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import type { Checkout } from './cluster.ts';
 import { stopChild, trackChild } from './cleanup.ts';
 import { readMemory, type Memory } from './proc-stats.ts';
@@ -42,7 +42,7 @@ export function table(head: readonly string[], rows: readonly (readonly string[]
 export function runHeader(checkout: Checkout, extra: string): string {
   const mode = checkout.compiled ? 'COMPILED dist/ (not comparable with a from-source run)' : 'TypeScript sources through Node type stripping';
   return [
-    `- date: ${new Date().toISOString()}; Node ${process.version}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}); shared machine, figures are noisy`,
+    `- date: ${new Date().toISOString()}; Node ${process.version}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}); shared machine, figures are noisy (load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' / ')})`,
     `- checkout: ${checkout.dir} @ ${checkout.label}; agent runs ${mode}`,
     `- ${extra}`,
   ].join('\n');
@@ -74,7 +74,8 @@ export function logSummary(text: string): string[] {
   for (const line of text.split('\n')) {
     const level = /"level":"(warn|error|fatal)"/.exec(line)?.[1];
     if (level === undefined) continue;
-    const key = `${level}: ${/"msg":"([^"]*)"/.exec(line)?.[1] ?? line.slice(0, 80)}`;
+    const why = /"(?:reason|error)":"([^"]{0,80})/.exec(line)?.[1];
+    const key = `${level}: ${/"msg":"([^"]*)"/.exec(line)?.[1] ?? line.slice(0, 80)}${why === undefined ? '' : ` (${why})`}`;
     counts.set(key, (counts.get(key) ?? 0) + 1);
   }
   return [...counts].sort((a, b) => b[1] - a[1]).map(([k, n]) => `${n} × ${k}`);
