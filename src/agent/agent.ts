@@ -9,11 +9,13 @@
  * The HTTP listeners are bound just before it, so a taken port fails the start before the
  * socket exists.
  */
-import { mkdir } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { access, mkdir } from 'node:fs/promises';
 import type { Clock } from '../common/clock.ts';
 import { systemClock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
 import { ApiError, Code } from '../common/errors.ts';
+import { configPathError, withConfigPath } from '../common/path-errors.ts';
 import { joinTokenAttestor } from '../attestors/node/join-token.ts';
 import { k8sPsatAttestor } from '../attestors/node/k8s-psat.ts';
 import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
@@ -21,6 +23,7 @@ import { createUnixAttestor } from '../attestors/workload/unix.ts';
 import { createWorkloadAttestor } from './workload-attestation/attest-workload.ts';
 import type { WorkloadAttestorPlugin } from './workload-attestation/workload-attestor.ts';
 import { startWorkloadApi, type WorkloadApiServer } from './workload-api/workload-api.ts';
+import { prepareSocketPath } from './workload-api/socket-file.ts';
 import type { AgentConfig } from './config.ts';
 import { CacheManager } from './manager/cache-manager.ts';
 import { ServerApi } from './server-client/server-api.ts';
@@ -130,11 +133,23 @@ async function startListeners(
   }
 }
 
+/**
+ * Creates data_dir (0700) and checks that the agent can write in it now, not at its first
+ * save after attesting (which would fail with a bare errno long after start).
+ */
+async function prepareDataDir(dataDir: string): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await access(dataDir, constants.W_OK | constants.X_OK);
+}
+
 /** Starts the agent: binds the socket at once, then attests and syncs in the background. */
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const { config, logger } = opts;
   const clock = opts.clock ?? systemClock;
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  // First, before any file is touched: an agent already serving on socket_path may share
+  // data_dir with this one. Refused here, this agent exits without touching its socket.
+  await withConfigPath('agent.socket_path', config.socketPath, 'socket', () => prepareSocketPath(config.socketPath));
+  await withConfigPath('agent.data_dir', config.dataDir, 'directory', () => prepareDataDir(config.dataDir));
   const bootstrapRoots = await readBootstrapBundle(config);
   const nodeAttestor = nodeAttestorFor(config);
   if (config.telemetry.ignoredSinks.length > 0) {
@@ -203,7 +218,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     });
   } catch (err) {
     await Promise.all([attestors.close(), closeListeners()]);
-    throw err;
+    // A refused or failed bind never touched the path (see socket-file.ts); name the setting.
+    throw await configPathError(err, 'agent.socket_path', config.socketPath, 'socket');
   }
   const serving = workloadApi;
   logger.info({ socket_path: config.socketPath, trust_domain: config.trustDomain }, 'workload API listening');

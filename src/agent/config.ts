@@ -11,6 +11,7 @@
  */
 import { resolve } from 'node:path';
 import { ConfigReader } from '../common/config-reader.ts';
+import { socketPathLengthProblem } from '../common/unix-socket-file.ts';
 import type { ConfigTree } from '../common/config-file.ts';
 import { parseTrustDomain } from '../common/spiffe-id.ts';
 import { normaliseLogLevel } from '../common/logger.ts';
@@ -265,6 +266,8 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
     warnings,
   };
   agent.done(AGENT_KEYS);
+  const socketPathProblem = socketPathLengthProblem(config.socketPath);
+  if (socketPathProblem !== undefined) agent.fail('socket_path', `"${config.socketPath}" ${socketPathProblem}`);
 
   const nodeAttestors = plugins.labelled('NodeAttestor');
   if (nodeAttestors.size !== 1) {

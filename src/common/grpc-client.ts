@@ -3,6 +3,7 @@
  * failures arrive as ApiError (with any PermissionDeniedDetails reason kept).
  */
 import { credentials, type Client, type ServiceError, type requestCallback, type Metadata, type CallOptions } from '@grpc/grpc-js';
+import { resolve } from 'node:path';
 import { fromGrpcError } from './grpc-status.ts';
 
 /** The request type of a generated unary client method (its last overload is `(request, callback)`). */
@@ -40,9 +41,14 @@ export function unaryCall<C extends object, K extends keyof C>(
   });
 }
 
-/** The grpc-js target for a Unix socket path. */
-export function unixTarget(socketPath: string): string {
-  return `unix://${socketPath}`;
+/**
+ * The grpc-js target for a Unix socket path; a relative path resolves against `cwd`.
+ *
+ * Why resolve: after `unix://` the first segment of a relative path is read as the URI
+ * authority, so `unix://.data/server/api.sock` would dial `server/api.sock`.
+ */
+export function unixTarget(socketPath: string, cwd: string = process.cwd()): string {
+  return `unix://${resolve(cwd, socketPath)}`;
 }
 
 /** Channel options for local Unix-socket clients (no proxies, no TLS). */

@@ -10,6 +10,7 @@
  */
 import { resolve } from 'node:path';
 import { ConfigReader } from '../common/config-reader.ts';
+import { socketPathLengthProblem } from '../common/unix-socket-file.ts';
 import type { ConfigTree } from '../common/config-file.ts';
 import { parseTrustDomain } from '../common/spiffe-id.ts';
 import { normaliseLogLevel } from '../common/logger.ts';
@@ -113,6 +114,8 @@ export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): Server
     caSubject,
   };
   server.done();
+  const socketPathProblem = socketPathLengthProblem(config.socketPath);
+  if (socketPathProblem !== undefined) server.fail('socket_path', `"${config.socketPath}" ${socketPathProblem}`);
 
   const nodeAttestors = new Map<string, ConfigReader>();
   let k8sPsat: K8sPsatServerConfig | undefined;

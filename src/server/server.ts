@@ -8,12 +8,16 @@
  *
  * A single timer keeps the CA rotating and re-issues the server's own TLS SVID at half-life.
  */
-import { chmod, mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { constants } from 'node:fs';
+import { access, mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
 import { Server, ServerCredentials, experimental } from '@grpc/grpc-js';
 import type { Clock } from '../common/clock.ts';
 import { systemClock } from '../common/clock.ts';
 import type { Logger } from '../common/logger.ts';
+import { ApiError, Code } from '../common/errors.ts';
+import { checkWritableFile, configPathError, PathError, withConfigPath } from '../common/path-errors.ts';
+import { claimSocketPath, publishSocket, removeSocketIfOwned, type SocketFileId } from '../common/unix-socket-file.ts';
 import { MemoryCertificateProvider } from '../common/certificate-provider.ts';
 import { certificatesToPem } from '../common/pem.ts';
 import { AgentService, BundleService, EntryService, HealthService, SvidService } from '../common/proto.ts';
@@ -120,11 +124,63 @@ function bindAsync(server: Server, address: string, creds: ServerCredentials): P
   });
 }
 
+/** The admin socket's owner, for the socket rules of common/unix-socket-file.ts. */
+const ADMIN_SOCKET_OWNER = { role: 'server', dirMode: 0o700 } as const;
+
+/**
+ * The config field each configured file path comes from, so a failure caused by one of them
+ * names its setting (`config: server.data_dir: …`).
+ */
+function pathFields(config: ServerConfig): Array<{ field: string; path: string }> {
+  const upstream = 'plugins.UpstreamAuthority.disk.plugin_data';
+  const defaultDatastore = config.datastorePath === resolve(config.dataDir, 'datastore.sqlite3');
+  return [
+    { field: 'server.socket_path', path: config.socketPath },
+    { field: defaultDatastore ? 'server.data_dir' : 'plugins.DataStore.sql.plugin_data.connection_string', path: config.datastorePath },
+    ...(config.upstream === undefined
+      ? []
+      : [
+          { field: `${upstream}.cert_file_path`, path: config.upstream.certPath },
+          { field: `${upstream}.key_file_path`, path: config.upstream.keyPath },
+          ...(config.upstream.bundlePath === undefined ? [] : [{ field: `${upstream}.bundle_file_path`, path: config.upstream.bundlePath }]),
+        ]),
+    // Last: the CA's files live below it, and the first matching entry wins.
+    { field: 'server.data_dir', path: config.dataDir },
+  ];
+}
+
+/** Names the config field behind a path failure (see {@link pathFields}); other errors pass unchanged. */
+async function explainPathError(err: unknown, config: ServerConfig): Promise<unknown> {
+  const fields = pathFields(config);
+  if (err instanceof PathError) {
+    const match = fields.find((f) => f.path === err.path);
+    return match === undefined ? err : new ApiError(Code.INVALID_ARGUMENT, `config: ${match.field}: ${err.detail}`);
+  }
+  const errPath = (err as NodeJS.ErrnoException | undefined)?.path;
+  if (typeof errPath !== 'string') return err;
+  const match = fields.find((f) => errPath === f.path || errPath.startsWith(`${f.path}/`));
+  return match === undefined ? err : configPathError(err, match.field, match.path, match.path === config.dataDir ? 'directory' : 'read');
+}
+
+/** Creates data_dir (0700) and checks it is writable now rather than at the first CA write. */
+async function prepareDataDir(dataDir: string): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await access(dataDir, constants.W_OK | constants.X_OK);
+}
+
 /** Opens the datastore and CA, then starts both listeners. */
 export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const { config, logger } = opts;
   const clock = opts.clock ?? systemClock;
-  await mkdir(config.dataDir, { recursive: true, mode: 0o700 });
+  try {
+    // First, before any file is touched: a server already serving on this socket_path may
+    // share data_dir with this one.
+    await claimSocketPath(config.socketPath, ADMIN_SOCKET_OWNER);
+    await withConfigPath('server.data_dir', config.dataDir, 'directory', () => prepareDataDir(config.dataDir));
+    if (config.datastorePath !== ':memory:') await checkWritableFile(config.datastorePath, 'datastore');
+  } catch (err) {
+    throw await explainPathError(err, config);
+  }
   const datastore = openDatastore({ path: config.datastorePath, trustDomain: config.trustDomain, clock });
   let ca: CertificateAuthority;
   try {
@@ -146,7 +202,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     });
   } catch (err) {
     datastore.close();
-    throw err;
+    throw await explainPathError(err, config);
   }
 
   // TLS material: roots = our bundle (to verify agent SVIDs), identity = our server SVID.
@@ -249,21 +305,27 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
   const tlsServer = buildServer(tlsCallers);
   const adminServer = buildServer(adminSocketResolver);
   let port: number;
+  let adminSocket: SocketFileId;
   try {
     port = await bindAsync(
       tlsServer,
       `${config.bindAddress.includes(':') ? `[${config.bindAddress}]` : config.bindAddress}:${config.bindPort}`,
       experimental.createCertificateProviderServerCredentials(tls, tls, false),
     );
-    await mkdir(dirname(config.socketPath), { recursive: true, mode: 0o700 });
-    await rm(config.socketPath, { force: true });
-    await bindAsync(adminServer, `unix://${config.socketPath}`, ServerCredentials.createInsecure());
-    await chmod(config.socketPath, 0o600);
+    // Refuses a socket another server serves on; replaces only a stale one; the socket
+    // appears atomically with mode 0600 (see common/unix-socket-file.ts).
+    await claimSocketPath(config.socketPath, ADMIN_SOCKET_OWNER);
+    adminSocket = await publishSocket(config.socketPath, {
+      ...ADMIN_SOCKET_OWNER,
+      mode: 0o600,
+      bind: async (tempPath) => void (await bindAsync(adminServer, `unix://${tempPath}`, ServerCredentials.createInsecure())),
+      unbind: async () => adminServer.forceShutdown(),
+    });
   } catch (err) {
     tlsServer.forceShutdown();
     adminServer.forceShutdown();
     datastore.close();
-    throw err;
+    throw await explainPathError(err, config);
   }
 
   // Rotation: CA steps when due, our TLS identity at half-life, expired join tokens pruned.
@@ -318,7 +380,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       await Promise.race([graceful, new Promise((resolve) => setTimeout(resolve, STOP_GRACE_MS).unref())]);
       tlsServer.forceShutdown();
       adminServer.forceShutdown();
-      await rm(config.socketPath, { force: true });
+      // Only our own socket: another server may have replaced it (and libuv already removed
+      // the temporary name it was bound under).
+      await removeSocketIfOwned(config.socketPath, adminSocket);
       datastore.close();
       logger.info({}, 'server stopped');
     },

@@ -221,7 +221,7 @@ describe('socket ownership and shutdown', () => {
     const filePath = join(dir, 'not-a-socket');
     await writeFile(filePath, 'precious');
     await expect(startWorkloadApi({ socketPath: filePath, source, attestor: uidAttestor(), logger: silent })).rejects.toThrow(
-      /refusing to replace .* not a socket/,
+      /exists and is not a socket; move it away or choose another socket_path/,
     );
     expect(existsSync(filePath)).toBe(true);
   });

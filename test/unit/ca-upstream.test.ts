@@ -139,7 +139,7 @@ describe('disk upstream authority', () => {
   it('refuses a missing upstream file, naming it', async () => {
     const upstream = { certPath: join(dir, 'nope.crt'), keyPath: join(dir, 'nope.key') };
     const err = await apiErrorOf(() => openCertificateAuthority({ dataDir: dir, trustDomain: TD, clock, upstream }));
-    expect(err.message).toBe(`ca: cannot read upstream certificate file ${upstream.certPath}: ENOENT`);
+    expect(err.message).toBe(`ca: upstream certificate file: "${upstream.certPath}" does not exist`);
   });
 });
 

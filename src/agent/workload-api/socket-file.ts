@@ -1,46 +1,31 @@
 /**
- * Ownership of the Workload API socket file: make room for it (removing a stale socket but
- * never any other kind of file), listen, open it to every local user (mode 0777, as SPIRE
- * does: the guard is attestation, not file permissions), and remove it on shutdown only if it
- * is still the socket we created.
+ * Ownership of the Workload API socket file: make room for it (refusing a socket another agent
+ * serves on, replacing only a stale one, never any other kind of file), listen, open it to
+ * every local user (mode 0777, as SPIRE does: the guard is attestation, not file permissions),
+ * and remove it on shutdown only if it is still the socket we created.
+ *
+ * The rules live in common/unix-socket-file.ts (shared with the server's admin socket); this
+ * file fixes the agent's choices. Failures are PathErrors, which the agent reports as
+ * `config: agent.socket_path: …`.
  */
-import { chmod, lstat, mkdir, unlink } from 'node:fs/promises';
 import type { Server } from 'node:net';
-import { dirname } from 'node:path';
+import { claimSocketPath, publishSocket, removeSocketIfOwned, type SocketFileId } from '../../common/unix-socket-file.ts';
 
-/** Identifies the socket file we created (device + inode). */
-export interface SocketFileId {
-  readonly dev: number;
-  readonly ino: number;
-}
+export type { SocketFileId } from '../../common/unix-socket-file.ts';
 
-/** lstat that answers undefined for a missing path. */
-async function lstatOrUndefined(path: string): Promise<Awaited<ReturnType<typeof lstat>> | undefined> {
-  try {
-    return await lstat(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-}
+const OWNER = { role: 'agent' } as const;
 
 /**
- * Creates the parent directory if missing and removes a stale socket at `path`.
- * Refuses (throws) if something other than a socket is there.
+ * Creates the parent directory if missing (mode 0755, so workloads of other users can reach
+ * the socket) and checks the path: free or a stale socket. Refuses (throws a PathError) if
+ * another agent is serving there or something other than a socket is there.
  */
 export async function prepareSocketPath(path: string): Promise<void> {
-  await mkdir(dirname(path), { recursive: true, mode: 0o755 });
-  const existing = await lstatOrUndefined(path);
-  if (existing === undefined) return;
-  if (!existing.isSocket()) {
-    throw new Error(`workload api: refusing to replace "${path}": it exists and is not a socket`);
-  }
-  await unlink(path);
+  await claimSocketPath(path, { ...OWNER, dirMode: 0o755 });
 }
 
-/** Listens on a Unix socket path, makes it connectable by everyone, and returns its identity. */
-export async function listenOnSocket(server: Server, path: string): Promise<SocketFileId> {
-  await new Promise<void>((resolve, reject) => {
+function listen(server: Server, path: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(err);
     server.once('error', onError);
     server.listen(path, () => {
@@ -48,18 +33,22 @@ export async function listenOnSocket(server: Server, path: string): Promise<Sock
       resolve();
     });
   });
-  await chmod(path, 0o777);
-  const st = await lstat(path);
-  return { dev: st.dev, ino: st.ino };
+}
+
+/**
+ * Listens on the Unix socket `path` (published atomically, already connectable by everyone)
+ * and returns its identity. On failure the server is closed and `path` is untouched.
+ */
+export async function listenOnSocket(server: Server, path: string): Promise<SocketFileId> {
+  return publishSocket(path, {
+    ...OWNER,
+    mode: 0o777,
+    bind: (tempPath) => listen(server, tempPath),
+    unbind: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  });
 }
 
 /** Removes the socket file if it is still the one identified by `id` (a restarted agent may own it now). */
 export async function removeSocketFile(path: string, id: SocketFileId): Promise<void> {
-  const st = await lstatOrUndefined(path);
-  if (st === undefined || !st.isSocket() || st.dev !== id.dev || st.ino !== id.ino) return;
-  try {
-    await unlink(path);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
+  await removeSocketIfOwned(path, id);
 }

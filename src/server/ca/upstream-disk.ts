@@ -8,6 +8,7 @@ import { X509Certificate, createHash, createPrivateKey, type KeyObject } from 'n
 import { readFile } from 'node:fs/promises';
 
 import { ApiError, Code } from '../../common/errors.ts';
+import { toPathError } from '../../common/path-errors.ts';
 import { readCertificate, type CertificateInfo } from '../../common/cert-reader.ts';
 import { certSignerFor, describeKey, spkiOf, subjectKeyId, type CertSigner } from './keys.ts';
 import { decodePem, decodePemCertificates } from '../../common/pem.ts';
@@ -40,12 +41,12 @@ function fail(message: string): ApiError {
   return new ApiError(Code.FAILED_PRECONDITION, `ca: ${message}`);
 }
 
+/** Reads one upstream file; a failure is a PathError, which the server reports under the file's config field. */
 async function readText(path: string, what: string): Promise<string> {
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? 'error';
-    throw fail(`cannot read upstream ${what} ${path}: ${code}`);
+    throw await toPathError(err, path, 'read', `ca: upstream ${what}`);
   }
 }
 
