@@ -247,7 +247,7 @@ describe('server-side k8s_psat attestor against the fake apiserver', () => {
     const missing = join(dir, 'missing-kubeconfig');
     const err = await refusal(attestWith(await clusterConfig('', 'c1', missing), payload(await api.tokenForPod(NS, POD))));
     expect(err.code).toBe(Code.INTERNAL);
-    expect(err.message).toContain(`unable to create client config: ${missing}: `);
+    expect(err.message).toContain(`unable to create client config: ${missing} (kube_config_file): `);
   });
 
   it('reports a missing in-cluster environment when kube_config_file is empty', async () => {

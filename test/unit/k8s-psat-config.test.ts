@@ -164,7 +164,7 @@ describe('k8sPsatAttestor (agent side)', () => {
     const err = await k8sPsatAttestor({ cluster: 'c1', tokenPath: path }).payload().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);
     expect((err as ApiError).code).toBe(Code.INVALID_ARGUMENT);
-    expect((err as ApiError).message).toBe(`k8s_psat: unable to load token from ${path}: "${path}" is empty (has the kubelet written the projected token yet?)`);
+    expect((err as ApiError).message).toBe(`k8s_psat: unable to load token from ${path} (token_path): "${path}" is empty (has the kubelet written the projected token yet?)`);
   });
 
   it('refuses a missing token file, naming the path and the projected volume to mount', async () => {
@@ -172,9 +172,14 @@ describe('k8sPsatAttestor (agent side)', () => {
     const err = (await k8sPsatAttestor({ cluster: 'c1', tokenPath: path }).payload().catch((e: unknown) => e)) as ApiError;
     expect(err.code).toBe(Code.INVALID_ARGUMENT);
     expect(err.message).toBe(
-      `k8s_psat: unable to load token from ${path}: the file does not exist; mount a projected service-account token there: ` +
+      `k8s_psat: unable to load token from ${path} (token_path): the file does not exist; mount a projected service-account token there: ` +
         `a projected volume with serviceAccountToken { path: "spire-agent", audience: "spire-server", expirationSeconds: 7200 } mounted at "${join(dir, 'tokens')}"`,
     );
+  });
+
+  it('refuses a token_path that is a directory, naming the setting', async () => {
+    const err = (await k8sPsatAttestor({ cluster: 'c1', tokenPath: dir }).payload().catch((e: unknown) => e)) as ApiError;
+    expect(err.message).toBe(`k8s_psat: unable to load token from ${dir} (token_path): "${dir}" is a directory, not a file`);
   });
 
   it('refuses an empty cluster name', () => {

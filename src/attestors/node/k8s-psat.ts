@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, dirname, resolve } from 'node:path';
 import { ApiError, Code } from '../../common/errors.ts';
+import { PathError, toPathError } from '../../common/path-errors.ts';
 import type { ConfigReader } from '../../common/config-reader.ts';
 import type { NodeAttestor } from './node-attestor.ts';
 
@@ -56,13 +57,14 @@ async function loadToken(path: string): Promise<string> {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') {
-      throw new ApiError(Code.INVALID_ARGUMENT, `k8s_psat: unable to load token from ${path}: the file does not exist; ${missingTokenHint(path)}`);
+      throw new ApiError(Code.INVALID_ARGUMENT, `k8s_psat: unable to load token from ${path} (token_path): the file does not exist; ${missingTokenHint(path)}`);
     }
-    const detail = err instanceof Error ? err.message : String(err);
-    throw new ApiError(Code.INVALID_ARGUMENT, `k8s_psat: unable to load token from ${path}: ${detail}`);
+    const described = await toPathError(err, path, 'read');
+    const detail = described instanceof PathError ? described.detail : err instanceof Error ? err.message : String(err);
+    throw new ApiError(Code.INVALID_ARGUMENT, `k8s_psat: unable to load token from ${path} (token_path): ${detail}`);
   }
   if (data.length === 0) {
-    throw new ApiError(Code.INVALID_ARGUMENT, `k8s_psat: unable to load token from ${path}: "${path}" is empty (has the kubelet written the projected token yet?)`);
+    throw new ApiError(Code.INVALID_ARGUMENT, `k8s_psat: unable to load token from ${path} (token_path): "${path}" is empty (has the kubelet written the projected token yet?)`);
   }
   return data.toString('utf8');
 }

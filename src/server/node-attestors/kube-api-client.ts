@@ -108,7 +108,7 @@ async function loadKubeConfig(file: string, env: NodeJS.ProcessEnv): Promise<{ l
     try {
       kc.loadFromFile(file);
     } catch (err) {
-      throw internal(`unable to create client config: ${file}: ${err instanceof Error ? err.message : String(err)}`);
+      throw internal(`unable to create client config: ${file} (kube_config_file): ${err instanceof Error ? err.message : String(err)}`);
     }
   }
   const cluster = kc.getCurrentCluster();
