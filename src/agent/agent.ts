@@ -215,6 +215,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       logger: logger.child({ subsystem: 'workload_api' }),
       clock,
       metrics: metrics?.workloadApi,
+      limits: config.workloadApiLimits,
     });
   } catch (err) {
     await Promise.all([attestors.close(), closeListeners()]);

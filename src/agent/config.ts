@@ -3,7 +3,7 @@
  *
  *   agent { trust_domain, server_address, server_port, socket_path, data_dir, log_level,
  *           trust_bundle_path, trust_bundle_format, insecure_bootstrap, join_token,
- *           x509_svid_cache_max_size, jwt_svid_cache_max_size, experimental { sync_interval } }
+ *           x509_svid_cache_max_size, jwt_svid_cache_max_size, experimental { sync_interval, workload_api_limits } }
  *   plugins { NodeAttestor "join_token" {…}, KeyManager "disk"|"memory" {…},
  *             WorkloadAttestor "unix" { plugin_data { discover_workload_path, workload_size_limit } } }
  *
@@ -17,6 +17,7 @@ import { parseTrustDomain } from '../common/spiffe-id.ts';
 import { normaliseLogLevel } from '../common/logger.ts';
 import type { K8sAttestorOptions } from '../attestors/workload/k8s/options.ts';
 import { parseK8sPsatAgentConfig, type K8sPsatAgentConfig } from '../attestors/node/k8s-psat.ts';
+import { DEFAULT_CALLER_LIMITS, type CallerLimits } from './workload-api/caller-limits.ts';
 
 export type TrustBundleSource =
   | { kind: 'path'; path: string; format: 'pem' | 'spiffe' }
@@ -98,6 +99,8 @@ export interface AgentConfig {
   x509SvidCacheMaxSize: number;
   jwtSvidCacheMaxSize: number;
   syncIntervalMs: number;
+  /** `experimental { workload_api_limits { … } }`: per-caller limits of the Workload API. */
+  workloadApiLimits: CallerLimits;
   workloadAttestors: { unix?: UnixAttestorConfig; k8s?: K8sWorkloadAttestorConfig };
   healthChecks: HealthChecksConfig;
   telemetry: TelemetryConfig;
@@ -124,6 +127,19 @@ const AGENT_KEYS: readonly string[] = [
   'rebootstrap_mode', 'rebootstrap_delay', 'availability_target', 'admin_socket_path', 'authorized_delegates',
   'sds', 'allow_unauthenticated_verifiers', 'allowed_foreign_jwt_claims',
 ];
+
+/** `workload_api_limits { connections_per_process, connections_per_pod, calls_per_caller, streams_per_connection }`. */
+function parseWorkloadApiLimits(block: ConfigReader): CallerLimits {
+  const d = DEFAULT_CALLER_LIMITS;
+  const limits: CallerLimits = {
+    connectionsPerProcess: block.int('connections_per_process', d.connectionsPerProcess, { min: 1 }),
+    connectionsPerPod: block.int('connections_per_pod', d.connectionsPerPod, { min: 1 }),
+    callsPerCaller: block.int('calls_per_caller', d.callsPerCaller, { min: 1 }),
+    streamsPerConnection: block.int('streams_per_connection', d.streamsPerConnection, { min: 1, max: 2 ** 31 - 1 }),
+  };
+  block.done();
+  return limits;
+}
 
 /**
  * SPIRE agent settings that are accepted and validated, but whose feature this agent does not
@@ -239,6 +255,7 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
 
   const experimental = agent.block('experimental');
   const syncIntervalMs = experimental.duration('sync_interval', AGENT_DEFAULTS.syncIntervalMs);
+  const workloadApiLimits = parseWorkloadApiLimits(experimental.block('workload_api_limits'));
   readAcceptedExtras(agent, experimental, warnings);
   experimental.done();
 
@@ -260,6 +277,7 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
     x509SvidCacheMaxSize: x509Max <= 0 ? AGENT_DEFAULTS.x509SvidCacheMaxSize : x509Max,
     jwtSvidCacheMaxSize: jwtMax <= 0 ? AGENT_DEFAULTS.jwtSvidCacheMaxSize : jwtMax,
     syncIntervalMs,
+    workloadApiLimits,
     workloadAttestors: {},
     healthChecks: parseHealthChecks(root.block('health_checks')),
     telemetry: parseTelemetry(root.block('telemetry')),

@@ -43,6 +43,12 @@ async function error(text: string): Promise<string> {
 }
 
 describe('parseAgentConfig', () => {
+  it('reads experimental.workload_api_limits', async () => {
+    const text = base.replace('sync_interval = "2s"', 'sync_interval = "2s"\n workload_api_limits {\n connections_per_pod = 500\n calls_per_caller = 20000\n }');
+    const c = parseAgentConfig(await parseConfigText('agent.conf', text), '/w');
+    expect(c.workloadApiLimits).toEqual({ connectionsPerProcess: 32, connectionsPerPod: 500, callsPerCaller: 20_000, streamsPerConnection: 100 });
+  });
+
   it('reads SPIRE agent.conf', async () => {
     const c = parseAgentConfig(await parseConfigText('agent.conf', base), '/w');
     expect(c).toMatchObject({
@@ -56,6 +62,7 @@ describe('parseAgentConfig', () => {
       joinToken: 'abc',
       keyManager: 'memory',
       syncIntervalMs: 2000,
+      workloadApiLimits: { connectionsPerProcess: 32, connectionsPerPod: 64, callsPerCaller: 1000, streamsPerConnection: 100 },
       x509SvidCacheMaxSize: 1000,
       workloadAttestors: { unix: { discoverWorkloadPath: true, workloadSizeLimit: 0 } },
     });
@@ -105,6 +112,8 @@ describe('parseAgentConfig', () => {
     ['a missing join token', ['join_token = "abc"', ''], 'config: agent.join_token: is required by the join_token node attestor (or pass -joinToken to run)'],
     ['an unknown workload attestor', ['WorkloadAttestor "unix"', 'WorkloadAttestor "docker"'], 'config: plugins.WorkloadAttestor.docker: unsupported workload attestor (supported: unix, k8s)'],
     ['a bad sync interval', ['sync_interval = "2s"', 'sync_interval = "often"'], 'config: agent.experimental.sync_interval: "often" is not a duration (examples: "90s", "1h30m", "500ms")'],
+    ['a zero connection limit', ['sync_interval = "2s"', 'sync_interval = "2s"\n workload_api_limits {\n connections_per_process = 0\n }'], 'config: agent.experimental.workload_api_limits.connections_per_process: must be between 1 and ∞ (got 0)'],
+    ['an unknown limit', ['sync_interval = "2s"', 'sync_interval = "2s"\n workload_api_limits {\n streams_per_conection = 5\n }'], 'config: agent.experimental.workload_api_limits.streams_per_conection: unknown key (did you mean "streams_per_connection"?)'],
   ];
   for (const [name, [from, to], message] of bad) {
     it(`rejects ${name}`, async () => expect(await error(base.replace(from, to))).toBe(message));
