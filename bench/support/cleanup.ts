@@ -30,6 +30,8 @@ export function stopChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
 /** Registers a child to be ended by {@link cleanupAll} (and on signals or a crash). */
 export function trackChild(child: ChildProcess): ChildProcess {
   installHandlers();
+  // Started while cleaning up: it would outlive the cleanup.
+  if (exiting) child.kill('SIGKILL');
   children.add(child);
   child.once('exit', () => children.delete(child));
   return child;
