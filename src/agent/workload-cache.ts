@@ -45,7 +45,7 @@ async function removeStrayTempFiles(dataDir: string): Promise<void> {
   } catch {
     return;
   }
-  await Promise.all(names.filter((n) => n.startsWith(prefix)).map((n) => rm(join(dataDir, n), { force: true })));
+  await Promise.all(names.filter((n) => n.startsWith(prefix)).map((n) => rm(join(dataDir, n), { force: true }).catch(() => undefined)));
 }
 
 /** The stored agent identity the cache must belong to: its SPIFFE ID and server bundle. */
@@ -176,7 +176,7 @@ export class WorkloadCacheWriter {
 
   #startWrite(): Promise<void> {
     if (this.#writing !== undefined) return this.#writing;
-    if (!this.#dirty) return Promise.resolve();
+    if (!this.#dirty || this.#closed) return Promise.resolve();
     this.#writing = this.#write().finally(() => {
       this.#writing = undefined;
       if (this.#dirty && !this.#closed && this.#timer === undefined) this.#arm();
@@ -218,7 +218,7 @@ export class WorkloadCacheWriter {
     await this.#startWrite();
   }
 
-  /** Stops writing: cancels a pending write and waits for one in flight. */
+  /** Stops writing for good (also flush()): cancels a pending write, waits for one in flight. */
   async close(): Promise<void> {
     this.#closed = true;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
