@@ -1,7 +1,7 @@
 /**
  * The persisted workload cache with real processes and sockets: an agent killed with -9
  * together with its server serves the same SVIDs at once after a restart, then the first
- * sync replaces them; `KeyManager "memory"` leaves no file; a damaged file is ignored and
+ * sync replaces them; `KeyManager "memory"` leaves no file, nor does a ban; a damaged file is ignored and
  * rewritten once the server is back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -157,6 +157,20 @@ describe('persisted workload cache', () => {
     await new Promise((r) => setTimeout(r, 2_500)); // past the writer's delay
     expect(existsSync(file)).toBe(false);
     expect(agent.logs().slice(from)).not.toMatch(/workload cache saved/);
+  }, 60_000);
+
+  it('removes the cache file with the stored identity when the agent is banned', async () => {
+    const joinToken = await token();
+    const agent = await startAgentProcess({ server, joinToken });
+    agents.push(agent);
+    const agentId = `spiffe://${TD}/spire/agent/join_token/${joinToken}`;
+    await createEntry(agentId, '/banned');
+    await agent.waitForLog(savedWith(1));
+    const exited = new Promise<number | null>((resolve) => agent.child?.once('exit', (code) => resolve(code)));
+    expect((await server.cli('agent', 'ban', '-spiffeID', agentId)).code).toBe(0);
+    expect(await exited).toBe(1);
+    expect(existsSync(join(agent.dataDir, 'agent-data.json'))).toBe(false);
+    expect(existsSync(join(agent.dataDir, 'workload-cache.bin'))).toBe(false);
   }, 60_000);
 
   it('ignores a truncated cache file with a log line, answers Unavailable, and works and rewrites it once the server is back', async () => {
