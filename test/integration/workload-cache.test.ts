@@ -1,8 +1,8 @@
 /**
  * The persisted workload cache with real processes and sockets: an agent killed with -9
  * together with its server serves the same SVIDs at once after a restart, then the first
- * sync replaces them; `KeyManager "memory"` leaves no file, nor does a ban; a damaged file is ignored and
- * rewritten once the server is back.
+ * sync replaces them; `KeyManager "memory"` leaves no file, nor does a ban; a damaged file
+ * is ignored and rewritten once the server is back.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
