@@ -1,8 +1,13 @@
 /**
  * The agent's control loop, independent of sockets: keep an agent identity (stored,
  * attested, renewed or re-attested), and sync entries and bundles from the server into the
- * cache manager, backing off on errors. Server-driven PermissionDenied reasons decide
- * between re-attesting and stopping (banned).
+ * cache manager, retrying on errors. What an error leads to (retry, re-attest, stop for
+ * good) is decided in server-error-policy.ts.
+ *
+ * Recovery after an outage: retries come every sync interval (with jitter), never slower,
+ * and each retry after an error runs on a fresh gRPC channel, so the channel's own
+ * reconnect backoff (grpc-js: up to 120 s) never adds to ours. An agent is therefore back
+ * in sync within about one interval of the server's return, however long it was away.
  */
 import { readFile } from 'node:fs/promises';
 import { generateKeyPairSync } from 'node:crypto';
@@ -20,7 +25,8 @@ import { attestAgent } from './server-client/attest.ts';
 import { ServerApi } from './server-client/server-api.ts';
 import { agentSvid, isUsable, type AgentSvid } from './agent-svid.ts';
 import { shouldRotate } from './svid/rotation-policy.ts';
-import { deleteState, loadState, saveState } from './storage.ts';
+import { deleteState, loadState, saveState, stateFile } from './storage.ts';
+import { decideOnServerError, type FailedStep, type RootsSource } from './server-error-policy.ts';
 import type { CacheManager } from './manager/cache-manager.ts';
 import { toCachedEntry, type CachedEntry } from './manager/entries.ts';
 import { toTrustDomainBundle, type TrustDomainBundle } from './manager/bundles.ts';
@@ -35,16 +41,29 @@ export interface LifecycleOptions {
   /** Shares the current connection with the cache manager's minter. */
   api: ServerApi;
   random?: () => number;
-  /** Longest wait between retries after errors. */
+  /**
+   * Longest wait between retries after errors; default (and at most) the sync interval, so
+   * the agent is back within one interval of the server's return.
+   */
   maxBackoffMs?: number;
   /** Syncs, node attestations and agent SVID rotations; nothing is recorded when absent. */
   metrics?: LifecycleMetrics;
 }
 
-/** Why the loop ended. */
-export type LifecycleEnd = { reason: 'stopped' } | { reason: 'banned'; message: string };
+/**
+ * Why the loop ended: stop() was called, the server banned the agent, or an error no retry
+ * can fix (`message` says what an operator must do).
+ */
+export type LifecycleEnd = { reason: 'stopped' } | { reason: 'banned'; message: string } | { reason: 'fatal'; message: string };
 
-const REATTEST_REASONS = new Set(['AGENT_EXPIRED', 'AGENT_NOT_ATTESTED', 'AGENT_NOT_ACTIVE', 'AGENT_MUST_REATTEST']);
+/** An error the server returned to AttestAgent, kept apart from local and later failures. */
+class AttestationFailed extends Error {
+  readonly error: ApiError;
+  constructor(error: ApiError) {
+    super(error.message);
+    this.error = error;
+  }
+}
 
 /** Reads the configured bootstrap bundle (PEM or SPIFFE JSON). */
 export async function readBootstrapBundle(config: AgentConfig): Promise<Buffer[] | undefined> {
@@ -77,11 +96,15 @@ export class AgentLifecycle {
   #identity: AgentSvid | undefined;
   #lastSyncAt: number | undefined;
   #roots: Buffer[] | undefined;
+  #rootsSource: RootsSource;
   #clients: ServerClients | undefined;
   #clientsKey = '';
   #stopped = false;
   #wake: (() => void) | undefined;
   #backoffMs = 0;
+  /** Failed attempts since the last successful sync. */
+  #failures = 0;
+  #failingSince = 0;
   /** Resolves when the loop ends. */
   readonly done: Promise<LifecycleEnd>;
 
@@ -91,6 +114,7 @@ export class AgentLifecycle {
     this.#random = opts.random ?? Math.random;
     this.#metrics = opts.metrics ?? NOOP_LIFECYCLE_METRICS;
     this.#roots = bootstrapRoots;
+    this.#rootsSource = bootstrapRoots === undefined ? 'insecure' : 'bootstrap';
     this.done = this.#run();
   }
 
@@ -106,10 +130,22 @@ export class AgentLifecycle {
         trustDomain: this.#o.config.trustDomain,
         rootsPem,
         ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
+        reconnectBackoffMaxMs: this.#o.config.syncIntervalMs,
       });
       this.#clientsKey = key;
     }
     return this.#clients;
+  }
+
+  /**
+   * Closes the channel so the next call opens a fresh one. Done before each retry: a channel
+   * that failed sits in grpc-js's reconnect backoff and would fail the retry at once, even
+   * with the server back. Calls already running on it finish; calls waiting for it to
+   * connect fail with UNAVAILABLE (the server was unreachable for them anyway).
+   */
+  #dropClients(): void {
+    this.#clients?.close();
+    this.#clients = undefined;
   }
 
   /** The agent's current SPIFFE ID, once it has one. */
@@ -146,9 +182,17 @@ export class AgentLifecycle {
     this.#wake = undefined;
   }
 
+  /**
+   * The wait before the next retry: ×1.5 per failure from the sync interval, capped at the
+   * sync interval (so in effect one interval), ±10 % jitter. SPIRE lets this grow to 48
+   * intervals (4 min at 5 s) and an agent then needs up to that long to notice the server is
+   * back; capped here, an agent never asks more often than it syncs when healthy, and is
+   * back within one interval of the server's return.
+   */
   #nextBackoff(): number {
     const base = this.#o.config.syncIntervalMs;
-    this.#backoffMs = this.#backoffMs === 0 ? base : Math.min(this.#backoffMs * 1.5, this.#o.maxBackoffMs ?? 60_000);
+    const cap = Math.min(this.#o.maxBackoffMs ?? base, base);
+    this.#backoffMs = this.#backoffMs === 0 ? Math.min(base, cap) : Math.min(this.#backoffMs * 1.5, cap);
     return this.#backoffMs * (0.9 + 0.2 * this.#random());
   }
 
@@ -158,7 +202,10 @@ export class AgentLifecycle {
     if (stored.trustDomain !== this.#o.config.trustDomain) {
       throw new ApiError(Code.FAILED_PRECONDITION, `storage: stored identity belongs to trust domain "${stored.trustDomain}", not "${this.#o.config.trustDomain}"; move ${this.#o.config.dataDir}/agent-data.json away to re-attest`);
     }
-    if (stored.bundle.length > 0) this.#roots = stored.bundle; // the stored bundle beats the bootstrap one
+    if (stored.bundle.length > 0) {
+      this.#roots = stored.bundle; // the stored bundle beats the bootstrap one
+      this.#rootsSource = 'stored';
+    }
     if (stored.key === undefined || stored.svid.length === 0) return;
     const svid = agentSvid(stored.svid, stored.key, stored.reattestable);
     if (isUsable(svid, this.#o.clock.now())) {
@@ -186,13 +233,16 @@ export class AgentLifecycle {
       await this.#attestOnce();
       this.#metrics.nodeAttestation.inc(Code.OK);
     } catch (err) {
-      this.#metrics.nodeAttestation.inc(toApiError(err).code);
+      this.#metrics.nodeAttestation.inc(toApiError(err instanceof AttestationFailed ? err.error : err).code);
       throw err;
     }
   }
 
   async #attestOnce(): Promise<void> {
     const attestor = this.#o.nodeAttestor;
+    // Local failures (e.g. a k8s_psat token file not written yet) come before the server is
+    // asked, and are always retried.
+    const payload = await attestor.payload();
     const { privateKey, csr } = newKeyAndCsr();
     // AttestAgent runs on its own connection without a client certificate, so a valid SVID
     // we already hold stays in use if (re-)attestation fails.
@@ -205,20 +255,33 @@ export class AgentLifecycle {
     try {
       result = await attestAgent(anonymous.agent, {
         type: attestor.type,
-        payload: await attestor.payload(),
+        payload,
         csr,
         ...(attestor.respond === undefined ? {} : { respond: (c: Buffer) => (attestor.respond as (c: Buffer) => Promise<Buffer>)(c) }),
       });
+    } catch (err) {
+      throw new AttestationFailed(toApiError(err));
     } finally {
       anonymous.close();
     }
+    // Persist before anything else: the server has recorded this agent (and consumed a join
+    // token), so from here on a crash that loses the SVID can leave the agent unable to
+    // attest again. What remains of that window is the response's transit and this write.
     this.#identity = agentSvid(result.certChain, privateKey, result.reattestable);
+    await this.#persist();
+    this.#log.info({ spiffe_id: result.spiffeId, attestor: attestor.type, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'node attested');
+    if (!result.reattestable && this.#o.config.keyManager === 'memory') {
+      this.#log.warn(
+        { attestor: attestor.type },
+        'node attestation is not reattestable and the "memory" key manager is in use: after a restart the agent cannot get a new SVID until its record is evicted on the server (use KeyManager "disk")',
+      );
+    }
     // The bundle comes over the now-authenticated connection (for insecure bootstrap, this is
     // the first time the agent learns it).
     const bundle = await this.#o.api.getBundle();
     this.#roots = bundle.x509_authorities.map((a) => a.asn1);
+    this.#rootsSource = 'server';
     await this.#persist();
-    this.#log.info({ spiffe_id: result.spiffeId, attestor: attestor.type, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'node attested');
   }
 
   async #rotateIfDue(): Promise<void> {
@@ -282,11 +345,75 @@ export class AgentLifecycle {
     const newRoots = ownBundle.x509_authorities.map((a) => a.asn1);
     const rootsChanged = this.#roots === undefined || Buffer.concat(this.#roots).compare(Buffer.concat(newRoots)) !== 0;
     manager.applySync(entries, own, federated);
+    this.#rootsSource = 'server';
     if (rootsChanged) {
       this.#roots = newRoots;
       await this.#persist();
     }
     await manager.mintDue();
+  }
+
+  /** After a successful sync: resets the backoff, and says so if the server was unreachable. */
+  #recovered(): void {
+    if (this.#failures > 0) {
+      this.#log.info(
+        { failed_attempts: this.#failures, unreachable_for_s: Math.round((this.#o.clock.now() - this.#failingSince) / 100) / 10 },
+        'synced with the server again',
+      );
+    }
+    this.#failures = 0;
+    this.#backoffMs = 0;
+  }
+
+  /** What the cache holds, in words that never claim more than it does. */
+  #cacheWords(): string {
+    const svids = this.#o.manager.stats().svids;
+    if (svids > 0) return `serving ${svids} cached X509-SVID${svids === 1 ? '' : 's'} meanwhile`;
+    if (this.#o.manager.synced) return 'no X509-SVIDs cached (the last synced entries and bundles are served)';
+    return 'nothing cached yet: workloads get Unavailable until the first sync';
+  }
+
+  /** Acts on a failed step: returns how the loop ends, or undefined after waiting to retry. */
+  async #onError(err: unknown): Promise<LifecycleEnd | undefined> {
+    const step: FailedStep = err instanceof AttestationFailed ? 'attest' : 'call';
+    const apiError = err instanceof AttestationFailed ? err.error : toApiError(err);
+    const config = this.#o.config;
+    const decision = decideOnServerError(apiError, {
+      step,
+      attestorType: this.#o.nodeAttestor.type,
+      joinToken: config.nodeAttestor === 'join_token' ? config.joinToken : undefined,
+      trustDomain: config.trustDomain,
+      trustBundlePath: config.trustBundle.kind === 'insecure' ? undefined : config.trustBundle.path,
+      stateFile: stateFile(config.dataDir),
+      rootsSource: this.#rootsSource,
+    });
+    switch (decision.action) {
+      case 'banned':
+        await deleteState(config.dataDir);
+        this.#identity = undefined;
+        this.#log.error({ error: apiError.message }, 'agent is banned: stored identity deleted, stopping');
+        this.#dropClients();
+        return { reason: 'banned', message: apiError.message };
+      case 'fatal':
+        this.#log.error({ code: Code[apiError.code], error: apiError.message }, `stopping: ${decision.message}`);
+        this.#dropClients();
+        return { reason: 'fatal', message: decision.message };
+      case 'reattest':
+        this.#log.warn({ reason: decision.reason, error: apiError.message }, 'server requires attestation again');
+        this.#identity = undefined;
+        break;
+      case 'retry':
+        break;
+    }
+    if (this.#failures === 0) this.#failingSince = this.#o.clock.now();
+    this.#failures++;
+    const waitMs = this.#nextBackoff();
+    if (decision.action === 'retry') {
+      const what = step === 'attest' || this.#identity === undefined ? 'node attestation failed' : 'server unreachable or refused';
+      this.#log.warn({ code: Code[apiError.code], error: apiError.message, retry_in_ms: Math.round(waitMs) }, `${what}; ${this.#cacheWords()}; retrying`);
+    }
+    await this.#sleep(waitMs);
+    return undefined;
   }
 
   async #run(): Promise<LifecycleEnd> {
@@ -298,31 +425,18 @@ export class AgentLifecycle {
     }
     while (!this.#stopped) {
       try {
+        if (this.#failures > 0) this.#dropClients();
         if (this.#identity === undefined || !isUsable(this.#identity, this.#o.clock.now())) await this.#attest();
         await this.#rotateIfDue();
         await this.#timedSync();
-        this.#backoffMs = 0;
+        this.#recovered();
         await this.#sleep(this.#o.config.syncIntervalMs);
       } catch (err) {
-        const apiError = toApiError(err);
-        const reason = apiError.details?.['reason'];
-        if (reason === 'AGENT_BANNED') {
-          await deleteState(this.#o.config.dataDir);
-          this.#identity = undefined;
-          this.#log.error({ error: apiError.message }, 'agent is banned: stored identity deleted, stopping');
-          this.#clients?.close();
-          return { reason: 'banned', message: apiError.message };
-        }
-        if (typeof reason === 'string' && REATTEST_REASONS.has(reason)) {
-          this.#log.warn({ reason, error: apiError.message }, 'server requires attestation again');
-          this.#identity = undefined;
-        } else {
-          this.#log.warn({ code: Code[apiError.code], error: apiError.message }, 'server unreachable or refused; serving from cache and retrying');
-        }
-        await this.#sleep(this.#nextBackoff());
+        const end = await this.#onError(err);
+        if (end !== undefined) return end;
       }
     }
-    this.#clients?.close();
+    this.#dropClients();
     return { reason: 'stopped' };
   }
 }

@@ -22,6 +22,8 @@ export interface AgentHandle {
   stop(): Promise<number | null>;
   /** SIGKILL and wait. */
   kill(): Promise<void>;
+  /** Resolves with the exit code once the current process has exited by itself. */
+  exited(): Promise<number | null>;
   /** Starts the process again on the same data dir (and token, which it must not need). */
   start(): Promise<void>;
   cleanup(): Promise<void>;
@@ -39,6 +41,8 @@ export interface AgentSetup {
   extraPlugins?: string;
   /** Extra top-level blocks (e.g. `health_checks {…}`, `telemetry {…}`). */
   extraTopLevel?: string;
+  /** trust_bundle_path; default: the server's CA bundle. */
+  trustBundlePath?: string;
 }
 
 export async function startAgentProcess(setup: AgentSetup): Promise<AgentHandle> {
@@ -57,7 +61,7 @@ export async function startAgentProcess(setup: AgentSetup): Promise<AgentHandle>
   socket_path = "${socketPath}"
   data_dir = "${dataDir}"
   log_level = "DEBUG"
-  trust_bundle_path = "${join(setup.server.dir, 'data', 'ca', 'bundle.pem')}"
+  trust_bundle_path = "${setup.trustBundlePath ?? join(setup.server.dir, 'data', 'ca', 'bundle.pem')}"
 ${setup.joinToken === undefined ? '' : `  join_token = "${setup.joinToken}"`}
   experimental {
     sync_interval = "${setup.syncInterval ?? '500ms'}"
@@ -124,6 +128,12 @@ ${setup.extraTopLevel ?? ''}
     waitForLog,
     stop: () => stop('SIGTERM'),
     kill: async () => void (await stop('SIGKILL')),
+    exited: () => {
+      const proc = child;
+      if (proc === undefined) return Promise.resolve(null);
+      if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve(proc.exitCode);
+      return new Promise((r) => proc.once('exit', (code) => r(code)));
+    },
     start,
     async cleanup() {
       await stop('SIGTERM');

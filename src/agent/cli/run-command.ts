@@ -1,6 +1,7 @@
 /**
- * `spiffe-agent run -config <file>`: runs the agent until SIGTERM/SIGINT (exit 0) or until
- * the server bans it (exit 1).
+ * `spiffe-agent run -config <file>`: runs the agent until SIGTERM/SIGINT (exit 0), or until
+ * the server bans it or an error no retry can fix stops it (exit 1; the log's last error says
+ * what to do).
  *
  * On a signal, open streams end with UNAVAILABLE and the socket is removed (agent.stop());
  * the process then exits as soon as nothing else is pending, and at the latest
@@ -54,6 +55,6 @@ export const runCommand: Command = {
       return exitSoon(EXIT_OK);
     }
     await agent.stop();
-    return exitSoon(outcome.end.reason === 'banned' ? EXIT_FAILURE : EXIT_OK);
+    return exitSoon(outcome.end.reason === 'stopped' ? EXIT_OK : EXIT_FAILURE);
   },
 };

@@ -27,7 +27,10 @@ export interface AttestationResult {
   reattestable: boolean;
 }
 
-/** Runs one AttestAgent exchange. */
+/**
+ * Runs one AttestAgent exchange. Failures are the server's status (or the transport's),
+ * except INTERNAL `server-client:` errors for a malformed result or a failed challenge answer.
+ */
 export function attestAgent(client: AgentClient, req: AttestationRequest): Promise<AttestationResult> {
   return new Promise((resolve, reject) => {
     const stream = client.AttestAgent({ deadline: Date.now() + (req.deadlineMs ?? 30_000) });
@@ -64,7 +67,8 @@ export function attestAgent(client: AgentClient, req: AttestationRequest): Promi
       }
       req.respond(challenge).then(
         (response) => stream.write({ challenge_response: response }),
-        (err: unknown) => finish(err),
+        // A local failure, not the server's answer: never mistaken for a refusal.
+        (err: unknown) => finish(new ApiError(Code.INTERNAL, `server-client: answering the ${req.type} challenge failed: ${err instanceof Error ? err.message : String(err)}`)),
       );
     });
     stream.on('error', (err) => finish(err));

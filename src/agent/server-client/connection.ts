@@ -19,6 +19,12 @@ export interface ServerConnectionOptions {
   rootsPem: string | undefined;
   /** The agent's SVID (PEM chain, leaf first) and key (PKCS#8 PEM), for mTLS. */
   identity?: { certChainPem: string; keyPem: string };
+  /**
+   * Longest wait between the channel's own reconnection attempts (grpc-js default: 120 s).
+   * The agent passes its sync interval, so a channel that outlived an outage reconnects
+   * within about one interval of the server's return.
+   */
+  reconnectBackoffMaxMs?: number;
 }
 
 /** Typed clients on one channel. */
@@ -57,6 +63,12 @@ export function connectToServer(opts: ServerConnectionOptions): ServerClients {
     // SNI carries the trust domain, not the address (an IP address is not a valid SNI name);
     // the server is authenticated by its SPIFFE ID in checkServerIdentity either way.
     'grpc.ssl_target_name_override': opts.trustDomain,
+    ...(opts.reconnectBackoffMaxMs === undefined
+      ? {}
+      : {
+          'grpc.initial_reconnect_backoff_ms': Math.min(1_000, opts.reconnectBackoffMaxMs),
+          'grpc.max_reconnect_backoff_ms': opts.reconnectBackoffMaxMs,
+        }),
   };
   const agent = new AgentClient(opts.address, creds, channelOptions);
   const shared = { ...channelOptions, channelOverride: agent.getChannel() };

@@ -13,6 +13,12 @@ import { AGENT_ENTRY_MASK, syncAuthorizedEntries, type CachedRevisions } from '.
 /** Per-call deadline, as SPIRE's agent uses. */
 const CALL_DEADLINE_MS = 30_000;
 
+/**
+ * Deadline of NewJWTSVID. A workload waits on it (a new audience has no cached token), so
+ * it is short: a server that has not answered a single signature in 5 s is treated as down.
+ */
+export const JWT_MINT_DEADLINE_MS = 5_000;
+
 /** The server calls of a running agent. */
 export class ServerApi implements WorkloadSvidMinter {
   readonly #clients: () => ServerClients;
@@ -64,8 +70,14 @@ export class ServerApi implements WorkloadSvidMinter {
     return res.results.map((r) => ({ code: r.status?.code ?? Code.UNKNOWN, message: r.status?.message ?? '', certChain: r.svid?.cert_chain ?? [] }));
   }
 
+  /** Mints a JWT-SVID; DEADLINE_EXCEEDED after {@link JWT_MINT_DEADLINE_MS}, saying the server did not answer. */
   async newJwtSvid(entryId: string, audience: readonly string[]): Promise<{ token: string; issuedAt: number; expiresAt: number }> {
-    const res = await unaryCall(this.#clients().svid, 'NewJWTSVID', { entry_id: entryId, audience: [...audience] }, { deadlineMs: CALL_DEADLINE_MS });
+    const res = await unaryCall(this.#clients().svid, 'NewJWTSVID', { entry_id: entryId, audience: [...audience] }, { deadlineMs: JWT_MINT_DEADLINE_MS }).catch(
+      (err: unknown) => {
+        if (!(err instanceof ApiError) || err.code !== Code.DEADLINE_EXCEEDED) throw err;
+        throw new ApiError(Code.DEADLINE_EXCEEDED, `server-client: the server did not answer NewJWTSVID within ${JWT_MINT_DEADLINE_MS / 1000} s (${err.message})`);
+      },
+    );
     if (res.svid === null) throw new ApiError(Code.INTERNAL, 'server-client: NewJWTSVID returned no SVID');
     return { token: res.svid.token, issuedAt: res.svid.issued_at, expiresAt: res.svid.expires_at };
   }

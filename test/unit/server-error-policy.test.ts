@@ -1,0 +1,54 @@
+import { describe, expect, it } from 'vitest';
+import { ApiError, Code } from '../../src/common/errors.ts';
+import { decideOnServerError, type ErrorFacts } from '../../src/agent/server-error-policy.ts';
+
+const JOIN: ErrorFacts = {
+  step: 'attest',
+  attestorType: 'join_token',
+  joinToken: 'tok-123',
+  trustDomain: 'example.org',
+  trustBundlePath: '/etc/agent/bundle.pem',
+  stateFile: '/var/lib/agent/agent-data.json',
+  rootsSource: 'bootstrap',
+};
+const PSAT: ErrorFacts = { ...JOIN, attestorType: 'k8s_psat', joinToken: undefined };
+const CALL: ErrorFacts = { ...JOIN, step: 'call', rootsSource: 'server' };
+
+const unavailable = (m: string): ApiError => new ApiError(Code.UNAVAILABLE, m);
+const tlsUntrusted = unavailable('No connection established. Last error: Error: self-signed certificate in certificate chain. Resolution note: ');
+
+describe('decideOnServerError', () => {
+  const cases: Array<{ name: string; err: ApiError; facts: ErrorFacts; action: string; says?: RegExp[] }> = [
+    { name: 'server down', err: unavailable('No connection established. Last error: connect ECONNREFUSED 127.0.0.1:8081'), facts: JOIN, action: 'retry' },
+    { name: 'server hung', err: new ApiError(Code.DEADLINE_EXCEEDED, 'Deadline exceeded after 30.001s'), facts: CALL, action: 'retry' },
+    { name: 'server busy', err: new ApiError(Code.RESOURCE_EXHAUSTED, 'rate limited'), facts: JOIN, action: 'retry' },
+    { name: 'TokenReview down (psat)', err: new ApiError(Code.INTERNAL, 'k8s_psat: unable to validate token with TokenReview API'), facts: PSAT, action: 'retry' },
+    { name: 'InvalidArgument outside attestation', err: new ApiError(Code.INVALID_ARGUMENT, 'bad csr'), facts: CALL, action: 'retry' },
+    { name: 'SPIFFE ID mismatch', err: unavailable('No connection established. Last error: Error: server-client: server presented "spiffe://a/spire/server", expected "spiffe://b/spire/server"'), facts: CALL, action: 'retry' },
+    { name: 'banned reason', err: new ApiError(Code.PERMISSION_DENIED, 'agent is banned', { reason: 'AGENT_BANNED' }), facts: CALL, action: 'banned' },
+    { name: 'must reattest', err: new ApiError(Code.PERMISSION_DENIED, 'agent must reattest', { reason: 'AGENT_MUST_REATTEST' }), facts: CALL, action: 'reattest' },
+    { name: 'not active', err: new ApiError(Code.PERMISSION_DENIED, 'agent is not active', { reason: 'AGENT_NOT_ACTIVE' }), facts: CALL, action: 'reattest' },
+    {
+      name: 'join token used or unknown',
+      err: new ApiError(Code.INVALID_ARGUMENT, 'failed to attest: join token does not exist or has already been used'),
+      facts: JOIN,
+      action: 'fatal',
+      says: [/unknown to the server or was already used/, /spiffe-server token generate/, /-joinToken/, /agent evict -spiffeID spiffe:\/\/example\.org\/spire\/agent\/join_token\/tok-123/],
+    },
+    { name: 'join token expired', err: new ApiError(Code.INVALID_ARGUMENT, 'join token expired'), facts: JOIN, action: 'fatal', says: [/has expired/, /token generate/] },
+    { name: 'join token malformed', err: new ApiError(Code.INVALID_ARGUMENT, 'failed to attest: join token has invalid characters'), facts: JOIN, action: 'fatal', says: [/invalid characters/, /token generate/] },
+    { name: 'banned at attestation', err: new ApiError(Code.PERMISSION_DENIED, 'failed to attest: agent is banned'), facts: JOIN, action: 'fatal', says: [/banned/, /agent evict/] },
+    { name: 'psat not allowed', err: new ApiError(Code.PERMISSION_DENIED, 'k8s_psat: "ns:sa" is not an allowed service account'), facts: PSAT, action: 'fatal', says: [/not an allowed service account/, /NodeAttestor "k8s_psat"/] },
+    { name: 'attestor missing on server', err: new ApiError(Code.FAILED_PRECONDITION, 'failed to attest: could not find node attestor type "k8s_psat"'), facts: PSAT, action: 'fatal', says: [/Configure the NodeAttestor "k8s_psat" plugin on the server/] },
+    { name: 'untrusted server, bootstrap bundle', err: tlsUntrusted, facts: JOIN, action: 'fatal', says: [/does not verify the server's certificate/, /\/etc\/agent\/bundle\.pem/, /bundle show/] },
+    { name: 'untrusted server, stored bundle', err: tlsUntrusted, facts: { ...CALL, rootsSource: 'stored' }, action: 'fatal', says: [/Move \/var\/lib\/agent\/agent-data\.json away/] },
+    { name: 'untrusted server, issuer missing', err: unavailable('No connection established. Last error: Error: unable to get local issuer certificate'), facts: CALL, action: 'fatal' },
+  ];
+  for (const c of cases) {
+    it(`${c.name} → ${c.action}`, () => {
+      const decision = decideOnServerError(c.err, c.facts);
+      expect(decision.action).toBe(c.action);
+      for (const pattern of c.says ?? []) expect(decision.action === 'fatal' ? decision.message : '').toMatch(pattern);
+    });
+  }
+});
