@@ -46,7 +46,7 @@ describe('metric names', () => {
   });
 
   it('use only bounded labels: never a SPIFFE ID, entry ID, PID or pod', () => {
-    const allowed = new Set(['version', 'trust_domain_id', 'method', 'status', 'attestor', 'phase', 'outcome', 'result', 'svid_type']);
+    const allowed = new Set(['version', 'trust_domain_id', 'method', 'status', 'attestor', 'phase', 'outcome', 'result', 'svid_type', 'reason', 'limit', 'cause']);
     for (const spec of specs) for (const label of spec.labelNames ?? []) expect(allowed, `${spec.name}{${label}}`).toContain(label);
   });
 
