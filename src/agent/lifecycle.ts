@@ -41,11 +41,6 @@ export interface LifecycleOptions {
   /** Shares the current connection with the cache manager's minter. */
   api: ServerApi;
   random?: () => number;
-  /**
-   * Longest wait between retries after errors; default (and at most) the sync interval, so
-   * the agent is back within one interval of the server's return.
-   */
-  maxBackoffMs?: number;
   /** Syncs, node attestations and agent SVID rotations; nothing is recorded when absent. */
   metrics?: LifecycleMetrics;
 }
@@ -55,6 +50,10 @@ export interface LifecycleOptions {
  * can fix (`message` says what an operator must do).
  */
 export type LifecycleEnd = { reason: 'stopped' } | { reason: 'banned'; message: string } | { reason: 'fatal'; message: string };
+
+/** Retry failures logged as warnings before they are logged once a minute. */
+const RETRY_WARNINGS = 3;
+const RETRY_WARNING_EVERY_MS = 60_000;
 
 /** An error the server returned to AttestAgent, kept apart from local and later failures. */
 class AttestationFailed extends Error {
@@ -101,10 +100,10 @@ export class AgentLifecycle {
   #clientsKey = '';
   #stopped = false;
   #wake: (() => void) | undefined;
-  #backoffMs = 0;
   /** Failed attempts since the last successful sync. */
   #failures = 0;
   #failingSince = 0;
+  #lastRetryWarningAt = 0;
   /** Resolves when the loop ends. */
   readonly done: Promise<LifecycleEnd>;
 
@@ -183,17 +182,14 @@ export class AgentLifecycle {
   }
 
   /**
-   * The wait before the next retry: ×1.5 per failure from the sync interval, capped at the
-   * sync interval (so in effect one interval), ±10 % jitter. SPIRE lets this grow to 48
-   * intervals (4 min at 5 s) and an agent then needs up to that long to notice the server is
-   * back; capped here, an agent never asks more often than it syncs when healthy, and is
-   * back within one interval of the server's return.
+   * The wait before the next retry: one sync interval, ±10 % jitter, however many attempts
+   * failed. SPIRE starts there too but backs off ×1.5 up to 48 intervals (4 min at 5 s), and
+   * its agent then needs up to that long to notice the server is back. Here an agent is back
+   * within one interval of the server's return, and never asks more often than it syncs
+   * when healthy (the jitter spreads a fleet's retries).
    */
-  #nextBackoff(): number {
-    const base = this.#o.config.syncIntervalMs;
-    const cap = Math.min(this.#o.maxBackoffMs ?? base, base);
-    this.#backoffMs = this.#backoffMs === 0 ? Math.min(base, cap) : Math.min(this.#backoffMs * 1.5, cap);
-    return this.#backoffMs * (0.9 + 0.2 * this.#random());
+  #retryDelay(): number {
+    return this.#o.config.syncIntervalMs * (0.9 + 0.2 * this.#random());
   }
 
   async #loadStoredIdentity(): Promise<void> {
@@ -353,7 +349,7 @@ export class AgentLifecycle {
     await manager.mintDue();
   }
 
-  /** After a successful sync: resets the backoff, and says so if the server was unreachable. */
+  /** After a successful sync: says so if the server had been unreachable, and resets the count. */
   #recovered(): void {
     if (this.#failures > 0) {
       this.#log.info(
@@ -362,7 +358,6 @@ export class AgentLifecycle {
       );
     }
     this.#failures = 0;
-    this.#backoffMs = 0;
   }
 
   /** What the cache holds, in words that never claim more than it does. */
@@ -407,10 +402,18 @@ export class AgentLifecycle {
     }
     if (this.#failures === 0) this.#failingSince = this.#o.clock.now();
     this.#failures++;
-    const waitMs = this.#nextBackoff();
+    const waitMs = this.#retryDelay();
     if (decision.action === 'retry') {
       const what = step === 'attest' || this.#identity === undefined ? 'node attestation failed' : 'server unreachable or refused';
-      this.#log.warn({ code: Code[apiError.code], error: apiError.message, retry_in_ms: Math.round(waitMs) }, `${what}; ${this.#cacheWords()}; retrying`);
+      // Retries come every interval for as long as the outage lasts: warn for the first
+      // few and then once a minute, with the rest at debug.
+      const now = this.#o.clock.now();
+      const warn = this.#failures <= RETRY_WARNINGS || now - this.#lastRetryWarningAt >= RETRY_WARNING_EVERY_MS;
+      if (warn) this.#lastRetryWarningAt = now;
+      this.#log[warn ? 'warn' : 'debug'](
+        { code: Code[apiError.code], error: apiError.message, failed_attempts: this.#failures, retry_in_ms: Math.round(waitMs) },
+        `${what}; ${this.#cacheWords()}; retrying`,
+      );
     }
     await this.#sleep(waitMs);
     return undefined;
