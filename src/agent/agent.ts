@@ -21,7 +21,7 @@ import { k8sPsatAttestor } from '../attestors/node/k8s-psat.ts';
 import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
 import { createUnixAttestor } from '../attestors/workload/unix.ts';
 import { createWorkloadAttestor } from './workload-attestation/attest-workload.ts';
-import type { WorkloadAttestorPlugin } from './workload-attestation/workload-attestor.ts';
+import type { WorkloadAttestorPlugin } from '../attestors/workload/workload-attestor-plugin.ts';
 import { startWorkloadApi, type WorkloadApiServer } from './workload-api/workload-api.ts';
 import { prepareSocketPath } from './workload-api/socket-file.ts';
 import type { AgentConfig } from './config.ts';

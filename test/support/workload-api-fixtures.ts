@@ -10,13 +10,8 @@ import { Metadata, credentials, type ClientReadableStream, type ServiceError } f
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { selectorKey, type Selector } from '../../src/common/selector.ts';
 import { WorkloadApiClient } from '../../src/common/proto.ts';
-import type {
-  BundleSnapshot,
-  IdentitySource,
-  JwtIdentity,
-  WorkloadState,
-  X509Identity,
-} from '../../src/agent/workload-api/identity-source.ts';
+import type { BundleSnapshot, JwtIdentity, WorkloadState, X509Identity } from '../../src/agent/manager/workload-state.ts';
+import type { IdentitySource } from '../../src/agent/workload-api/identity-source.ts';
 import type { WorkloadAttestor } from '../../src/agent/workload-attestation/workload-attestor.ts';
 import { startWorkloadApi, type WorkloadApiOptions, type WorkloadApiServer } from '../../src/agent/workload-api/workload-api.ts';
 

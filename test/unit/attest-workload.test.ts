@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { createWorkloadAttestor } from '../../src/agent/workload-attestation/attest-workload.ts';
-import type { WorkloadAttestorPlugin } from '../../src/agent/workload-attestation/workload-attestor.ts';
+import type { WorkloadAttestorPlugin } from '../../src/attestors/workload/workload-attestor-plugin.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { createLogger, type Logger } from '../../src/common/logger.ts';
 import { selectorKey } from '../../src/common/selector.ts';

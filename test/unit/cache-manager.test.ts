@@ -1,7 +1,7 @@
 /**
  * The cache manager with a real CA as the minter (in-process) and a manual clock.
  */
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, expectTypeOf, it } from 'vitest';
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -14,7 +14,8 @@ import { CacheManager, type WorkloadSvidMinter } from '../../src/agent/manager/c
 import { toCachedEntry, type CachedEntry } from '../../src/agent/manager/entries.ts';
 import { toTrustDomainBundle } from '../../src/agent/manager/bundles.ts';
 import type { CacheManagerMetrics } from '../../src/agent/manager/metrics.ts';
-import type { WorkloadState } from '../../src/agent/workload-api/identity-source.ts';
+import type { WorkloadState } from '../../src/agent/manager/workload-state.ts';
+import type { IdentitySource } from '../../src/agent/workload-api/identity-source.ts';
 import type { Entry__Output } from '../../src/gen/spire/api/types/Entry.ts';
 
 const TD = 'example.org';
@@ -121,6 +122,10 @@ function sync(m: CacheManager, entries: CachedEntry[]): void {
 }
 
 describe('CacheManager', () => {
+  it('satisfies the IdentitySource the Workload API declares, without importing it (checked by tsc)', () => {
+    expectTypeOf<CacheManager>().toExtend<IdentitySource>();
+  });
+
   it('answers Unavailable before the first sync', () => {
     const m = manager();
     expect(() => m.subscribe(sel('unix:uid:1'), () => undefined)).toThrow(ApiError);

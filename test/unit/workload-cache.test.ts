@@ -21,7 +21,7 @@ import { toTrustDomainBundle, type TrustDomainBundle } from '../../src/agent/man
 import { decodeCacheFile, encodeCacheFile } from '../../src/agent/manager/cache-file.ts';
 import { fileContentOf, restoreContent } from '../../src/agent/manager/cache-restore.ts';
 import { WorkloadCacheWriter, discardWorkloadCache, loadWorkloadCache, workloadCacheFile } from '../../src/agent/workload-cache.ts';
-import type { WorkloadState } from '../../src/agent/workload-api/identity-source.ts';
+import type { WorkloadState } from '../../src/agent/manager/workload-state.ts';
 import type { Entry__Output } from '../../src/gen/spire/api/types/Entry.ts';
 import { eventually } from '../support/eventually.ts';
 

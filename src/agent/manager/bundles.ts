@@ -6,7 +6,7 @@
  */
 import { createPublicKey, type KeyObject } from 'node:crypto';
 import type { Bundle__Output } from '../../gen/spire/api/types/Bundle.ts';
-import type { BundleSnapshot } from '../workload-api/identity-source.ts';
+import type { BundleSnapshot } from './workload-state.ts';
 
 /** One trust domain's trust material in wire-ready form. */
 export interface TrustDomainBundle {

@@ -1,7 +1,8 @@
 /**
  * The agent's cache manager: authorized entries, their X509-SVIDs, JWT-SVIDs and trust
- * bundles, and the workload subscriptions fed from them. It is the IdentitySource of the
- * Workload API.
+ * bundles, and the workload subscriptions fed from them. It hands out the immutable types of
+ * workload-state.ts and satisfies the Workload API's IdentitySource structurally (checked where
+ * agent.ts passes it to startWorkloadApi); it imports nothing from workload-api/.
  *
  * Data flow: a sync delivers entries + bundles (applySync) → the minter creates a fresh key
  * and CSR per entry that needs an SVID and asks the server in batches (mintDue) → each
@@ -25,14 +26,7 @@ import { readCertificate } from '../../common/cert-reader.ts';
 import { ChainVerifier } from '../../common/chain-verify.ts';
 import { splitConcatenated } from '../../common/der.ts';
 import { shouldRotate } from '../svid/rotation-policy.ts';
-import type {
-  BundleSnapshot,
-  IdentitySource,
-  JwtCandidate,
-  JwtIdentity,
-  WorkloadState,
-  X509Identity,
-} from '../workload-api/identity-source.ts';
+import type { BundleSnapshot, JwtCandidate, JwtIdentity, WorkloadState, X509Identity } from './workload-state.ts';
 import { EntrySet, type CachedEntry } from './entries.ts';
 import { BundleBook, type TrustDomainBundle } from './bundles.ts';
 import { JwtCache, jwtCacheKey } from './jwt-cache.ts';
@@ -118,7 +112,7 @@ const NO_ENTRIES: ReadonlyMap<string, CachedEntry> = new Map();
 const KEYS_PER_TICK = 32;
 
 /** The cache manager (see file comment). */
-export class CacheManager implements IdentitySource {
+export class CacheManager {
   readonly #opts: CacheManagerOptions;
   readonly #log: Logger;
   readonly #random: () => number;

@@ -3,7 +3,7 @@
  * shares one group, one computed WorkloadState and therefore one serialized response.
  */
 import { selectorKey, type Selector } from '../../common/selector.ts';
-import type { WorkloadState } from '../workload-api/identity-source.ts';
+import type { WorkloadState } from './workload-state.ts';
 
 export type StateListener = (state: WorkloadState) => void;
 

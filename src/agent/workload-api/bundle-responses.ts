@@ -13,7 +13,7 @@ import { WorkloadApiService } from '../../common/proto.ts';
 import type { JWTBundlesResponse } from '../../gen/JWTBundlesResponse.ts';
 import type { X509BundlesResponse } from '../../gen/X509BundlesResponse.ts';
 import { encodeResponse, serializerOf, type EncodedMessage } from './encode.ts';
-import type { BundleSnapshot, WorkloadState, X509Identity } from './identity-source.ts';
+import type { BundleSnapshot, WorkloadState, X509Identity } from '../manager/workload-state.ts';
 
 /** The JWKS of a trust domain without JWT keys. */
 export const EMPTY_JWKS: Buffer = Buffer.from('{"keys":[]}');

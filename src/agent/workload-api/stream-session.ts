@@ -13,7 +13,8 @@ import type { ServerWritableStream } from '@grpc/grpc-js';
 import { type ApiError, Code, toApiError } from '../../common/errors.ts';
 import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { EncodedMessage } from './encode.ts';
-import type { IdentitySource, WorkloadState } from './identity-source.ts';
+import type { WorkloadState } from '../manager/workload-state.ts';
+import type { IdentitySource } from './identity-source.ts';
 import type { Selector } from '../../common/selector.ts';
 
 /** How a stream ended, for the call log. */

@@ -211,6 +211,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
 }
 
 // The types callers of startWorkloadApi need, re-exported so they import one module.
-export type { BundleSnapshot, IdentitySource, JwtIdentity, WorkloadState, X509Identity } from './identity-source.ts';
+export type { IdentitySource } from './identity-source.ts';
+export type { BundleSnapshot, JwtIdentity, WorkloadState, X509Identity } from '../manager/workload-state.ts';
 export { DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
 export { DEFAULT_CALLER_LIMITS, type CallerLimits } from './caller-limits.ts';

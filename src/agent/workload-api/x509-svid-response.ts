@@ -11,7 +11,7 @@ import type { X509SVIDResponse } from '../../gen/X509SVIDResponse.ts';
 import { federatedTrustDomains } from './bundle-responses.ts';
 import { encodeResponse, serializerOf, type EncodedMessage } from './encode.ts';
 import { filterByHint } from './hint-filter.ts';
-import type { WorkloadState } from './identity-source.ts';
+import type { WorkloadState } from '../manager/workload-state.ts';
 
 /** PermissionDenied with the text clients match on. */
 export function noIdentityIssued(): ApiError {

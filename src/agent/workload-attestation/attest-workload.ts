@@ -16,7 +16,8 @@ import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { CallRecorder } from '../../common/recorders.ts';
 import type { Selector } from '../../common/selector.ts';
-import type { WorkloadAttestor, WorkloadAttestorPlugin } from './workload-attestor.ts';
+import type { WorkloadAttestorPlugin } from '../../attestors/workload/workload-attestor-plugin.ts';
+import type { WorkloadAttestor } from './workload-attestor.ts';
 
 /** Options of {@link createWorkloadAttestor}. */
 export interface WorkloadAttestorOptions {

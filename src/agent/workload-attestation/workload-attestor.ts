@@ -1,21 +1,10 @@
 /**
- * The workload attestation contract (one small interface, as in SPIRE): given a caller's
- * PID, return facts about it as selector values. A plugin returns values WITHOUT its type
- * prefix; the fan-out (attest-workload.ts) adds `<plugin name>:` in one place.
+ * What the Workload API uses from workload attestation: every plugin together, returning
+ * typed selectors. The per-plugin contract is WorkloadAttestorPlugin
+ * (src/attestors/workload/workload-attestor-plugin.ts); the fan-out over plugins is
+ * attest-workload.ts.
  */
 import type { Selector } from '../../common/selector.ts';
-
-/** One workload attestor plugin (unix, k8s). */
-export interface WorkloadAttestorPlugin {
-  /** The selector type it produces, e.g. `unix` or `k8s`. */
-  readonly name: string;
-  /**
-   * Selector values for the process (e.g. `uid:1000`), without the type prefix.
-   * A process the plugin has nothing to say about yields `[]`, not an error.
-   * Errors are ApiError with a module-prefixed message (`unix: …`).
-   */
-  attest(pid: number, signal: AbortSignal): Promise<string[]>;
-}
 
 /** What the Workload API uses: all plugins together. */
 export interface WorkloadAttestor {

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { WorkloadAttestorPlugin } from '../../agent/workload-attestation/workload-attestor.ts';
+import type { WorkloadAttestorPlugin } from './workload-attestor-plugin.ts';
 import { ApiError, Code } from '../../common/errors.ts';
 import { parseGroup, parsePasswd, type IdNameMap } from './passwd.ts';
 import { parseProcStatus } from './proc-status.ts';

@@ -10,7 +10,7 @@ import {
 } from '../../../src/agent/workload-api/bundle-responses.ts';
 import { encodedX509SvidResponse, x509SvidResponse } from '../../../src/agent/workload-api/x509-svid-response.ts';
 import { MAX_RESPONSE_BYTES, encodeResponse, withPassthroughSerializers } from '../../../src/agent/workload-api/encode.ts';
-import type { WorkloadState } from '../../../src/agent/workload-api/identity-source.ts';
+import type { WorkloadState } from '../../../src/agent/manager/workload-state.ts';
 import { identity, snapshot } from '../../support/workload-api-fixtures.ts';
 
 const TD = 'example.org';

@@ -6,7 +6,8 @@
  *   (compared as serialized bytes, which are deterministic: see bundle-responses.ts).
  */
 import type { EncodedMessage } from '../encode.ts';
-import type { IdentitySource, WorkloadState } from '../identity-source.ts';
+import type { WorkloadState } from '../../manager/workload-state.ts';
+import type { IdentitySource } from '../identity-source.ts';
 import type { Caller } from '../rpc.ts';
 import { subscribeSession, type StreamSession } from '../stream-session.ts';
 import { noIdentityIssued } from '../x509-svid-response.ts';

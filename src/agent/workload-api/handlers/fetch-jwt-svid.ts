@@ -10,7 +10,8 @@ import { parseSpiffeId } from '../../../common/spiffe-id.ts';
 import type { JWTSVIDRequest__Output } from '../../../gen/JWTSVIDRequest.ts';
 import { encodeResponse, serializerOf } from '../encode.ts';
 import { filterByHint } from '../hint-filter.ts';
-import type { IdentitySource, JwtCandidate, JwtIdentity } from '../identity-source.ts';
+import type { JwtCandidate, JwtIdentity } from '../../manager/workload-state.ts';
+import type { IdentitySource } from '../identity-source.ts';
 import type { UnarySpec } from '../rpc.ts';
 import { noIdentityIssued } from '../x509-svid-response.ts';
 

@@ -12,7 +12,8 @@ import type { ValidateJWTSVIDRequest__Output } from '../../../gen/ValidateJWTSVI
 import { federatedTrustDomains } from '../bundle-responses.ts';
 import { responseClaims, toStruct } from '../claims-struct.ts';
 import { encodeResponse, serializerOf } from '../encode.ts';
-import type { IdentitySource, WorkloadState } from '../identity-source.ts';
+import type { WorkloadState } from '../../manager/workload-state.ts';
+import type { IdentitySource } from '../identity-source.ts';
 import type { UnarySpec } from '../rpc.ts';
 import { requireValidateArguments, validateJwtSvid, type JwtKeyLookup } from '../validate-jwt.ts';
 

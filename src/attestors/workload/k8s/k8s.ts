@@ -14,7 +14,7 @@
  *   credentials) fail the attestation at once instead of after 30 s of retries;
  * - an ephemeral container is refused at once (no fallback): it is not a workload container.
  */
-import type { WorkloadAttestorPlugin } from '../../../agent/workload-attestation/workload-attestor.ts';
+import type { WorkloadAttestorPlugin } from '../workload-attestor-plugin.ts';
 import { ApiError, Code } from '../../../common/errors.ts';
 import { createKubeletClient } from './kubelet-client.ts';
 import { locateProcess } from './locate-process.ts';
