@@ -13,6 +13,7 @@ import { loadConfigFile } from '../../common/config-file.ts';
 import { createLogger } from '../../common/logger.ts';
 import { parseAgentConfig } from '../config.ts';
 import { startAgent } from '../agent.ts';
+import { tuneProcessMemory } from '../memory-tuning.ts';
 
 /** The longest the process stays up after the agent has stopped. */
 export const EXIT_GRACE_MS = 1_000;
@@ -42,6 +43,8 @@ export const runCommand: Command = {
       ...(socketPath === undefined ? {} : { socketPath }),
     });
     const logger = createLogger({ name: 'spiffe-agent', level: config.logLevel });
+    // Process-wide: flat memory under connection churn (see memory-tuning.ts).
+    const memory = tuneProcessMemory(logger);
     // Listen before starting, so a signal during start-up still stops the agent cleanly.
     const signalled = new Promise<NodeJS.Signals>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'));
@@ -52,9 +55,11 @@ export const runCommand: Command = {
     if ('signal' in outcome) {
       logger.info({ signal: outcome.signal }, 'stopping');
       await agent.stop();
+      memory.stop();
       return exitSoon(EXIT_OK);
     }
     await agent.stop();
+    memory.stop();
     return exitSoon(outcome.end.reason === 'stopped' ? EXIT_OK : EXIT_FAILURE);
   },
 };
