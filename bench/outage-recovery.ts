@@ -8,6 +8,14 @@
  *
  * `repo root` runs another checkout's processes (e.g. a `git worktree` of an older commit)
  * with this script, to compare before and after.
+ *
+ * Recorded (2-core machine, default 5 s sync interval, seconds from return to sync):
+ * | outage | before (0b3d083: ×1.5 backoff to 60 s + grpc-js reconnect backoff to 120 s) | after (8ef78dc) |
+ * |---|---|---|
+ * | 20 s  | 23.5, 7.1   | 4.0, 2.4 |
+ * | 240 s | 41.0, 34.8  | 3.8, 4.5 |
+ * Before, the figure depends on where both backoffs stand when the server returns (the
+ * attack suite saw 133 s after 240 s); after, it is at most one interval ±10 % plus a sync.
  */
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
