@@ -6,10 +6,9 @@
  * limit. Real Unix sockets, real processes, real cgroups (as root).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
-import { closeSync, openSync } from 'node:fs';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -29,6 +28,8 @@ import {
   startTestWorkloadApi,
   type TestWorkloadApi,
 } from '../support/workload-api-fixtures.ts';
+import { withDescriptorsExhausted } from '../support/descriptors.ts';
+import { frame, SETTINGS, SETTINGS_ACK } from '../support/http2-bytes.ts';
 
 const NODE = process.execPath;
 const CHILD = join(import.meta.dirname, '../support/workload-child.ts');
@@ -37,17 +38,6 @@ const isRoot = process.geteuid?.() === 0;
 const CGROUP_ROOT = '/sys/fs/cgroup/pids';
 const SELF = `unix:uid:${process.geteuid?.() ?? 0}`;
 
-const frame = (type: number, flags: number, streamId: number, payload: Buffer | number): Buffer => {
-  const length = typeof payload === 'number' ? payload : payload.length;
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(streamId, 5);
-  return typeof payload === 'number' ? h : Buffer.concat([h, payload]);
-};
-const SETTINGS = frame(FrameType.SETTINGS, 0, 0, Buffer.alloc(0));
-const SETTINGS_ACK = frame(FrameType.SETTINGS, FrameFlag.ACK, 0, Buffer.alloc(0));
 
 /** A raw connection that records what the agent sends and when it closes. */
 interface RawPeer {
@@ -297,32 +287,17 @@ describe.runIf(isRoot)('a live caller at the agent\'s open-files limit', () => {
   beforeEach(() => start());
 
   it('gets Unavailable with the cause, counted, and a new connection once descriptors are free', async () => {
-    const limits = execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '--output', 'SOFT,HARD'], { encoding: 'utf8' }).trim().split(/\s+/);
     // The child connects only when told (a line on stdin), once the descriptors are gone.
     const child = spawn('sh', ['-c', 'read go && exec "$0" "$@"', NODE, CHILD, api.socketPath, 'hold', '1'], { stdio: ['pipe', 'pipe', 'inherit'] });
     children.add(child);
     await once(child, 'spawn');
-    const filler: number[] = [];
-    let line = '';
-    try {
-      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=1024:${limits[1]}`]);
-      for (;;) {
-        try {
-          filler.push(openSync('/dev/null', 'r'));
-        } catch {
-          break;
-        }
-      }
-      // One descriptor left: accept() takes it, so the pidfd cannot be opened.
-      closeSync(filler.pop() as number);
+    // One descriptor left: accept() takes it, so the pidfd cannot be opened.
+    const line = await withDescriptorsExhausted(1, () => {
       const answered = new Promise<string>((resolve) => child.stdout?.once('data', (d: Buffer) => resolve(d.toString().trim())));
       child.stdin?.write('go\n');
-      // Bounded here: a test timeout would skip the finally that gives the descriptors back.
-      line = await Promise.race([answered, new Promise<string>((resolve) => setTimeout(() => resolve('{"event":"timeout"}'), 15_000))]);
-    } finally {
-      for (const fd of filler) closeSync(fd);
-      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${limits[0]}:${limits[1]}`]);
-    }
+      // Bounded here: a test timeout would leave the descriptors taken.
+      return Promise.race([answered, new Promise<string>((resolve) => setTimeout(() => resolve('{"event":"timeout"}'), 15_000))]);
+    });
     expect(JSON.parse(line)).toEqual({
       event: 'error',
       conn: 0,
@@ -330,5 +305,9 @@ describe.runIf(isRoot)('a live caller at the agent\'s open-files limit', () => {
       details: 'could not identify the caller: opening a pidfd (SO_PEERPIDFD) failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)',
     });
     expect(counts.get('peer:EMFILE')).toBe(1);
+    // The refused connection was closed; with descriptors free again a new one is served.
+    const client = ownConnection(api.socketPath);
+    clients.push(client);
+    expect(await fetchError(client)).toBeUndefined();
   });
 });

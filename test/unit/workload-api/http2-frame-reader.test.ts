@@ -3,17 +3,8 @@ import { HpackBudget } from '../../../src/agent/workload-api/hpack-budget.ts';
 import { HpackEncoder, type HeaderField } from '../../../src/agent/workload-api/hpack.ts';
 import { Http2FrameReader, Http2InboundError, type HeaderBlock } from '../../../src/agent/workload-api/http2-frame-reader.ts';
 import { CONNECTION_PREFACE, FrameFlag, FrameType, Http2ErrorCode } from '../../../src/agent/workload-api/http2-frames.ts';
+import { frame, SETTINGS } from '../../support/http2-bytes.ts';
 
-const frame = (type: number, flags: number, streamId: number, payload: Buffer | number): Buffer => {
-  const length = typeof payload === 'number' ? payload : payload.length;
-  const h = Buffer.alloc(9);
-  h.writeUIntBE(length, 0, 3);
-  h[3] = type;
-  h[4] = flags;
-  h.writeUInt32BE(streamId, 5);
-  return typeof payload === 'number' ? h : Buffer.concat([h, payload]);
-};
-const SETTINGS = frame(FrameType.SETTINGS, 0, 0, Buffer.alloc(0));
 const f = (name: string, value: string): HeaderField => ({ name, value, neverIndex: false });
 const grpcRequest = (path: string): HeaderField[] => [
   f(':method', 'POST'),

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { closeSync, openSync, readFileSync } from 'node:fs';
+import { closeSync, readFileSync } from 'node:fs';
 import { chown, mkdir, mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
 import { createServer, connect, Socket, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,6 +15,7 @@ import {
 } from '../../../src/agent/workload-api/peer-credentials.ts';
 import { livenessFailure } from '../../../src/agent/workload-api/peer-tracker.ts';
 import { pidfdOpen } from '../../../src/agent/workload-api/libc.ts';
+import { withDescriptorsExhausted } from '../../support/descriptors.ts';
 
 /** A /proc/<pid>/stat line whose field 22 is `start`. */
 function statLine(pid: number, comm: string, start: string): string {
@@ -151,24 +152,7 @@ describe('capturePeerCredentials', () => {
     await new Promise<void>((r) => server.listen(path, r));
     const client = connect(path);
     const socket = await accepted;
-    const limits = execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--raw', '--noheadings', '--output', 'SOFT,HARD'], { encoding: 'utf8' }).trim().split(/\s+/);
-    const filler: number[] = [];
-    let creds: ReturnType<typeof capturePeerCredentials>;
-    try {
-      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=512:${limits[1]}`]);
-      for (;;) {
-        try {
-          filler.push(openSync('/dev/null', 'r'));
-        } catch {
-          break;
-        }
-      }
-      for (let i = 0; i < spare; i++) closeSync(filler.pop() as number);
-      creds = capturePeerCredentials(socket, '/proc');
-    } finally {
-      for (const fd of filler) closeSync(fd);
-      execFileSync('prlimit', ['--pid', String(process.pid), `--nofile=${limits[0]}:${limits[1]}`]);
-    }
+    const creds = await withDescriptorsExhausted(spare, () => capturePeerCredentials(socket, '/proc'));
     releasePeerCredentials(creds);
     expect(creds).toEqual({ kind: 'unavailable', cause: 'EMFILE', reason: reason.replace('<pid>', String(process.pid)) });
     client.destroy();
