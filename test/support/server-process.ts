@@ -103,7 +103,7 @@ ${setup.plugins ?? ''}
     const deadline = Date.now() + 20_000;
     const startedAt = output.length;
     while (Date.now() < deadline) {
-      if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}:\n${output}`);
+      if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`server exited with ${proc.exitCode ?? proc.signalCode}:\n${output}`);
       const match = /"address":"127\.0\.0\.1:(\d+)".*"server started"/.exec(output.slice(startedAt));
       if (match !== null) {
         port = Number(match[1]);
@@ -118,7 +118,8 @@ ${setup.plugins ?? ''}
   const stop = async (): Promise<number | null> => {
     const proc = child;
     child = undefined;
-    if (proc === undefined || proc.exitCode !== null) return proc?.exitCode ?? null;
+    // A process killed by a signal has exitCode null and signalCode set: it is gone too.
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return proc?.exitCode ?? null;
     const exited = new Promise<number | null>((r) => proc.once('exit', (code) => r(code)));
     proc.kill('SIGTERM');
     const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
