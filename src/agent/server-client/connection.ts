@@ -52,7 +52,9 @@ export function connectToServer(opts: ServerConnectionOptions): ServerClients {
     opts.identity === undefined ? null : Buffer.from(opts.identity.certChainPem),
     {
       checkServerIdentity: (_host, cert) => checkSpiffeIdentity(cert, expected),
-      // insecure_bootstrap only: trust on first use, still pinned to the server's SPIFFE ID.
+      // insecure_bootstrap only: trust on first use, as SPIRE. Node calls checkServerIdentity
+      // only after the chain verified, so without roots the server is not checked at all
+      // (an ID check would add nothing: anyone can sign a certificate naming that ID).
       ...(opts.rootsPem === undefined ? { rejectUnauthorized: false } : {}),
     },
   );
