@@ -13,10 +13,10 @@ import { systemClock } from '../src/common/clock.ts';
 import { writeFileAtomic } from '../src/common/atomic-file.ts';
 import { openCertificateAuthority } from '../src/server/ca/index.ts';
 import { CacheManager } from '../src/agent/manager/cache-manager.ts';
-import { toCachedEntry, type CachedEntry } from '../src/agent/manager/entries.ts';
-import { toTrustDomainBundle } from '../src/agent/manager/bundles.ts';
+import type { CachedEntry } from '../src/agent/manager/entries.ts';
 import { decodeCacheFile, encodeCacheFile } from '../src/agent/manager/cache-file.ts';
 import { fileContentOf, restoreContent } from '../src/agent/manager/cache-restore.ts';
+import { bundleOf, cachedEntry } from '../test/support/cache-manager-fixtures.ts';
 
 const TD = 'example.org';
 const AGENT = `spiffe://${TD}/spire/agent/join_token/bench`;
@@ -39,25 +39,8 @@ async function run(n: number): Promise<void> {
     const ca = await openCertificateAuthority({ dataDir: join(dir, 'ca'), trustDomain: TD, clock: systemClock, defaultX509SvidTtlMs: 3_600_000, defaultJwtSvidTtlMs: 300_000 });
     const entries: CachedEntry[] = [];
     for (let i = 0; i < n; i++) {
-      const e = toCachedEntry({
-        id: `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`,
-        spiffe_id: { trust_domain: TD, path: `/ns/default/sa/workload-${i}` },
-        parent_id: null,
-        selectors: [{ type: 'k8s', value: 'ns:default' }, { type: 'k8s', value: `sa:workload-${i}` }],
-        x509_svid_ttl: 0,
-        jwt_svid_ttl: 0,
-        federates_with: [],
-        admin: false,
-        downstream: false,
-        expires_at: 0,
-        dns_names: [],
-        revision_number: 1,
-        store_svid: false,
-        hint: '',
-        created_at: 1_750_000_000,
-      });
-      if (typeof e === 'string') throw new Error(e);
-      entries.push(e);
+      const id = `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`;
+      entries.push(cachedEntry(id, `/ns/default/sa/workload-${i}`, ['k8s:ns:default', `k8s:sa:workload-${i}`], { revision_number: 1, created_at: 1_750_000_000 }));
     }
     const byId = new Map(entries.map((e) => [e.id, e]));
     const manager = new CacheManager({
@@ -76,18 +59,7 @@ async function run(n: number): Promise<void> {
       jwtSvidCacheMaxSize: 10,
     });
     const b = ca.bundle();
-    manager.applySync(
-      entries,
-      toTrustDomainBundle({
-        trust_domain: TD,
-        x509_authorities: b.x509Authorities.map((asn1) => ({ asn1, tainted: false })),
-        jwt_authorities: b.jwtAuthorities.map((k) => ({ public_key: k.publicKey, key_id: k.keyId, expires_at: k.expiresAt, tainted: false })),
-        refresh_hint: 0,
-        sequence_number: b.sequenceNumber,
-        wit_authorities: [],
-      }),
-      new Map(),
-    );
+    manager.applySync(entries, bundleOf(ca, TD), new Map());
     await manager.mintDue();
     const path = join(dir, 'workload-cache.bin');
     const encode: number[] = [];

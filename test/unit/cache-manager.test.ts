@@ -11,58 +11,20 @@ import { ManualClock } from '../../src/common/clock.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { openCertificateAuthority, type CertificateAuthority } from '../../src/server/ca/index.ts';
 import { CacheManager, type WorkloadSvidMinter } from '../../src/agent/manager/cache-manager.ts';
-import { toCachedEntry, type CachedEntry } from '../../src/agent/manager/entries.ts';
-import { toTrustDomainBundle } from '../../src/agent/manager/bundles.ts';
+import type { CachedEntry } from '../../src/agent/manager/entries.ts';
 import type { CacheManagerMetrics } from '../../src/agent/manager/metrics.ts';
 import type { WorkloadState } from '../../src/agent/manager/workload-state.ts';
 import type { IdentitySource } from '../../src/agent/workload-api/identity-source.ts';
-import type { Entry__Output } from '../../src/gen/spire/api/types/Entry.ts';
+import { bundleOf, cachedEntry as entry, sel } from '../support/cache-manager-fixtures.ts';
 
 const TD = 'example.org';
 const MINUTE = 60_000;
-
-function entry(id: string, path: string, selectors: string[], extra: Partial<Entry__Output> = {}): CachedEntry {
-  const e = toCachedEntry({
-    id,
-    spiffe_id: { trust_domain: TD, path },
-    parent_id: null,
-    selectors: selectors.map((s) => ({ type: s.split(':')[0] as string, value: s.slice(s.indexOf(':') + 1) })),
-    x509_svid_ttl: 0,
-    jwt_svid_ttl: 0,
-    federates_with: [],
-    admin: false,
-    downstream: false,
-    expires_at: 0,
-    dns_names: [],
-    revision_number: 0,
-    store_svid: false,
-    hint: '',
-    created_at: 1000,
-    ...extra,
-  });
-  if (typeof e === 'string') throw new Error(e);
-  return e;
-}
-
-const sel = (...s: string[]) => s.map((x) => ({ type: x.split(':')[0] as string, value: x.slice(x.indexOf(':') + 1) }));
 
 let dir: string;
 let clock: ManualClock;
 let ca: CertificateAuthority;
 let calls: { batches: number[]; jwts: number; failJwt: boolean; failX509: boolean };
 let minter: WorkloadSvidMinter;
-
-function ownBundle() {
-  const b = ca.bundle();
-  return toTrustDomainBundle({
-    trust_domain: TD,
-    x509_authorities: b.x509Authorities.map((asn1) => ({ asn1, tainted: false })),
-    jwt_authorities: b.jwtAuthorities.map((k) => ({ public_key: k.publicKey, key_id: k.keyId, expires_at: k.expiresAt, tainted: false })),
-    refresh_hint: 0,
-    sequence_number: b.sequenceNumber,
-    wit_authorities: [],
-  });
-}
 
 function manager(opts: { max?: number; entries?: CachedEntry[]; metrics?: CacheManagerMetrics } = {}): CacheManager {
   const m = new CacheManager({
@@ -118,7 +80,7 @@ const entryIndex = new Map<string, CachedEntry>();
 function sync(m: CacheManager, entries: CachedEntry[]): void {
   entryIndex.clear();
   for (const e of entries) entryIndex.set(e.id, e);
-  m.applySync(entries, ownBundle(), new Map());
+  m.applySync(entries, bundleOf(ca), new Map());
 }
 
 describe('CacheManager', () => {

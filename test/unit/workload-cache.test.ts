@@ -16,14 +16,14 @@ import type { Logger } from '../../src/common/logger.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { openCertificateAuthority, type CertificateAuthority } from '../../src/server/ca/index.ts';
 import { CacheManager, type WorkloadSvidMinter } from '../../src/agent/manager/cache-manager.ts';
-import { toCachedEntry, type CachedEntry } from '../../src/agent/manager/entries.ts';
-import { toTrustDomainBundle, type TrustDomainBundle } from '../../src/agent/manager/bundles.ts';
+import type { CachedEntry } from '../../src/agent/manager/entries.ts';
+import type { TrustDomainBundle } from '../../src/agent/manager/bundles.ts';
 import { decodeCacheFile, encodeCacheFile } from '../../src/agent/manager/cache-file.ts';
 import { fileContentOf, restoreContent } from '../../src/agent/manager/cache-restore.ts';
 import { WorkloadCacheWriter, discardWorkloadCache, loadWorkloadCache, workloadCacheFile } from '../../src/agent/workload-cache.ts';
 import type { WorkloadState } from '../../src/agent/manager/workload-state.ts';
-import type { Entry__Output } from '../../src/gen/spire/api/types/Entry.ts';
 import { eventually } from '../support/eventually.ts';
+import { bundleOf, cachedEntry as entry, sel } from '../support/cache-manager-fixtures.ts';
 
 const TD = 'example.org';
 const AGENT = `spiffe://${TD}/spire/agent/join_token/t1`;
@@ -35,43 +35,7 @@ let ca: CertificateAuthority;
 let minted: number;
 const byId = new Map<string, CachedEntry>();
 
-function entry(id: string, path: string, selectors: string[], extra: Partial<Entry__Output> = {}): CachedEntry {
-  const e = toCachedEntry({
-    id,
-    spiffe_id: { trust_domain: TD, path },
-    parent_id: null,
-    selectors: selectors.map((s) => ({ type: s.split(':')[0] as string, value: s.slice(s.indexOf(':') + 1) })),
-    x509_svid_ttl: 0,
-    jwt_svid_ttl: 0,
-    federates_with: [],
-    admin: false,
-    downstream: false,
-    expires_at: 0,
-    dns_names: [],
-    revision_number: 0,
-    store_svid: false,
-    hint: '',
-    created_at: 1000,
-    ...extra,
-  });
-  if (typeof e === 'string') throw new Error(e);
-  return e;
-}
-
-const sel = (...s: string[]) => s.map((x) => ({ type: x.split(':')[0] as string, value: x.slice(x.indexOf(':') + 1) }));
 const flush = () => new Promise((r) => setTimeout(r, 0));
-
-function bundleOf(authority: CertificateAuthority, td = TD): TrustDomainBundle {
-  const b = authority.bundle();
-  return toTrustDomainBundle({
-    trust_domain: td,
-    x509_authorities: b.x509Authorities.map((asn1) => ({ asn1, tainted: false })),
-    jwt_authorities: b.jwtAuthorities.map((k) => ({ public_key: k.publicKey, key_id: k.keyId, expires_at: k.expiresAt, tainted: false })),
-    refresh_hint: 0,
-    sequence_number: b.sequenceNumber,
-    wit_authorities: [],
-  });
-}
 
 function minterFor(authority: () => CertificateAuthority): WorkloadSvidMinter {
   return {
