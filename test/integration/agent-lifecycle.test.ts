@@ -7,36 +7,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
-import { startServerProcess, type ServerHandle } from '../support/server-process.ts';
+import type { ServiceError } from '@grpc/grpc-js';
+import { generateJoinToken, startServerProcess, type ServerHandle } from '../support/server-process.ts';
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
-import { WorkloadApiClient } from '../../src/common/proto.ts';
-import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
 import { eventually } from '../support/eventually.ts';
+import { fetchX509Once } from '../support/workload-api-fixtures.ts';
 import { makeTestCa } from '../support/ca-fixtures.ts';
 
 const TD = 'example.org';
 const UID = process.getuid?.() ?? 0;
 let server: ServerHandle;
 const agents: AgentHandle[] = [];
-
-function fetchX509(socketPath: string): Promise<X509SVIDResponse__Output> {
-  const client = new WorkloadApiClient(`unix://${socketPath}`, credentials.createInsecure());
-  const md = new Metadata();
-  md.set('workload.spiffe.io', 'true');
-  return new Promise<X509SVIDResponse__Output>((resolve, reject) => {
-    const stream = client.FetchX509SVID({}, md);
-    stream.once('data', (res: X509SVIDResponse__Output) => {
-      resolve(res);
-      stream.cancel();
-    });
-    stream.on('error', (err: ServiceError) => err.code !== 1 && reject(err));
-  }).finally(() => client.close());
-}
-
-async function token(): Promise<string> {
-  return /Token: (\S+)/.exec((await server.cli('token', 'generate')).stdout)?.[1] as string;
-}
 
 beforeAll(async () => {
   // Agent SVIDs live 30 s (40 s with the CA's 10 s backdating), so they renew within ~12 s.
@@ -50,11 +31,11 @@ afterAll(async () => {
 
 describe('agent lifecycle', () => {
   it('binds its socket while the server is down, answers Unavailable, and serves once the server is back', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     expect(await server.stop()).toBe(0);
     const agent = await startAgentProcess({ server, joinToken });
     agents.push(agent);
-    const err = (await fetchX509(agent.socketPath).catch((e: ServiceError) => e)) as ServiceError;
+    const err = (await fetchX509Once(agent.socketPath).catch((e: ServiceError) => e)) as ServiceError;
     expect(err.code).toBe(14);
     // The retry log says nothing is cached rather than claiming to serve from a cache.
     await agent.waitForLog(/"msg":"node attestation failed; nothing cached yet: workloads get Unavailable until the first sync; retrying"/);
@@ -62,20 +43,20 @@ describe('agent lifecycle', () => {
     await server.restart();
     const agentId = `spiffe://${TD}/spire/agent/join_token/${joinToken}`;
     await server.cli('entry', 'create', '-parentID', agentId, '-spiffeID', `spiffe://${TD}/late`, '-selector', `unix:uid:${UID}`);
-    const res = await eventually(() => fetchX509(agent.socketPath));
+    const res = await eventually(() => fetchX509Once(agent.socketPath));
     expect(res.svids.map((s) => s.spiffe_id)).toEqual([`spiffe://${TD}/late`]);
     expect(agent.child?.exitCode).toBeNull();
   }, 60_000);
 
   it('renews its own SVID with RenewAgent before it expires and keeps syncing with the new one', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const agent = await startAgentProcess({ server, joinToken });
     agents.push(agent);
     const agentId = `spiffe://${TD}/spire/agent/join_token/${joinToken}`;
     await agent.waitForLog(/"msg":"agent SVID rotated"/, 30_000);
     await server.cli('entry', 'create', '-parentID', agentId, '-spiffeID', `spiffe://${TD}/after-renewal`, '-selector', `unix:uid:${UID}`, '-hint', 'renewal');
     const res = await eventually(async () => {
-      const r = await fetchX509(agent.socketPath);
+      const r = await fetchX509Once(agent.socketPath);
       if (!r.svids.some((s) => s.spiffe_id === `spiffe://${TD}/after-renewal`)) throw new Error('not yet');
       return r;
     });
@@ -84,21 +65,20 @@ describe('agent lifecycle', () => {
   }, 60_000);
 
   it('deletes its stored identity and exits 1 when banned', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const agent = await startAgentProcess({ server, joinToken });
     agents.push(agent);
     const agentId = `spiffe://${TD}/spire/agent/join_token/${joinToken}`;
     await agent.waitForLog(/"msg":"node attested"/);
     expect(existsSync(join(agent.dataDir, 'agent-data.json'))).toBe(true);
-    const exited = new Promise<number | null>((resolve) => agent.child?.once('exit', (code) => resolve(code)));
     expect((await server.cli('agent', 'ban', '-spiffeID', agentId)).code).toBe(0);
-    expect(await exited).toBe(1);
+    expect(await agent.exited()).toBe(1);
     expect(agent.logs()).toMatch(/agent is banned: stored identity deleted, stopping/);
     expect(existsSync(join(agent.dataDir, 'agent-data.json'))).toBe(false);
   }, 60_000);
 
   it('exits 1 saying to create a new join token when its token was used but its identity was lost', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const agent = await startAgentProcess({ server, joinToken });
     agents.push(agent);
     await agent.waitForLog(/"msg":"node attested"/);
@@ -117,7 +97,7 @@ describe('agent lifecycle', () => {
   }, 60_000);
 
   it('exits 1 naming the trust bundle file when it does not verify the server', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const now = Date.now();
     const foreign = await makeTestCa({ name: 'C=US, O=Elsewhere, CN=foreign root', notBefore: new Date(now - 60_000), notAfter: new Date(now + 3_600_000) });
     const bundlePath = join(server.dir, 'foreign-bundle.pem');

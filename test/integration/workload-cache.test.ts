@@ -9,32 +9,18 @@ import { existsSync } from 'node:fs';
 import { readFile, stat, truncate, writeFile } from 'node:fs/promises';
 import { request } from 'node:http';
 import { join } from 'node:path';
-import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
-import { freePort, startServerProcess, type ServerHandle } from '../support/server-process.ts';
-import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
-import { WorkloadApiClient } from '../../src/common/proto.ts';
+import type { ServiceError } from '@grpc/grpc-js';
+import { freePort, generateJoinToken, startServerProcess, type ServerHandle } from '../support/server-process.ts';
+import { healthChecksBlock, startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
 import { decodeCacheFile } from '../../src/agent/manager/cache-file.ts';
 import { eventually } from '../support/eventually.ts';
+import { fetchX509Once } from '../support/workload-api-fixtures.ts';
 
 const TD = 'example.org';
 const UID = process.getuid?.() ?? 0;
 let server: ServerHandle;
 const agents: AgentHandle[] = [];
-
-function fetchX509(socketPath: string): Promise<X509SVIDResponse__Output> {
-  const client = new WorkloadApiClient(`unix://${socketPath}`, credentials.createInsecure());
-  const md = new Metadata();
-  md.set('workload.spiffe.io', 'true');
-  return new Promise<X509SVIDResponse__Output>((resolve, reject) => {
-    const stream = client.FetchX509SVID({}, md);
-    stream.once('data', (res: X509SVIDResponse__Output) => {
-      resolve(res);
-      stream.cancel();
-    });
-    stream.on('error', (err: ServiceError) => err.code !== 1 && reject(err));
-  }).finally(() => client.close());
-}
 
 function getJson(port: number, path: string): Promise<{ status: number; body: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
@@ -46,10 +32,6 @@ function getJson(port: number, path: string): Promise<{ status: number; body: Re
       .on('error', reject)
       .end();
   });
-}
-
-async function token(): Promise<string> {
-  return /Token: (\S+)/.exec((await server.cli('token', 'generate')).stdout)?.[1] as string;
 }
 
 async function createEntry(parentId: string, path: string, selector = `unix:uid:${UID}`): Promise<string> {
@@ -84,12 +66,12 @@ afterAll(async () => {
 
 describe('persisted workload cache', () => {
   it('serves the same SVIDs at once after both the agent and the server were killed, /ready stays false, and the first sync replaces them', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const healthPort = await freePort();
     const agent = await startAgentProcess({
       server,
       joinToken,
-      extraTopLevel: `health_checks {\n  listener_enabled = true\n  bind_address = "127.0.0.1"\n  bind_port = ${healthPort}\n}`,
+      extraTopLevel: healthChecksBlock(healthPort),
     });
     agents.push(agent);
     const agentId = `spiffe://${TD}/spire/agent/join_token/${joinToken}`;
@@ -97,7 +79,7 @@ describe('persisted workload cache', () => {
     const deleted = await createEntry(agentId, '/cached-b');
     await createEntry(agentId, '/other-uid', `unix:uid:${UID + 1}`);
     const before = await eventually(async () => {
-      const r = await fetchX509(agent.socketPath);
+      const r = await fetchX509Once(agent.socketPath);
       if (r.svids.length !== 2) throw new Error('not yet');
       return r;
     });
@@ -117,7 +99,7 @@ describe('persisted workload cache', () => {
 
     const from = agent.logs().length;
     await agent.start();
-    const after = await fetchX509(agent.socketPath); // no retry: served from the restored cache
+    const after = await fetchX509Once(agent.socketPath); // no retry: served from the restored cache
     expect(ids(after)).toEqual([`spiffe://${TD}/cached-a`, `spiffe://${TD}/cached-b`]);
     const bySpiffeId = (r: X509SVIDResponse__Output) => new Map(r.svids.map((s) => [s.spiffe_id, s]));
     for (const [id, svid] of bySpiffeId(after)) {
@@ -132,7 +114,7 @@ describe('persisted workload cache', () => {
 
     await server.restart();
     await eventually(async () => {
-      const r = await fetchX509(agent.socketPath);
+      const r = await fetchX509Once(agent.socketPath);
       expect(ids(r)).toEqual([`spiffe://${TD}/cached-a`]);
     });
     await eventually(async () => expect((await getJson(healthPort, '/ready')).body['ready']).toBe(true));
@@ -140,7 +122,7 @@ describe('persisted workload cache', () => {
   }, 90_000);
 
   it('writes no cache file with KeyManager "memory", and removes one left by an earlier run', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const agent = await startAgentProcess({ server, joinToken });
     agents.push(agent);
     await agent.waitForLog(/"msg":"node attested"/);
@@ -153,32 +135,31 @@ describe('persisted workload cache', () => {
     expect(agent.logs().slice(from)).toMatch(/"msg":"removed the workload cache file"/);
     expect(existsSync(file)).toBe(false);
     await createEntry(`spiffe://${TD}/spire/agent/join_token/${joinToken}`, '/memory');
-    await eventually(async () => expect(ids(await fetchX509(agent.socketPath))).toEqual([`spiffe://${TD}/memory`]));
+    await eventually(async () => expect(ids(await fetchX509Once(agent.socketPath))).toEqual([`spiffe://${TD}/memory`]));
     await new Promise((r) => setTimeout(r, 2_500)); // past the writer's delay
     expect(existsSync(file)).toBe(false);
     expect(agent.logs().slice(from)).not.toMatch(/workload cache saved/);
   }, 60_000);
 
   it('removes the cache file with the stored identity when the agent is banned', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const agent = await startAgentProcess({ server, joinToken });
     agents.push(agent);
     const agentId = `spiffe://${TD}/spire/agent/join_token/${joinToken}`;
     await createEntry(agentId, '/banned');
     await agent.waitForLog(savedWith(1));
-    const exited = new Promise<number | null>((resolve) => agent.child?.once('exit', (code) => resolve(code)));
     expect((await server.cli('agent', 'ban', '-spiffeID', agentId)).code).toBe(0);
-    expect(await exited).toBe(1);
+    expect(await agent.exited()).toBe(1);
     expect(existsSync(join(agent.dataDir, 'agent-data.json'))).toBe(false);
     expect(existsSync(join(agent.dataDir, 'workload-cache.bin'))).toBe(false);
   }, 60_000);
 
   it('ignores a truncated cache file with a log line, answers Unavailable, and works and rewrites it once the server is back', async () => {
-    const joinToken = await token();
+    const joinToken = await generateJoinToken(server);
     const agent = await startAgentProcess({ server, joinToken });
     agents.push(agent);
     await createEntry(`spiffe://${TD}/spire/agent/join_token/${joinToken}`, '/truncated');
-    await eventually(async () => expect(ids(await fetchX509(agent.socketPath))).toEqual([`spiffe://${TD}/truncated`]));
+    await eventually(async () => expect(ids(await fetchX509Once(agent.socketPath))).toEqual([`spiffe://${TD}/truncated`]));
     await agent.waitForLog(savedWith(1));
     await agent.kill();
     await killServer();
@@ -188,12 +169,12 @@ describe('persisted workload cache', () => {
     const from = agent.logs().length;
     await agent.start();
     expect(agent.logs().slice(from)).toMatch(/"reason":"truncated: the payload is \d+ bytes, the header says \d+".*"msg":"ignoring the workload cache file; it will be rewritten after the first sync"/);
-    const err = (await fetchX509(agent.socketPath).catch((e: ServiceError) => e)) as ServiceError;
+    const err = (await fetchX509Once(agent.socketPath).catch((e: ServiceError) => e)) as ServiceError;
     expect(err.code).toBe(14);
     expect(err.details).toBe('agent is not ready: it has not synchronized with the server yet');
 
     await server.restart();
-    await eventually(async () => expect(ids(await fetchX509(agent.socketPath))).toEqual([`spiffe://${TD}/truncated`]));
+    await eventually(async () => expect(ids(await fetchX509Once(agent.socketPath))).toEqual([`spiffe://${TD}/truncated`]));
     await agent.waitForLog(savedWith(1), 20_000, from);
     const decoded = decodeCacheFile(await readFile(file));
     expect(decoded.ok && decoded.value.svids.map((s) => s.spiffeId)).toEqual([`spiffe://${TD}/truncated`]);

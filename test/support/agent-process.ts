@@ -45,6 +45,17 @@ export interface AgentSetup {
   trustBundlePath?: string;
 }
 
+/** A `health_checks` block listening on 127.0.0.1:`port` with `/live` and `/ready`, for `extraTopLevel`. */
+export function healthChecksBlock(port: number): string {
+  return `health_checks {
+  listener_enabled = true
+  bind_address = "127.0.0.1"
+  bind_port = ${port}
+  live_path = "/live"
+  ready_path = "/ready"
+}`;
+}
+
 export async function startAgentProcess(setup: AgentSetup): Promise<AgentHandle> {
   const dir = await mkdtemp(join(tmpdir(), 'sna-agent-'));
   // Workloads of other uids must reach the socket below this directory.

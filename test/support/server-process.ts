@@ -56,6 +56,14 @@ export function freePort(): Promise<number> {
   });
 }
 
+/** A new join token from the server CLI (`token generate`). */
+export async function generateJoinToken(server: ServerHandle): Promise<string> {
+  const out = await server.cli('token', 'generate');
+  const token = /Token: (\S+)/.exec(out.stdout)?.[1];
+  if (token === undefined) throw new Error(`token generate printed no token: ${out.stdout}${out.stderr}`);
+  return token;
+}
+
 async function runCli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await execFileAsync(NODE, [SERVER_BIN, ...args], { timeout: 20_000 });

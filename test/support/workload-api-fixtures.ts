@@ -10,6 +10,7 @@ import { Metadata, credentials, type ClientReadableStream, type ServiceError } f
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { selectorKey, type Selector } from '../../src/common/selector.ts';
 import { WorkloadApiClient } from '../../src/common/proto.ts';
+import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
 import type { BundleSnapshot, JwtIdentity, WorkloadState, X509Identity } from '../../src/agent/manager/workload-state.ts';
 import type { IdentitySource } from '../../src/agent/workload-api/identity-source.ts';
 import type { WorkloadAttestor } from '../../src/agent/workload-attestation/workload-attestor.ts';
@@ -198,6 +199,12 @@ export function first<T>(stream: ClientReadableStream<T>): Promise<T> {
       if (err.code !== Code.CANCELLED) reject(err);
     });
   });
+}
+
+/** The first FetchX509SVID response on `socketPath`, over a client opened for this call and closed after it. */
+export function fetchX509Once(socketPath: string): Promise<X509SVIDResponse__Output> {
+  const client = workloadClient(socketPath);
+  return first<X509SVIDResponse__Output>(client.FetchX509SVID({}, securityHeader())).finally(() => client.close());
 }
 
 /** Waits until `predicate` holds (polling), or fails after `timeoutMs`. */
