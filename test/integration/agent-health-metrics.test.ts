@@ -8,12 +8,14 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { promisify } from 'node:util';
-import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
-import { NODE, freePort, startServerProcess, type ServerHandle } from '../support/server-process.ts';
-import { AGENT_BIN, startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
+import type { ServiceError } from '@grpc/grpc-js';
+import { NODE, freePort, generateJoinToken, startServerProcess, type ServerHandle } from '../support/server-process.ts';
+import { AGENT_BIN, healthChecksBlock, startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { eventually } from '../support/eventually.ts';
-import { WorkloadApiClient } from '../../src/common/proto.ts';
+import { securityHeader, unaryCall, workloadClient } from '../support/workload-api-fixtures.ts';
+import type { WorkloadApiClient } from '../../src/common/proto.ts';
 import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
+import type { JWTSVIDResponse__Output } from '../../src/gen/JWTSVIDResponse.ts';
 
 const execFileAsync = promisify(execFile);
 const TD = 'example.org';
@@ -24,12 +26,6 @@ let agent: AgentHandle;
 let token: string;
 let healthPort: number;
 let metricsPort: number;
-
-function header(): Metadata {
-  const md = new Metadata();
-  md.set('workload.spiffe.io', 'true');
-  return md;
-}
 
 async function get(port: number, path: string): Promise<{ status: number; contentType: string | null; body: string }> {
   const res = await fetch(`http://127.0.0.1:${port}${path}`);
@@ -62,7 +58,7 @@ async function healthcheck(): Promise<{ code: number; stdout: string; stderr: st
 /** Opens FetchX509SVID and resolves with the first message; the stream stays open. */
 function openStream(client: WorkloadApiClient): Promise<{ first: X509SVIDResponse__Output; ended: Promise<ServiceError>; cancel: () => void }> {
   return new Promise((resolve, reject) => {
-    const stream = client.FetchX509SVID({}, header());
+    const stream = client.FetchX509SVID({}, securityHeader());
     let resolveEnd: (err: ServiceError) => void = () => undefined;
     const ended = new Promise<ServiceError>((r) => (resolveEnd = r));
     stream.on('error', (err: ServiceError) => {
@@ -75,7 +71,7 @@ function openStream(client: WorkloadApiClient): Promise<{ first: X509SVIDRespons
 
 beforeAll(async () => {
   server = await startServerProcess({ trustDomain: TD });
-  token = /Token: (\S+)/.exec((await server.cli('token', 'generate')).stdout)?.[1] as string;
+  token = await generateJoinToken(server);
   healthPort = await freePort();
   metricsPort = await freePort();
   // The agent starts while the server is down, so the state before the first sync is observable.
@@ -83,13 +79,7 @@ beforeAll(async () => {
   agent = await startAgentProcess({
     server,
     joinToken: token,
-    extraTopLevel: `health_checks {
-  listener_enabled = true
-  bind_address = "127.0.0.1"
-  bind_port = ${healthPort}
-  live_path = "/live"
-  ready_path = "/ready"
-}
+    extraTopLevel: `${healthChecksBlock(healthPort)}
 telemetry {
   Prometheus {
     host = "127.0.0.1"
@@ -211,7 +201,7 @@ describe('after the first sync', () => {
     const before = await scrape();
     const out = await server.cli('entry', 'create', '-parentID', agentId, '-spiffeID', `spiffe://${TD}/metrics-workload`, '-selector', `unix:uid:${UID}`);
     expect(out.stderr).toBe('');
-    const client = new WorkloadApiClient(`unix://${agent.socketPath}`, credentials.createInsecure());
+    const client = workloadClient(agent.socketPath);
     try {
       const { first, cancel } = await eventually(async () => {
         const opened = await openStream(client);
@@ -226,9 +216,7 @@ describe('after the first sync', () => {
       expect(during.get('spiffe_agent_lru_cache_record_map_size')).toBe(1);
       cancel();
 
-      const jwt = await new Promise<{ svids: unknown[] }>((resolve, reject) =>
-        client.FetchJWTSVID({ audience: ['metrics-test'] }, header(), (err: ServiceError | null, res?: { svids: unknown[] }) => (err ? reject(err) : resolve(res as { svids: unknown[] }))),
-      );
+      const jwt = await unaryCall<JWTSVIDResponse__Output>((cb) => client.FetchJWTSVID({ audience: ['metrics-test'] }, securityHeader(), cb));
       expect(jwt.svids).toHaveLength(1);
 
       const after = await eventually(async () => {
@@ -261,7 +249,7 @@ describe('after the first sync', () => {
 
 describe('shutdown', () => {
   it('SIGTERM ends an open stream with UNAVAILABLE, removes the socket and exits 0 by itself', async () => {
-    const client = new WorkloadApiClient(`unix://${agent.socketPath}`, credentials.createInsecure());
+    const client = workloadClient(agent.socketPath);
     try {
       const { first, ended } = await openStream(client);
       expect(first.svids).toHaveLength(1);

@@ -5,13 +5,14 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type Server, type Socket } from 'node:net';
-import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
-import { freePort, startServerProcess, type ServerHandle } from '../support/server-process.ts';
-import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
-import { WorkloadApiClient } from '../../src/common/proto.ts';
+import type { ServiceError } from '@grpc/grpc-js';
+import { freePort, generateJoinToken, startServerProcess, type ServerHandle } from '../support/server-process.ts';
+import { healthChecksBlock, startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
+import type { WorkloadApiClient } from '../../src/common/proto.ts';
 import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
 import type { JWTSVIDResponse__Output } from '../../src/gen/JWTSVIDResponse.ts';
 import { eventually } from '../support/eventually.ts';
+import { first, securityHeader, unaryCall, workloadClient } from '../support/workload-api-fixtures.ts';
 
 const TD = 'example.org';
 const UID = process.getuid?.() ?? 0;
@@ -29,27 +30,12 @@ let agent: AgentHandle;
 let client: WorkloadApiClient;
 let healthPort: number;
 
-function header(): Metadata {
-  const md = new Metadata();
-  md.set('workload.spiffe.io', 'true');
-  return md;
-}
-
 function fetchX509(): Promise<X509SVIDResponse__Output> {
-  return new Promise((resolve, reject) => {
-    const stream = client.FetchX509SVID({}, header());
-    stream.once('data', (res: X509SVIDResponse__Output) => {
-      resolve(res);
-      stream.cancel();
-    });
-    stream.on('error', (err: ServiceError) => err.code !== 1 && reject(err));
-  });
+  return first(client.FetchX509SVID({}, securityHeader()));
 }
 
 function fetchJwt(audience: string): Promise<JWTSVIDResponse__Output> {
-  return new Promise((resolve, reject) => {
-    client.FetchJWTSVID({ audience: [audience] }, header(), (err: ServiceError | null, res?: JWTSVIDResponse__Output) => (err ? reject(err) : resolve(res as JWTSVIDResponse__Output)));
-  });
+  return unaryCall((cb) => client.FetchJWTSVID({ audience: [audience] }, securityHeader(), cb));
 }
 
 /** The agent's last successful sync (ms since the epoch), from its readiness endpoint. */
@@ -62,22 +48,16 @@ async function lastSync(): Promise<number | undefined> {
 beforeAll(async () => {
   server = await startServerProcess({ trustDomain: TD });
   healthPort = await freePort();
-  const token = /Token: (\S+)/.exec((await server.cli('token', 'generate')).stdout)?.[1] as string;
+  const token = await generateJoinToken(server);
   agent = await startAgentProcess({
     server,
     joinToken: token,
     syncInterval: `${SYNC_INTERVAL_MS}ms`,
-    extraTopLevel: `health_checks {
-  listener_enabled = true
-  bind_address = "127.0.0.1"
-  bind_port = ${healthPort}
-  live_path = "/live"
-  ready_path = "/ready"
-}`,
+    extraTopLevel: healthChecksBlock(healthPort),
   });
   const agentId = `spiffe://${TD}/spire/agent/join_token/${token}`;
   await server.cli('entry', 'create', '-parentID', agentId, '-spiffeID', `spiffe://${TD}/outage`, '-selector', `unix:uid:${UID}`);
-  client = new WorkloadApiClient(`unix://${agent.socketPath}`, credentials.createInsecure());
+  client = workloadClient(agent.socketPath);
   await eventually(async () => {
     if ((await fetchX509()).svids.length === 0) throw new Error('no SVID yet');
   });
