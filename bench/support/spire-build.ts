@@ -1,0 +1,145 @@
+/**
+ * SPIRE's own `spire-server` and `spire-agent`, built from the Go module proxy into a cache
+ * directory outside the repository, for benchmarks (and tests) that run the real thing:
+ *
+ *   <cache>/spiffe-node-agent/spire-v<version>/      a throwaway Go module ("x")
+ *     go.mod, go.sum                                  `go get -tool …/cmd/spire-{server,agent}@v<version>`
+ *     bin/spire-server, bin/spire-agent               `go build -o bin/ …`
+ *     build.log                                       the last build's output
+ *
+ * <cache> is $XDG_CACHE_HOME, else ~/.cache. A cold build downloads SPIRE's dependencies and
+ * compiles them (about 6+ minutes on 2 cores); afterwards the binaries are reused as they are
+ * (their `-version` output is checked), and a rebuild reuses Go's module and build caches.
+ * SPIRE_BIN_DIR=<dir> uses binaries from elsewhere instead (nothing is built).
+ *
+ * Needs `go` (1.24 or newer, for `go get -tool`) on PATH, or GO=<path to go>.
+ */
+import { spawn, execFile } from 'node:child_process';
+import { existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+
+const execFileAsync = promisify(execFile);
+
+export const SPIRE_VERSION = '1.13.3';
+
+export interface SpireBinaries {
+  readonly server: string;
+  readonly agent: string;
+  /** What `spire-agent -version` printed, e.g. "1.13.3". */
+  readonly version: string;
+  readonly dir: string;
+  /** Whether this call built them (false: reused). */
+  readonly built: boolean;
+  /** Wall-clock time of the build, when this call built them. */
+  readonly buildMs?: number;
+}
+
+/** The cache directory for one SPIRE version. */
+export function spireCacheDir(version = SPIRE_VERSION): string {
+  const base = process.env['XDG_CACHE_HOME'] ?? join(homedir(), '.cache');
+  return join(base, 'spiffe-node-agent', `spire-v${version}`);
+}
+
+/** What `<bin> -version` prints (SPIRE writes it to stderr), trimmed; undefined if it fails. */
+async function binaryVersion(bin: string): Promise<string | undefined> {
+  try {
+    const { stdout, stderr } = await execFileAsync(bin, ['-version'], { timeout: 20_000 });
+    return `${stdout}${stderr}`.trim();
+  } catch (err) {
+    const e = err as { stdout?: string; stderr?: string };
+    const out = `${e.stdout ?? ''}${e.stderr ?? ''}`.trim();
+    return /^\d+\.\d+\.\d+/.test(out) ? out : undefined;
+  }
+}
+
+function run(cmd: string, args: string[], cwd: string, logFd: number, env: NodeJS.ProcessEnv): Promise<void> {
+  writeFileSync(logFd, `$ ${cmd} ${args.join(' ')}\n`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', logFd, logFd] });
+    child.once('error', reject);
+    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? code}); see ${join(cwd, 'build.log')}`))));
+  });
+}
+
+/**
+ * Returns spire-server and spire-agent of `version`, building them first when the cache has
+ * none (or ones that report another version). Concurrent callers in other processes wait on
+ * a lock directory rather than building twice.
+ */
+export async function ensureSpireBinaries(opts: { version?: string; log?: (line: string) => void } = {}): Promise<SpireBinaries> {
+  const version = opts.version ?? SPIRE_VERSION;
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const override = process.env['SPIRE_BIN_DIR'];
+  if (override !== undefined && override !== '') {
+    const server = join(override, 'spire-server');
+    const agent = join(override, 'spire-agent');
+    for (const b of [server, agent]) if (!existsSync(b)) throw new Error(`SPIRE_BIN_DIR: ${b} is missing`);
+    return { server, agent, version: (await binaryVersion(agent)) ?? 'unknown', dir: override, built: false };
+  }
+
+  const dir = spireCacheDir(version);
+  const binDir = join(dir, 'bin');
+  const server = join(binDir, 'spire-server');
+  const agent = join(binDir, 'spire-agent');
+  const reuse = async (): Promise<SpireBinaries | undefined> => {
+    if (!existsSync(server) || !existsSync(agent)) return undefined;
+    const got = await binaryVersion(agent);
+    if (got === undefined || !got.startsWith(version)) return undefined;
+    return { server, agent, version: got, dir, built: false };
+  };
+  const cached = await reuse();
+  if (cached !== undefined) return cached;
+
+  mkdirSync(dir, { recursive: true });
+  const lock = join(dir, '.build-lock');
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(join(lock, 'pid'), String(process.pid));
+      break;
+    } catch {
+      // Someone else is building (or died doing so: a lock whose pid is gone is stale).
+      const pid = Number(readFileSync(join(lock, 'pid'), { encoding: 'utf8', flag: 'a+' }) || NaN);
+      if (Number.isFinite(pid) && !existsSync(`/proc/${pid}`)) {
+        rmSync(lock, { recursive: true, force: true });
+        continue;
+      }
+      log(`spire-build: waiting for the build in progress in ${dir}`);
+      await new Promise((r) => setTimeout(r, 5_000));
+      const done = await reuse();
+      if (done !== undefined) return done;
+    }
+  }
+  try {
+    const again = await reuse();
+    if (again !== undefined) return again;
+    const go = process.env['GO'] ?? 'go';
+    const env = { ...process.env, GOFLAGS: '-mod=mod' };
+    const logFd = openSync(join(dir, 'build.log'), 'w');
+    const started = performance.now();
+    log(`spire-build: building spire-server and spire-agent v${version} in ${dir} (cold: about 6+ minutes on 2 cores; log: ${join(dir, 'build.log')})`);
+    try {
+      if (!existsSync(join(dir, 'go.mod'))) await run(go, ['mod', 'init', 'x'], dir, logFd, env);
+      for (const cmd of ['spire-server', 'spire-agent']) await run(go, ['get', '-tool', `github.com/spiffe/spire/cmd/${cmd}@v${version}`], dir, logFd, env);
+      // Into a fresh directory, then renamed: a half-written binary is never reused.
+      const tmp = join(dir, `bin.tmp-${process.pid}`);
+      rmSync(tmp, { recursive: true, force: true });
+      mkdirSync(tmp);
+      await run(go, ['build', '-o', `${tmp}/`, 'github.com/spiffe/spire/cmd/spire-server', 'github.com/spiffe/spire/cmd/spire-agent'], dir, logFd, env);
+      mkdirSync(binDir, { recursive: true });
+      for (const b of ['spire-server', 'spire-agent']) renameSync(join(tmp, b), join(binDir, b));
+      rmSync(tmp, { recursive: true, force: true });
+    } finally {
+      closeSync(logFd);
+    }
+    const buildMs = performance.now() - started;
+    const got = await reuse();
+    if (got === undefined) throw new Error(`spire-build: built ${agent}, but its -version does not start with ${version}`);
+    log(`spire-build: built in ${(buildMs / 1000).toFixed(0)} s`);
+    return { ...got, built: true, buildMs };
+  } finally {
+    rmSync(lock, { recursive: true, force: true });
+  }
+}
