@@ -12,7 +12,8 @@ import { join } from 'node:path';
 import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { Code } from '../../src/common/errors.ts';
-import { HealthClient, type WorkloadApiClient } from '../../src/common/proto.ts';
+import { HealthClient, WorkloadApiClient } from '../../src/common/proto.ts';
+import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
 import { startWorkloadApi, type WorkloadApiServer } from '../../src/agent/workload-api/workload-api.ts';
 import {
   FakeIdentitySource,
@@ -147,11 +148,16 @@ describe('FetchX509SVID', () => {
     await waitFor(() => server.streamCount() === 0 && source.subscriberCount === 0, 5_000, 'cleanup');
   });
 
-  it('fails with ResourceExhausted rather than send a response over 4 MiB', async () => {
-    source.setIdentities(SELF, [identity('entry-a', { certChain: Buffer.alloc(4 * 1024 * 1024 + 1) })]);
+  it('sends a response over 4 MiB: a client with a raised receive limit gets it, a default client fails on its own limit', async () => {
+    const chain = Buffer.alloc(4 * 1024 * 1024 + 1, 7);
+    source.setIdentities(SELF, [identity('entry-a', { certChain: chain })]);
+    const big = new WorkloadApiClient(`unix://${socketPath}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+    const res = await first<X509SVIDResponse__Output>(big.FetchX509SVID({}, securityHeader())).finally(() => big.close());
+    expect(res.svids[0]?.x509_svid.equals(chain)).toBe(true);
     const err = await first(client.FetchX509SVID({}, securityHeader())).catch((e: ServiceError) => e);
     expect(err).toMatchObject({ code: Code.RESOURCE_EXHAUSTED });
-    expect((err as ServiceError).details).toMatch(/over the 4194304-byte gRPC message limit/);
+    // grpc-js's own client-side message, not a refusal by the agent.
+    expect((err as ServiceError).details).toMatch(/Received message larger than max \(\d+ vs 4194304\)/);
   });
 
   it('answers Unavailable while the identity source has not synced', async () => {

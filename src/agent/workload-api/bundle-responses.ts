@@ -53,6 +53,11 @@ function servedFederatedDomains(state: WorkloadState): string[] {
   return federatedTrustDomains(state.identities, state.bundles.trustDomain).filter((td) => hasBundle(state.bundles, td));
 }
 
+/** How many bundles (trust domains) the bundle responses of a state carry. */
+export function bundleCount(state: WorkloadState): number {
+  return 1 + servedFederatedDomains(state).length;
+}
+
 /** Builds the X509BundlesResponse for a state. */
 export function x509BundlesResponse(state: WorkloadState): X509BundlesResponse {
   const { bundles } = state;
@@ -82,7 +87,7 @@ const jwtCache = new WeakMap<WorkloadState, EncodedMessage>();
 export function encodedX509Bundles(state: WorkloadState): EncodedMessage {
   let bytes = x509Cache.get(state);
   if (bytes === undefined) {
-    bytes = encodeResponse(serializeX509Bundles, x509BundlesResponse(state), 'X509 bundles');
+    bytes = encodeResponse(serializeX509Bundles, x509BundlesResponse(state));
     x509Cache.set(state, bytes);
   }
   return bytes;
@@ -92,7 +97,7 @@ export function encodedX509Bundles(state: WorkloadState): EncodedMessage {
 export function encodedJwtBundles(state: WorkloadState): EncodedMessage {
   let bytes = jwtCache.get(state);
   if (bytes === undefined) {
-    bytes = encodeResponse(serializeJwtBundles, jwtBundlesResponse(state), 'JWT bundles');
+    bytes = encodeResponse(serializeJwtBundles, jwtBundlesResponse(state));
     jwtCache.set(state, bytes);
   }
   return bytes;

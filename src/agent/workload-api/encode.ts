@@ -1,27 +1,20 @@
 /**
  * Response encoding for the Workload API: every response is serialized by us (once, where it
- * can be shared), checked against the 4 MiB default gRPC receive limit, and handed to grpc-js
- * as bytes. The service definition's serializers pass such bytes through untouched.
+ * can be shared) and handed to grpc-js as bytes. The service definition's serializers pass
+ * such bytes through untouched.
+ *
+ * No size limit is enforced here: like SPIRE, the agent sends every SVID a workload is
+ * entitled to, however large the response (5,000 SVIDs are about 6 MB). Handlers report
+ * responses over the default 4 MiB client receive limit through large-response.ts.
  */
 import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
-import { ApiError, Code } from '../../common/errors.ts';
 
 /** Bytes of one serialized response message, produced only by {@link encodeResponse}. */
 export type EncodedMessage = Buffer & { readonly __encodedResponse: true };
 
-/** gRPC's default max receive message size: clients reject anything bigger. */
-export const MAX_RESPONSE_BYTES = 4 * 1024 * 1024;
-
-/** Serializes a response with the method's own serializer and enforces the size limit. */
-export function encodeResponse<Res>(serialize: (value: Res) => Buffer, value: Res, what: string): EncodedMessage {
-  const bytes = serialize(value);
-  if (bytes.length > MAX_RESPONSE_BYTES) {
-    throw new ApiError(
-      Code.RESOURCE_EXHAUSTED,
-      `workload api: ${what} response is ${bytes.length} bytes, over the ${MAX_RESPONSE_BYTES}-byte gRPC message limit`,
-    );
-  }
-  return bytes as EncodedMessage;
+/** Serializes a response with the method's own serializer. */
+export function encodeResponse<Res>(serialize: (value: Res) => Buffer, value: Res): EncodedMessage {
+  return serialize(value) as EncodedMessage;
 }
 
 /** The serializer of a method, typed by its (input) response type. */

@@ -17,6 +17,7 @@ import { fetchJwtSvid } from './handlers/fetch-jwt-svid.ts';
 import { fetchX509Svid } from './handlers/fetch-x509-svid.ts';
 import { validateJwtSvidRpc } from './handlers/validate-jwt-svid.ts';
 import type { IdentitySource } from './identity-source.ts';
+import { LargeResponseWarnings, type LargeResponseLog } from './large-response.ts';
 import { streamRpc, unaryRpc, unimplementedStream, type RpcDeps } from './rpc.ts';
 
 /** The Workload API service definition with pass-through response serializers. */
@@ -28,16 +29,19 @@ export interface WorkloadApiHandlerOptions extends RpcDeps {
   readonly clock: Clock;
   readonly allowUnauthenticatedVerifiers: boolean;
   readonly allowedForeignJwtClaims: ReadonlySet<string>;
+  /** Where responses over the default client receive limit are reported; default: warnings in `logger`. */
+  readonly largeResponses?: LargeResponseLog;
 }
 
 /** Builds the handlers of every SpiffeWorkloadAPI method. */
 export function createWorkloadApiHandlers(opts: WorkloadApiHandlerOptions): UntypedServiceImplementation {
-  const bundleOpts = { source: opts.source, allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers };
+  const largeResponses = opts.largeResponses ?? new LargeResponseWarnings({ logger: opts.logger, clock: opts.clock });
+  const bundleOpts = { source: opts.source, allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers, largeResponses };
   return {
-    FetchX509SVID: streamRpc<X509SVIDRequest__Output>(opts, 'FetchX509SVID', fetchX509Svid(opts.source)),
-    FetchX509Bundles: streamRpc<X509BundlesRequest__Output>(opts, 'FetchX509Bundles', fetchBundles(bundleOpts, encodedX509Bundles)),
-    FetchJWTBundles: streamRpc<JWTBundlesRequest__Output>(opts, 'FetchJWTBundles', fetchBundles(bundleOpts, encodedJwtBundles)),
-    FetchJWTSVID: unaryRpc(opts, 'FetchJWTSVID', fetchJwtSvid(opts.source)),
+    FetchX509SVID: streamRpc<X509SVIDRequest__Output>(opts, 'FetchX509SVID', fetchX509Svid(opts.source, largeResponses)),
+    FetchX509Bundles: streamRpc<X509BundlesRequest__Output>(opts, 'FetchX509Bundles', fetchBundles(bundleOpts, 'FetchX509Bundles', encodedX509Bundles)),
+    FetchJWTBundles: streamRpc<JWTBundlesRequest__Output>(opts, 'FetchJWTBundles', fetchBundles(bundleOpts, 'FetchJWTBundles', encodedJwtBundles)),
+    FetchJWTSVID: unaryRpc(opts, 'FetchJWTSVID', fetchJwtSvid(opts.source, largeResponses)),
     ValidateJWTSVID: unaryRpc(opts, 'ValidateJWTSVID', validateJwtSvidRpc(opts)),
     FetchWITSVID: unimplementedStream<WITSVIDRequest__Output>(opts, 'FetchWITSVID', 'fetching WIT-SVIDs is not implemented'),
     FetchWITBundles: unimplementedStream<WITBundlesRequest__Output>(opts, 'FetchWITBundles', 'fetching WIT bundles is not implemented'),

@@ -139,6 +139,9 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     'grpc.enable_channelz': 0,
     'grpc.max_concurrent_streams': limits.streamsPerConnection,
     'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+    // Unlimited is grpc-js's server default; stated because responses may pass 4 MiB (5,000
+    // SVIDs are about 6 MB) and must never be refused for it, as in SPIRE (large-response.ts).
+    'grpc.max_send_message_length': -1,
   });
   grpcServer.addService(
     workloadApiServiceDefinition,

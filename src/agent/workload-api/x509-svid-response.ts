@@ -46,8 +46,10 @@ export function x509SvidResponse(state: WorkloadState): X509SVIDResponse {
   };
 }
 
-/** The outcome of encoding a state: the bytes to send, or the status that ends the stream. */
-export type X509SvidOutcome = { readonly ok: true; readonly bytes: EncodedMessage } | { readonly ok: false; readonly error: ApiError };
+/** The outcome of encoding a state: the bytes to send (and how many SVIDs), or the status that ends the stream. */
+export type X509SvidOutcome =
+  | { readonly ok: true; readonly bytes: EncodedMessage; readonly svids: number }
+  | { readonly ok: false; readonly error: ApiError };
 
 const serialize = serializerOf(WorkloadApiService.FetchX509SVID);
 const cache = new WeakMap<WorkloadState, X509SvidOutcome>();
@@ -57,7 +59,8 @@ export function encodedX509SvidResponse(state: WorkloadState): X509SvidOutcome {
   let outcome = cache.get(state);
   if (outcome === undefined) {
     try {
-      outcome = { ok: true, bytes: encodeResponse(serialize, x509SvidResponse(state), 'X509-SVID') };
+      const response = x509SvidResponse(state);
+      outcome = { ok: true, bytes: encodeResponse(serialize, response), svids: response.svids?.length ?? 0 };
     } catch (err) {
       outcome = { ok: false, error: err instanceof ApiError ? err : new ApiError(Code.INTERNAL, String(err)) };
     }

@@ -34,7 +34,16 @@ export interface WorkloadClientOptions {
    * milliseconds. Watches have none. Default: no deadline.
    */
   timeoutMs?: number;
+  /**
+   * Largest response accepted, in bytes. Default {@link WORKLOAD_CLIENT_MAX_RECEIVE_BYTES}, far
+   * above gRPC's 4 MiB default: a workload entitled to thousands of SVIDs gets them all in one
+   * message (5,000 are about 6 MB), and the agent sends it whatever its size, as SPIRE does.
+   */
+  maxReceiveMessageBytes?: number;
 }
+
+/** The default receive limit of this client (the CLI's): 64 MiB, about 50,000 SVIDs. */
+export const WORKLOAD_CLIENT_MAX_RECEIVE_BYTES = 64 * 1024 * 1024;
 
 /** Per-call options. */
 export interface WorkloadCallOptions {
@@ -118,7 +127,9 @@ function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
 /** Connects (lazily: the first call dials) to the Workload API. Throws ApiError(INVALID_ARGUMENT) for a bad address. */
 export function createWorkloadClient(options: WorkloadClientOptions = {}): WorkloadClient {
   const endpoint = resolveEndpoint(options);
-  const client = new WorkloadApiClient(endpoint.target, credentials.createInsecure());
+  const client = new WorkloadApiClient(endpoint.target, credentials.createInsecure(), {
+    'grpc.max_receive_message_length': options.maxReceiveMessageBytes ?? WORKLOAD_CLIENT_MAX_RECEIVE_BYTES,
+  });
 
   const header = (): Metadata => {
     const metadata = new Metadata();

@@ -1,7 +1,7 @@
 /**
  * The Workload API client: endpoint parsing, the calls, and their result types.
  */
-export { createWorkloadClient, SECURITY_HEADER } from './client.ts';
+export { createWorkloadClient, SECURITY_HEADER, WORKLOAD_CLIENT_MAX_RECEIVE_BYTES } from './client.ts';
 export type { WatchOptions, WorkloadCallOptions, WorkloadClient, WorkloadClientOptions } from './client.ts';
 export { defaultEndpointAddress, parseWorkloadEndpoint, SOCKET_ENV } from './endpoint.ts';
 export type { EndpointParseOptions, WorkloadEndpoint } from './endpoint.ts';

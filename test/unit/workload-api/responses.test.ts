@@ -9,7 +9,8 @@ import {
   x509BundlesResponse,
 } from '../../../src/agent/workload-api/bundle-responses.ts';
 import { encodedX509SvidResponse, x509SvidResponse } from '../../../src/agent/workload-api/x509-svid-response.ts';
-import { MAX_RESPONSE_BYTES, encodeResponse, withPassthroughSerializers } from '../../../src/agent/workload-api/encode.ts';
+import { encodeResponse, withPassthroughSerializers } from '../../../src/agent/workload-api/encode.ts';
+import { DEFAULT_CLIENT_RECEIVE_LIMIT } from '../../../src/agent/workload-api/large-response.ts';
 import type { WorkloadState } from '../../../src/agent/manager/workload-state.ts';
 import { identity, snapshot } from '../../support/workload-api-fixtures.ts';
 
@@ -98,11 +99,24 @@ describe('bundle responses', () => {
 });
 
 describe('encoding', () => {
-  it('refuses responses over 4 MiB with ResourceExhausted', () => {
-    const big = { svids: [{ spiffe_id: 'spiffe://x/y', x509_svid: Buffer.alloc(MAX_RESPONSE_BYTES) }] };
-    expect(() => encodeResponse(WorkloadApiService.FetchX509SVID.responseSerialize, big, 'X509-SVID')).toThrow(
-      expect.objectContaining({ code: Code.RESOURCE_EXHAUSTED }),
+  it('encodes responses over 4 MiB (never refuses them for their size)', () => {
+    const big = { svids: [{ spiffe_id: 'spiffe://x/y', x509_svid: Buffer.alloc(DEFAULT_CLIENT_RECEIVE_LIMIT) }] };
+    const bytes = encodeResponse(WorkloadApiService.FetchX509SVID.responseSerialize, big);
+    expect(bytes.length).toBeGreaterThan(DEFAULT_CLIENT_RECEIVE_LIMIT);
+    expect(WorkloadApiService.FetchX509SVID.responseDeserialize(bytes).svids).toHaveLength(1);
+  });
+
+  it('encodes a state with 5,000 SVIDs over 4 MiB once, with its SVID count', () => {
+    const many = state(
+      ...Array.from({ length: 5_000 }, (_, i) =>
+        identity(`e${String(i).padStart(4, '0')}`, { spiffeId: `spiffe://${TD}/w/${i}`, certChain: Buffer.alloc(1_000, 1), privateKey: Buffer.alloc(138, 2) }),
+      ),
     );
+    const outcome = encodedX509SvidResponse(many);
+    if (!outcome.ok) throw outcome.error;
+    expect(outcome.svids).toBe(5_000);
+    expect(outcome.bytes.length).toBeGreaterThan(DEFAULT_CLIENT_RECEIVE_LIMIT);
+    expect(encodedX509SvidResponse(many)).toBe(outcome);
   });
 
   it('passes pre-encoded bytes through the service serializers and serializes objects as before', () => {

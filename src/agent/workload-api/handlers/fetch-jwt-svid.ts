@@ -3,6 +3,7 @@
  * InvalidArgument; tokens for every matching entry (cached X.509-SVID or not), hint-filtered
  * and ordered by entry ID, optionally narrowed to `spiffe_id`; none → PermissionDenied
  * "no identity issued"; a minting failure → Unavailable "could not fetch JWT-SVID: …".
+ * Never refused for its size; over the default client receive limit it is logged.
  */
 import { ApiError, Code, toApiError } from '../../../common/errors.ts';
 import { WorkloadApiService } from '../../../common/proto.ts';
@@ -12,6 +13,7 @@ import { encodeResponse, serializerOf } from '../encode.ts';
 import { filterByHint } from '../hint-filter.ts';
 import type { JwtCandidate, JwtIdentity } from '../../manager/workload-state.ts';
 import type { IdentitySource } from '../identity-source.ts';
+import type { LargeResponseLog } from '../large-response.ts';
 import type { UnarySpec } from '../rpc.ts';
 import { noIdentityIssued } from '../x509-svid-response.ts';
 
@@ -27,7 +29,7 @@ export function validateJwtSvidRequest(request: JWTSVIDRequest__Output): void {
 }
 
 /** The FetchJWTSVID RPC. */
-export function fetchJwtSvid(source: IdentitySource): UnarySpec<JWTSVIDRequest__Output> {
+export function fetchJwtSvid(source: IdentitySource, largeResponses: LargeResponseLog): UnarySpec<JWTSVIDRequest__Output> {
   return {
     validate: validateJwtSvidRequest,
     async handle(request, caller, signal) {
@@ -44,7 +46,9 @@ export function fetchJwtSvid(source: IdentitySource): UnarySpec<JWTSVIDRequest__
       const svids = select(identities);
       if (svids.length === 0) throw noIdentityIssued();
       const response = { svids: svids.map((identity) => ({ spiffe_id: identity.spiffeId, svid: identity.token, hint: identity.hint })) };
-      return encodeResponse(serialize, response, 'JWT-SVID');
+      const bytes = encodeResponse(serialize, response);
+      largeResponses.check({ method: 'FetchJWTSVID', pid: caller.pid, bytes: bytes.length, counts: () => ({ svids: svids.length }) });
+      return bytes;
     },
   };
 }
