@@ -29,7 +29,7 @@ export interface UnixAttestorConfig {
 }
 
 /** plugin_data of `WorkloadAttestor "k8s"`, in SPIRE's names (see README). */
-export type K8sWorkloadAttestorConfig = Omit<K8sAttestorOptions, 'logger' | 'procRoot' | 'clock' | 'dispatcher' | 'baseUrl' | 'env' | 'kubeletTimeoutMs' | 'podListMaxAgeMs'>;
+export type K8sWorkloadAttestorConfig = Omit<K8sAttestorOptions, 'logger' | 'procRoot' | 'clock' | 'dispatcher' | 'baseUrl' | 'env' | 'kubeletTimeoutMs'>;
 
 /** Reads `WorkloadAttestor "k8s" { plugin_data { … } }`; relative paths resolve against `cwd`. */
 export function parseK8sWorkloadAttestorConfig(data: ConfigReader, cwd: string): K8sWorkloadAttestorConfig {
@@ -54,6 +54,9 @@ export function parseK8sWorkloadAttestorConfig(data: ConfigReader, cwd: string):
     ['nodeName', data.optionalString('node_name')],
   ];
   for (const [key, value] of optional) if (value !== undefined && value !== '') (out as Record<string, unknown>)[key] = value;
+  // Not a SPIRE key: how long the shared kubelet pod list answers known containers (default in options.ts).
+  const podListMaxAgeMs = data.duration('pod_list_max_age', 0);
+  if (podListMaxAgeMs > 0) out.podListMaxAgeMs = podListMaxAgeMs;
   // Accepted for helm-rendered configs: the locator is always SPIRE's new one, and its
   // decisions are logged at debug level anyway.
   data.bool('use_new_container_locator', true);

@@ -29,6 +29,8 @@ const PID_MISSING_POD = 104;
 const PID_SIDECAR = 105;
 const PID_MOUNTINFO = 106;
 const PID_EPHEMERAL = 107;
+const PID_LATE = 108;
+const LATE_CID = '4'.repeat(64);
 
 let root: string;
 let procRoot: string;
@@ -134,6 +136,7 @@ beforeAll(async () => {
     `1501 1500 0:26 /kubepods/burstable/pod${POD_UID}/${CID} /sys/fs/cgroup ro,nosuid - cgroup2 cgroup2 rw\n`,
   );
   await fakeProcess(PID_EPHEMERAL, `0::/../crio-${'8'.repeat(64)}.scope\n`);
+  await fakeProcess(PID_LATE, `0::${systemdPath(POD_UID, LATE_CID)}\n`);
 });
 
 afterAll(async () => {
@@ -296,7 +299,7 @@ describe('k8s attestor against a fake kubelet', () => {
   });
 
   it('picks up a rotated token file', async () => {
-    const a = attestor();
+    const a = attestor({ podListMaxAgeMs: 20 });
     await a.attest(PID_WEB, live());
     const rotated = TOKEN.replace('c2lnbmF0dXJl', 'bmV3LXNpZ25hdHVyZQ');
     kubelet.allowedTokens.clear();
@@ -466,6 +469,30 @@ describe('k8s attestor metrics', () => {
     await a.attest(PID_SIDECAR, live());
     await a.attest(PID_HOST, live()); // not in a container: no lookup at all
     expect([r.outcomes, r.counts]).toEqual([['ok'], { hits: 1, misses: 1 }]);
+  });
+
+  it('100 attestations of known containers 50 ms apart: one kubelet request; a new container: one more', async () => {
+    const r = recording();
+    const a = attestor({ metrics: r.metrics }); // the default pod_list_max_age (10 s)
+    const start = kubelet.requests;
+    for (let i = 0; i < 100; i++) {
+      const values = await a.attest(i % 2 === 0 ? PID_WEB : PID_SIDECAR, live());
+      expect(values).toContain(i % 2 === 0 ? 'container-name:web' : 'container-name:istio-proxy');
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    expect(kubelet.requests - start).toBe(1);
+    expect(r.counts).toEqual({ hits: 99, misses: 1 });
+
+    // A container started since the last fetch: one shared refetch, whoever asks.
+    const pod = webPod() as { status: { containerStatuses: unknown[] } };
+    pod.status.containerStatuses.push({ name: 'late', image: 'late:1', imageID: 'late@sha256:1', containerID: `containerd://${LATE_CID}` });
+    kubelet.pods.set(POD_UID, pod);
+    const late = await Promise.all(Array.from({ length: 10 }, () => a.attest(PID_LATE, live())));
+    expect(late.every((values) => values.includes('container-name:late'))).toBe(true);
+    expect(await a.attest(PID_WEB, live())).toContain('container-name:web');
+    expect(kubelet.requests - start).toBe(2);
+    expect(r.outcomes).toEqual(['ok', 'ok']);
+    expect(r.counts).toEqual({ hits: 100, misses: 11 });
   });
 
   it('names failed requests by outcome: forbidden, unauthorized, timeout, credentials_error', async () => {

@@ -93,6 +93,13 @@ describe('parseAgentConfig', () => {
     });
   });
 
+  it('reads pod_list_max_age (not a SPIRE key): how long the kubelet pod list answers known containers', async () => {
+    const text = base.replace('WorkloadAttestor "unix"', 'WorkloadAttestor "k8s" {\n plugin_data {\n pod_list_max_age = "30s"\n }\n }\n WorkloadAttestor "unix"');
+    const c = parseAgentConfig(await parseConfigText('agent.conf', text), '/w');
+    expect(c.workloadAttestors.k8s?.podListMaxAgeMs).toBe(30_000);
+    expect(await error(text.replace('"30s"', '"0s"'))).toBe('config: plugins.WorkloadAttestor.k8s.plugin_data.pod_list_max_age: must be greater than zero');
+  });
+
   it('rejects an unknown k8s plugin_data key with a suggestion', async () => {
     const text = base.replace('WorkloadAttestor "unix"', 'WorkloadAttestor "k8s" {\n plugin_data {\n kubelet_ca_pth = "x"\n }\n }\n WorkloadAttestor "unix"');
     expect(await error(text)).toBe('config: plugins.WorkloadAttestor.k8s.plugin_data.kubelet_ca_pth: unknown key (did you mean "kubelet_ca_path"?)');

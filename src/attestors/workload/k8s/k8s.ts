@@ -12,7 +12,10 @@
  * - giving up is `Unavailable` (retryable) naming what was missing, not `DeadlineExceeded`;
  * - kubelet answers that will not change by waiting (401, 403, TLS verification, unreadable
  *   credentials) fail the attestation at once instead of after 30 s of retries;
- * - an ephemeral container is refused at once (no fallback): it is not a workload container.
+ * - an ephemeral container is refused at once (no fallback): it is not a workload container;
+ * - a pod list answers callers it lists for `pod_list_max_age` (10 s), not only for
+ *   `poll_retry_interval` (SPIRE refetched for nearly every attestation): labels may be up to
+ *   that old; an unknown pod or container still refetches at once (see pod-index.ts).
  */
 import type { WorkloadAttestorPlugin } from '../workload-attestor-plugin.ts';
 import { ApiError, Code } from '../../../common/errors.ts';

@@ -43,8 +43,14 @@ export interface K8sAttestorOptions {
   /** Emit pod-level selectors only, without waiting for the container (`disable_container_selectors`). Default false. */
   disableContainerSelectors?: boolean;
   /**
-   * How long a fetched pod list is served to callers that have not looked at it yet, ms.
-   * Not a SPIRE setting; default `pollRetryIntervalMs`, which is SPIRE's behaviour.
+   * How long a fetched pod list answers callers whose pod and container it lists, ms
+   * (`pod_list_max_age`, not a SPIRE setting). Default 10 s. This is the staleness bound
+   * on the mutable pod fields that selectors use (labels, owner references, the images of
+   * the pod's other containers); namespace, name, UID, service account and node never
+   * change for a pod, and a container's own name and image come with its container ID (a
+   * new image is a new container, hence an unknown ID, hence a refetch). An unknown pod or
+   * container refetches at once (paced by `pollRetryIntervalMs`) whatever the age. SPIRE
+   * refetches after `poll_retry_interval`: set this equal to it for SPIRE's behaviour.
    */
   podListMaxAgeMs?: number;
   logger: Logger;
@@ -90,6 +96,7 @@ export const K8S_DEFAULTS = {
   nodeNameEnv: 'MY_NODE_NAME',
   maxPollAttempts: 60,
   pollRetryIntervalMs: 500,
+  podListMaxAgeMs: 10_000,
 } as const;
 
 /**
@@ -112,7 +119,7 @@ export function resolveK8sOptions(options: K8sAttestorOptions): ResolvedK8sOptio
     maxPollAttempts: positiveOrDefault(options.maxPollAttempts, K8S_DEFAULTS.maxPollAttempts, 'max_poll_attempts'),
     pollRetryIntervalMs,
     disableContainerSelectors: options.disableContainerSelectors ?? false,
-    podListMaxAgeMs: positiveOrDefault(options.podListMaxAgeMs, pollRetryIntervalMs, 'pod list max age'),
+    podListMaxAgeMs: positiveOrDefault(options.podListMaxAgeMs, K8S_DEFAULTS.podListMaxAgeMs, 'pod_list_max_age'),
     procRoot: options.procRoot ?? (env['HOST_PROC'] || '/proc'),
   };
 }

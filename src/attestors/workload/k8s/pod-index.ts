@@ -3,9 +3,17 @@
  * reads, refreshed on demand (SPIRE's `podlistfetcher.go`, after spire#5408 fixed 513 MiB
  * peaks caused by one `/pods` request per attestation).
  *
+ * The attestor's policy over it (k8s.ts): a caller whose pod and container the current
+ * snapshot lists is answered from it while it is younger than `maxAgeMs` (default 10 s: the
+ * staleness bound on labels and other mutable pod fields); an unknown pod or container, or
+ * an older snapshot, waits for the next shared fetch. So the kubelet sees at most one
+ * request per `maxAgeMs` for known callers, and at most one per `minIntervalMs`
+ * (`poll_retry_interval`) however many unknown callers there are.
+ *
  * Invariants:
  * - never more than one kubelet request in flight (single-flight);
- * - request starts are at least `minIntervalMs` apart, whoever asks;
+ * - request starts are at least `minIntervalMs` apart, whoever asks (the rate bound that a
+ *   flood of callers from unknown containers cannot raise);
  * - every successful fetch becomes a snapshot with a generation number one above the
  *   previous; snapshots are immutable and shared by reference;
  * - a caller that already looked at generation N and did not find its container asks for
@@ -49,7 +57,10 @@ export interface PodIndexOptions {
   fetchPodList: (signal: AbortSignal) => Promise<string>;
   /** Minimum time between request starts (SPIRE `poll_retry_interval`). */
   minIntervalMs: number;
-  /** How long a snapshot is served to callers that have not seen it yet. Default `minIntervalMs`. */
+  /**
+   * How long a snapshot is served to callers that have not seen it yet, measured from the
+   * start of the request that produced it. Default `minIntervalMs`.
+   */
   maxAgeMs?: number;
   clock?: TimerClock;
   logger?: Logger;
