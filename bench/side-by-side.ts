@@ -8,9 +8,10 @@
  * and the table gives medians across rounds and the ratio ours / spire-agent.
  *
  *   node bench/side-by-side.ts [--rounds 5] [--warm 2000] [--newconn 500] [--jwt 2000]
- *                              [--streams 1000] [--entries 1000] [--idle 5]
+ *                              [--streams 1000] [--entries 1000] [--idle 5] [--ref COMMIT]
  *
- * --streams 0 / --entries 0 skip those rows. SPIRE v1.13.3 is built on first use into
+ * --streams 0 / --entries 0 skip those rows. --ref builds our layout from a commit (git archive)
+ * instead of the working tree. SPIRE v1.13.3 is built on first use into
  * $XDG_CACHE_HOME/spiffe-node-agent (see support/spire-build.ts; SPIRE_BIN_DIR=<dir> uses
  * prebuilt binaries). Needs Go ≥ 1.24 on PATH (or GO=…) and npm (for `npm ci --omit=dev`).
  *
@@ -41,6 +42,7 @@ const { values: args } = parseArgs({
     streams: { type: 'string', default: '1000' },
     entries: { type: 'string', default: '1000' },
     idle: { type: 'string', default: '5' },
+    ref: { type: 'string' },
   },
   strict: true,
 });
@@ -92,19 +94,30 @@ async function buildGoClient(): Promise<string> {
  * its full `npm ci`), stage "deps" (`npm ci --omit=dev --ignore-scripts`), and the final stage's
  * node_modules + dist + proto + bin + package.json. Returns the app directory.
  */
-async function buildLayout(root: string): Promise<string> {
+async function buildLayout(root: string, ref: string | undefined): Promise<{ app: string; label: string }> {
   const build = join(root, 'build');
   mkdirSync(build, { recursive: true });
-  for (const p of ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'proto', 'scripts', 'src']) cpSync(join(REPO, p), join(build, p), { recursive: true });
+  const paths = ['package.json', 'package-lock.json', 'tsconfig.json', 'tsconfig.build.json', 'proto', 'scripts', 'src', 'bin'];
+  let label: string;
+  if (ref === undefined) {
+    for (const p of paths) cpSync(join(REPO, p), join(build, p), { recursive: true });
+    const head = (await run('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])).trim();
+    const dirty = (await run('git', ['-C', REPO, 'status', '--porcelain', '--untracked-files=no', '--', ...paths])).trim();
+    label = `working tree at ${head}${dirty === '' ? '' : ' + uncommitted changes'}`;
+  } else {
+    const archive = join(root, 'src.tar');
+    await run('git', ['-C', REPO, 'archive', '-o', archive, ref, ...paths]);
+    await run('tar', ['-xf', archive, '-C', build]);
+    label = `${ref} (${(await run('git', ['-C', REPO, 'rev-parse', '--short', ref])).trim()})`;
+  }
   symlinkSync(join(REPO, 'node_modules'), join(build, 'node_modules'), 'dir');
   await run('npm', ['run', 'build'], { cwd: build });
   const app = join(root, 'app');
   mkdirSync(app, { recursive: true });
-  for (const p of ['package.json', 'package-lock.json']) cpSync(join(REPO, p), join(app, p));
+  for (const p of ['package.json', 'package-lock.json']) cpSync(join(build, p), join(app, p));
   await run('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], { cwd: app });
-  for (const p of ['dist']) cpSync(join(build, p), join(app, p), { recursive: true });
-  for (const p of ['proto', 'bin']) cpSync(join(REPO, p), join(app, p), { recursive: true });
-  return app;
+  for (const p of ['dist', 'proto', 'bin']) cpSync(join(build, p), join(app, p), { recursive: true });
+  return { app, label };
 }
 
 interface Agent {
@@ -184,7 +197,7 @@ async function main(): Promise<void> {
   chmodSync(dir, 0o755);
   log(`building our production layout in ${dir}/layout (npm run build, npm ci --omit=dev)`);
   const layoutStart = performance.now();
-  const app = await buildLayout(join(dir, 'layout'));
+  const { app, label: layoutLabel } = await buildLayout(join(dir, 'layout'), args.ref);
   const layoutMs = performance.now() - layoutStart;
 
   // --- spire-server
@@ -404,7 +417,7 @@ plugins {
     '',
     `- date: ${new Date().toISOString()}; Node ${process.version}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}); shared machine (load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' / ')})`,
     `- spire-server and spire-agent ${spire.version} (${spire.built ? `built in this run, ${((spire.buildMs ?? 0) / 1000).toFixed(0)} s` : `reused from ${spire.dir}`}); one spire-server (sqlite3, join_token, memory key manager) for both agents; both agents: join_token, disk key manager, unix workload attestor, log level INFO, one entry for uid ${UID}`,
-    `- ours: production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` (the stream row opens ${k} streams from one process)`,
+    `- ours: ${layoutLabel}, production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` (the stream row opens ${k} streams from one process)`,
     `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved rounds (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run`,
     '',
     table(['what', 'ours', 'spire-agent', 'ours / spire-agent'], rows),
