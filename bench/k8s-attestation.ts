@@ -5,7 +5,10 @@
  *   PATH=/work/main/node_modules/.bin:$PATH node bench/k8s-attestation.ts
  *
  * Targets: ≤ 50 µs CPU per attestation (cgroup read + locate + lookup + selectors);
- * ≤ 5 ms to parse and index 250 pods.
+ * ≤ 5 ms to parse and index 250 pods. Also counts kubelet `/pods` requests per 1,000
+ * attestations (virtual clock, real HTTPS to the fake kubelet) with SPIRE's pod-list reuse
+ * (`pod_list_max_age` = `poll_retry_interval`, this agent's behaviour before issue 10) and
+ * with the default `pod_list_max_age`.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
@@ -13,6 +16,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { locateFromCgroup } from '../src/attestors/workload/k8s/cgroup-locator.ts';
 import { createK8sAttestor } from '../src/attestors/workload/k8s/k8s.ts';
+import { K8S_DEFAULTS } from '../src/attestors/workload/k8s/options.ts';
+import type { TimerClock } from '../src/attestors/workload/k8s/pod-index.ts';
 import { parsePodList } from '../src/attestors/workload/k8s/pod-list.ts';
 import { createLogger } from '../src/common/logger.ts';
 import { startFakeKubelet } from '../test/support/fake-kubelet.ts';
@@ -110,6 +115,172 @@ function stats(samples: number[]): string {
   return `p50 ${at(0.5).toFixed(2)} ms, p95 ${at(0.95).toFixed(2)} ms, min ${(sorted[0] as number).toFixed(2)} ms`;
 }
 
+/** A clock whose timers fire only when the bench moves it. */
+class VirtualClock implements TimerClock {
+  #now = 0;
+  #timers: Array<{ at: number; callback: () => void; cancelled: boolean }> = [];
+  now(): number {
+    return this.#now;
+  }
+  setTimer(callback: () => void, ms: number): () => void {
+    const timer = { at: this.#now + ms, callback, cancelled: false };
+    this.#timers.push(timer);
+    return () => {
+      timer.cancelled = true;
+    };
+  }
+  /** Moves time forward by `ms`, firing the timers that fall due on the way; returns how many fired. */
+  advance(ms: number): number {
+    const end = this.#now + ms;
+    let fired = 0;
+    for (;;) {
+      const due = this.#timers.filter((t) => !t.cancelled && t.at <= end).sort((a, b) => a.at - b.at)[0];
+      if (due === undefined) break;
+      due.cancelled = true;
+      this.#now = Math.max(this.#now, due.at);
+      fired++;
+      due.callback();
+    }
+    this.#now = end;
+    return fired;
+  }
+  /** Jumps to the earliest pending timer and fires it; false when none is pending. */
+  fireNext(): boolean {
+    this.#timers = this.#timers.filter((t) => !t.cancelled);
+    const next = this.#timers.sort((a, b) => a.at - b.at).shift();
+    if (next === undefined) return false;
+    this.#now = Math.max(this.#now, next.at);
+    next.callback();
+    return true;
+  }
+}
+
+/** Settles `promise`, letting real I/O run and jumping the virtual clock whenever the attestor waits on a timer. */
+async function settle<T>(promise: Promise<T>, clock: VirtualClock): Promise<T> {
+  let done = false;
+  promise.then(
+    () => (done = true),
+    () => (done = true),
+  );
+  while (!done) {
+    await new Promise((r) => setImmediate(r));
+    if (!done) clock.fireNext();
+  }
+  return promise;
+}
+
+/**
+ * Kubelet `/pods` requests per 1,000 attestations, for known containers at two call rates
+ * and for mixes with unknown ones, with SPIRE's reuse window (max age = poll_retry_interval)
+ * and with the default max age. Each scenario gets a fresh attestor and a virtual clock.
+ */
+async function kubeletLoad(env: {
+  procRoot: string;
+  caPath: string;
+  tokenPath: string;
+  baseUrl: string;
+  pods: Map<string, unknown>;
+  requests: () => number;
+}): Promise<void> {
+  const CALLS = 1000;
+  const base = [...env.pods.entries()];
+  const cgroupOf = (i: number, c: number): string =>
+    `0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod${podUid(i).replaceAll('-', '_')}.slice/cri-containerd-${hex(i * 10 + c + 1)}.scope\n`;
+  // Known callers: one process per container of the first 100 pods.
+  const knownPid = (k: number): number => 10_000 + (k % 200);
+  for (let k = 0; k < 200; k++) {
+    await mkdir(join(env.procRoot, String(knownPid(k))), { recursive: true });
+    await writeFile(join(env.procRoot, String(knownPid(k)), 'cgroup'), cgroupOf(k >> 1, k & 1));
+  }
+  // Callers from pods started during the run (pod PODS + n), and from a container no pod lists.
+  const newPid = (n: number): number => 20_000 + n;
+  for (let n = 0; n < 100; n++) {
+    await mkdir(join(env.procRoot, String(newPid(n))), { recursive: true });
+    await writeFile(join(env.procRoot, String(newPid(n)), 'cgroup'), cgroupOf(PODS + n, 0));
+  }
+  const foreignPid = 30_000;
+  await mkdir(join(env.procRoot, String(foreignPid)), { recursive: true });
+  await writeFile(join(env.procRoot, String(foreignPid), 'cgroup'), `0::/system.slice/docker-${hex(999_999)}.scope\n`);
+
+  type Kind = 'known' | 'new' | 'foreign';
+  const scenarios: Array<{ name: string; gapMs: number; kind: (i: number) => Kind }> = [
+    { name: 'known containers, 2 s apart', gapMs: 2000, kind: () => 'known' },
+    { name: 'known containers, 50 ms apart', gapMs: 50, kind: () => 'known' },
+    { name: '5% from new pods, 200 ms apart', gapMs: 200, kind: (i) => (i % 20 === 10 ? 'new' : 'known') },
+    { name: '5% new pods + 1% foreign container, 200 ms apart', gapMs: 200, kind: (i) => (i % 100 === 55 ? 'foreign' : i % 20 === 10 ? 'new' : 'known') },
+  ];
+  const maxAges: Array<[string, number]> = [
+    [`max age ${K8S_DEFAULTS.pollRetryIntervalMs} ms (SPIRE, before)`, K8S_DEFAULTS.pollRetryIntervalMs],
+    [`max age ${K8S_DEFAULTS.podListMaxAgeMs / 1000} s (default, after)`, K8S_DEFAULTS.podListMaxAgeMs],
+  ];
+  console.log(`kubelet /pods requests per ${CALLS} attestations (virtual clock; poll_retry_interval ${K8S_DEFAULTS.pollRetryIntervalMs} ms, ${K8S_DEFAULTS.maxPollAttempts} attempts):`);
+  for (const scenario of scenarios) {
+    const row: string[] = [];
+    for (const [label, maxAge] of maxAges) {
+      env.pods.clear();
+      for (const [uid, pod] of base) env.pods.set(uid, pod);
+      const clock = new VirtualClock();
+      const outcome = { hits: 0, misses: 0, failed: 0, completed: 0 };
+      const attestor = createK8sAttestor({
+        logger: createLogger({ name: 'bench', level: 'error' }),
+        procRoot: env.procRoot,
+        kubeletCaPath: env.caPath,
+        tokenPath: env.tokenPath,
+        nodeName: 'node-a',
+        baseUrl: env.baseUrl,
+        env: {},
+        clock,
+        podListMaxAgeMs: maxAge,
+        metrics: {
+          kubelet: { request: () => void outcome.completed++ },
+          podIndexHits: { inc: () => void outcome.hits++ },
+          podIndexMisses: { inc: () => void outcome.misses++ },
+        },
+      });
+      const before = env.requests();
+      /**
+       * Virtual time must not move while a kubelet request is in flight (that would make the
+       * kubelet look seconds slow). Pacing timers are never armed while one is, so only a
+       * request started by a timer or by a background caller needs waiting for: give it a
+       * moment to reach the fake kubelet, then wait until every request that did has ended.
+       */
+      const quiet = async (): Promise<void> => {
+        await new Promise((r) => setTimeout(r, 2));
+        while (env.requests() - before > outcome.completed) await new Promise((r) => setImmediate(r));
+        for (let k = 0; k < 3; k++) await new Promise((r) => setImmediate(r));
+      };
+      const background: Array<Promise<unknown>> = [];
+      let started = 0;
+      for (let i = 0; i < CALLS; i++) {
+        if (i > 0 && clock.advance(scenario.gapMs) > 0) await quiet();
+        const kind = scenario.kind(i);
+        let pid: number;
+        if (kind === 'new') {
+          env.pods.set(podUid(PODS + started), realisticPod(PODS + started)); // a pod that started since the last list
+          pid = newPid(started++);
+        } else {
+          pid = kind === 'foreign' ? foreignPid : knownPid(i);
+        }
+        const call = attestor.attest(pid, new AbortController().signal).catch(() => void outcome.failed++);
+        // A foreign caller waits out its bounded wait (30 s) while the others go on.
+        if (kind === 'foreign') {
+          background.push(call);
+          await quiet();
+        } else {
+          await settle(call, clock);
+        }
+      }
+      await settle(Promise.all(background), clock);
+      const requests = env.requests() - before;
+      row.push(`${label}: ${((requests * 1000) / CALLS).toFixed(0)} (hit ${outcome.hits}, miss ${outcome.misses})`);
+      await attestor.close();
+    }
+    console.log(`  ${scenario.name.padEnd(50)} ${row.join('; ')}`);
+  }
+  env.pods.clear();
+  for (const [uid, pod] of base) env.pods.set(uid, pod);
+}
+
 const body = JSON.stringify({ kind: 'PodList', apiVersion: 'v1', metadata: {}, items: Array.from({ length: PODS }, (_, i) => realisticPod(i)) });
 console.log(`PodList: ${PODS} pods, ${(body.length / 1024 / 1024).toFixed(2)} MiB`);
 
@@ -194,7 +365,11 @@ try {
   const p = process.cpuUsage(p0);
   console.log(`  readFileSync('/proc/self/cgroup') (real procfs): ${((p.user + p.system) / N).toFixed(2)} µs CPU/call`);
   await attestor.close();
+
+  // 3. Kubelet requests per 1,000 attestations, in virtual time.
+  await kubeletLoad({ procRoot, caPath, tokenPath, baseUrl: kubelet.baseUrl, pods: kubelet.pods, requests: () => kubelet.requests });
 } finally {
   await kubelet.close();
   await rm(root, { recursive: true, force: true });
 }
+
