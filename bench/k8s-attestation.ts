@@ -8,7 +8,10 @@
  * ≤ 5 ms to parse and index 250 pods. Also counts kubelet `/pods` requests per 1,000
  * attestations (virtual clock, real HTTPS to the fake kubelet) with SPIRE's pod-list reuse
  * (`pod_list_max_age` = `poll_retry_interval`, this agent's behaviour before issue 10) and
- * with the default `pod_list_max_age`.
+ * with the default `pod_list_max_age`. Recorded 2026-12-06 (requests per 1,000; before = the
+ * code before issue 10 item 4, max age 500 ms and no give-up memo):
+ *   known, 2 s apart: 1000 → 200; known, 50 ms apart: 100 → 5; 5% new pods: 351 → 51;
+ *   5% new pods + 1% from a container no pod lists: 485 → 105.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
@@ -129,20 +132,17 @@ class VirtualClock implements TimerClock {
       timer.cancelled = true;
     };
   }
-  /** Moves time forward by `ms`, firing the timers that fall due on the way; returns how many fired. */
-  advance(ms: number): number {
+  /** Moves time forward by `ms`, firing the timers that fall due on the way. */
+  advance(ms: number): void {
     const end = this.#now + ms;
-    let fired = 0;
     for (;;) {
       const due = this.#timers.filter((t) => !t.cancelled && t.at <= end).sort((a, b) => a.at - b.at)[0];
       if (due === undefined) break;
       due.cancelled = true;
       this.#now = Math.max(this.#now, due.at);
-      fired++;
       due.callback();
     }
     this.#now = end;
-    return fired;
   }
   /** Jumps to the earliest pending timer and fires it; false when none is pending. */
   fireNext(): boolean {
@@ -240,19 +240,20 @@ async function kubeletLoad(env: {
       const before = env.requests();
       /**
        * Virtual time must not move while a kubelet request is in flight (that would make the
-       * kubelet look seconds slow). Pacing timers are never armed while one is, so only a
-       * request started by a timer or by a background caller needs waiting for: give it a
-       * moment to reach the fake kubelet, then wait until every request that did has ended.
+       * kubelet look seconds slow to the virtual clock): wait until every request started
+       * has ended and its waiters have run.
        */
       const quiet = async (): Promise<void> => {
-        await new Promise((r) => setTimeout(r, 2));
-        while (env.requests() - before > outcome.completed) await new Promise((r) => setImmediate(r));
+        if (attestor.kubeletRequests === outcome.completed) return;
+        while (attestor.kubeletRequests > outcome.completed) await new Promise((r) => setImmediate(r));
         for (let k = 0; k < 3; k++) await new Promise((r) => setImmediate(r));
       };
       const background: Array<Promise<unknown>> = [];
       let started = 0;
       for (let i = 0; i < CALLS; i++) {
-        if (i > 0 && clock.advance(scenario.gapMs) > 0) await quiet();
+        await quiet();
+        if (i > 0) clock.advance(scenario.gapMs);
+        await quiet();
         const kind = scenario.kind(i);
         let pid: number;
         if (kind === 'new') {
@@ -265,7 +266,6 @@ async function kubeletLoad(env: {
         // A foreign caller waits out its bounded wait (30 s) while the others go on.
         if (kind === 'foreign') {
           background.push(call);
-          await quiet();
         } else {
           await settle(call, clock);
         }

@@ -224,6 +224,26 @@ const cases: Array<{ name: string; options?: Partial<K8sAttestorOptions>; steps:
       { advance: 100, attest: 'gone', expect: 'error', requests: 6, hit: false },
     ],
   },
+  {
+    name: 'a container given up on is not polled for again: pod-level selectors at once, found once a list names it',
+    steps: [
+      { attest: 'web', expect: 'container-name:web', requests: 1, hit: false },
+      { attest: 'late', expect: 'pod-name:web', requests: 5, hit: false },
+      { advance: 100, attest: 'late', expect: 'pod-name:web', requests: 5, hit: true },
+      // An older list: one refetch (as for a known container), still missing, answered at once.
+      { advance: 10_000, attest: 'late', expect: 'pod-name:web', requests: 6, hit: false },
+      { advance: 10_000, set: { late: true }, attest: 'late', expect: 'container-name:late', requests: 7, hit: false },
+      { advance: 100, attest: 'late', expect: 'container-name:late', requests: 7, hit: true },
+    ],
+  },
+  {
+    name: 'a container no pod lists: one bounded wait, then Unavailable at once until the list is older than the max age',
+    steps: [
+      { attest: 'foreign', expect: 'error', requests: 4, hit: false },
+      { advance: 5000, attest: 'foreign', expect: 'error', requests: 4, hit: true },
+      { advance: 5000, attest: 'foreign', expect: 'error', requests: 5, hit: false },
+    ],
+  },
 ];
 
 describe('kubelet load: when the pod index refetches', () => {
@@ -270,7 +290,7 @@ describe('kubelet load: when the pod index refetches', () => {
     }
   });
 
-  it('a flood of unknown callers cannot raise the rate above one request per poll_retry_interval', async () => {
+  it('a flood of callers from a container no pod lists: one request per poll_retry_interval for one bounded wait, then none', async () => {
     const h = setup({ maxPollAttempts: 60 });
     try {
       await h.attest('web');
@@ -285,10 +305,20 @@ describe('kubelet load: when the pod index refetches', () => {
       // Requests start at least 500 ms apart: at most one per 500 ms since the first.
       expect(h.requests()).toBeLessThanOrEqual(1 + Math.floor(elapsed / 500) + 1);
       expect(h.requests()).toBeGreaterThan(2); // the unknown callers do refetch
-      const before = h.requests();
       await drive(Promise.all(pending), h.clock);
-      // The last caller's bounded wait (60 × 500 ms) ends about 30 s later: still one per 500 ms.
-      expect(h.requests() - before).toBeLessThanOrEqual(Math.ceil((h.clock.now() - elapsed) / 500) + 1);
+      // The first caller's bounded wait (60 × 500 ms) ends the polling for all of them.
+      expect(h.requests()).toBeLessThanOrEqual(1 + 60 + 1);
+      expect(h.clock.now()).toBeLessThan(31_000);
+      // A second wave within the max age costs nothing; after it, one refetch.
+      const before = h.requests();
+      const wave = (): Promise<unknown[]> =>
+        drive(Promise.all(Array.from({ length: 100 }, () => h.attestor.attest(CALLERS.foreign.pid, new AbortController().signal).catch((err: unknown) => err))), h.clock);
+      const first = await wave();
+      expect(first.every((e) => e instanceof Error && e.message.includes('not polled for again'))).toBe(true);
+      expect(h.requests()).toBe(before);
+      h.clock.advance(10_000);
+      await wave();
+      expect(h.requests()).toBe(before + 1);
     } finally {
       await h.attestor.close();
     }

@@ -31,12 +31,16 @@ export type { K8sAttestorOptions } from './options.ts';
 
 /** The `k8s` plugin, plus the shutdown of its kubelet connection and timers. */
 export interface K8sWorkloadAttestor extends WorkloadAttestorPlugin {
+  /** Kubelet `/pods` requests started so far (for tests and benches; the metrics count finished ones). */
+  readonly kubeletRequests: number;
   close(): Promise<void>;
 }
 
 const PLUGIN_NAME = 'k8s';
 /** Kubelet failures that waiting will not fix. */
 const PERMANENT = new Set<Code>([Code.UNAUTHENTICATED, Code.PERMISSION_DENIED, Code.FAILED_PRECONDITION, Code.INVALID_ARGUMENT]);
+/** Containers remembered as given up on (see `givenUp` below); the oldest is forgotten first. */
+const GIVEN_UP_MAX = 1024;
 
 /** What one snapshot says about the caller's container. */
 type Match =
@@ -76,6 +80,18 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     clock,
     logger,
   });
+  /**
+   * Containers (`<pod UID>/<container ID>`, or the container ID alone) that were missing from
+   * every pod list fetched during a full bounded wait, with when that wait ended. Why: a
+   * process in a container no pod lists (a `docker run` on the node, a container of a deleted
+   * pod) would otherwise restart 30 s of polling at `poll_retry_interval` on every call, so
+   * a caller that retries keeps the kubelet at 2 requests/s for as long as it likes. A caller
+   * from a container in here is treated like a known one: answered (pod-level selectors or
+   * Unavailable, as after the wait) from a snapshot younger than `pod_list_max_age`, else after
+   * one shared refetch; never polled for again. The container is still found as soon as a
+   * pod list names it, since the snapshot is looked at first. Bounded: the oldest entries go.
+   */
+  const givenUp = new Map<string, number>();
   // Selector strings are computed once per immutable record, then shared by every caller.
   const podValues = new WeakMap<PodRecord, readonly string[]>();
   const containerValues = new WeakMap<ContainerStatusRecord, readonly string[]>();
@@ -135,17 +151,22 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     // Not in a container: nothing to say, and no error (the unix attestor still answers).
     if (containerId === undefined) return [];
 
+    const key = podUid === undefined ? containerId : `${podUid}/${containerId}`;
     // Hot path: a fresh shared snapshot already lists the container. No promise, no wait.
     const fresh = index.peek(0);
     let seen = 0;
     if (fresh !== undefined) {
       const m = match(fresh, podUid, containerId);
-      // Anything but "not listed yet" is a final answer (selectors or an error) from the index.
-      if (m.kind !== 'missing') metrics.podIndexHits.inc();
-      const done = settle(m, pid, containerId);
-      if (done !== undefined) {
-        if (m.kind === 'missing') metrics.podIndexHits.inc(); // pod-level selectors (container selectors disabled)
-        return done;
+      if (m.kind !== 'missing' || (m.pod !== undefined && disableContainerSelectors)) {
+        // A final answer from the index: selectors, or an error (duplicate, ephemeral).
+        metrics.podIndexHits.inc();
+        if (m.kind === 'found' && givenUp.size > 0) givenUp.delete(key);
+        return settle(m, pid, containerId) ?? [];
+      }
+      const gaveUpAt = givenUp.get(key);
+      if (gaveUpAt !== undefined) {
+        metrics.podIndexHits.inc();
+        return afterGivingUp(m, pid, podUid, containerId, gaveUpAt);
       }
       seen = fresh.generation;
     }
@@ -173,10 +194,22 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
       seen = snapshot.generation;
       const m = match(snapshot, podUid, containerId);
       const done = settle(m, pid, containerId);
-      if (done !== undefined) return done;
+      if (done !== undefined) {
+        if (m.kind === 'found' && givenUp.size > 0) givenUp.delete(key);
+        return done;
+      }
       lastMatch = m;
+      // Given up on (by this or another caller) and still missing from a current list: no more polling.
+      const gaveUpAt = givenUp.get(key);
+      if (gaveUpAt !== undefined && m.kind === 'missing') return afterGivingUp(m, pid, podUid, containerId, gaveUpAt);
     }
 
+    // Missing from every list the kubelet gave during the whole wait: remember it (see givenUp).
+    if (lastError === undefined && lastMatch?.kind === 'missing') {
+      givenUp.delete(key);
+      givenUp.set(key, clock.now());
+      if (givenUp.size > GIVEN_UP_MAX) givenUp.delete(givenUp.keys().next().value as string);
+    }
     const waited = `${attempts} attempt${attempts === 1 ? '' : 's'} over ${((clock.now() - started) / 1000).toFixed(1)}s`;
     // The pod as the latest pod list showed it (even if a later fetch failed): the cgroup
     // path proves the process runs in it, so its pod-level selectors are sound.
@@ -188,12 +221,30 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
       );
       return selectorsOf(pod, undefined);
     }
-    const who = podUid !== undefined ? `container ${containerId} of pod ${podUid}` : `container ${containerId} (the cgroup path names no pod UID, so every pod was searched)`;
     if (lastError !== undefined) {
-      throw new ApiError(Code.UNAVAILABLE, `k8s: no pod list from the kubelet for ${who} after ${waited}: ${lastError.message}`);
+      throw new ApiError(Code.UNAVAILABLE, `k8s: no pod list from the kubelet for ${describeCaller(podUid, containerId)} after ${waited}: ${lastError.message}`);
     }
-    const missing = podUid !== undefined ? `pod ${podUid} (of container ${containerId}) is` : `${who} is`;
-    throw new ApiError(Code.UNAVAILABLE, `k8s: ${missing} not in the kubelet pod list after ${waited}`);
+    throw new ApiError(Code.UNAVAILABLE, `k8s: ${describeMissing(podUid, containerId)} not in the kubelet pod list after ${waited}`);
+  }
+
+  /**
+   * The answer for a container given up on that a current pod list still does not name:
+   * what the bounded wait ended with (pod-level selectors when the pod is listed, else
+   * Unavailable), at once.
+   */
+  function afterGivingUp(m: Match & { kind: 'missing' }, pid: number, podUid: string | undefined, containerId: string, gaveUpAt: number): string[] {
+    const ago = `${((clock.now() - gaveUpAt) / 1000).toFixed(1)}s ago`;
+    if (m.pod !== undefined) {
+      logger.debug(
+        { caller_pid: pid, pod_uid: m.pod.uid, container_id: containerId, gave_up_ms_ago: clock.now() - gaveUpAt },
+        'k8s: container still not in the pod status (given up on after a bounded wait); pod-level selectors only',
+      );
+      return selectorsOf(m.pod, undefined);
+    }
+    throw new ApiError(
+      Code.UNAVAILABLE,
+      `k8s: ${describeMissing(podUid, containerId)} not in the kubelet pod list; not polled for again: it was missing from every list during a full bounded wait that ended ${ago}`,
+    );
   }
 
   async function close(): Promise<void> {
@@ -201,7 +252,22 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     await client.close();
   }
 
-  return { name: PLUGIN_NAME, attest, close };
+  return {
+    name: PLUGIN_NAME,
+    attest,
+    get kubeletRequests() {
+      return index.fetches;
+    },
+    close,
+  };
+}
+
+function describeCaller(podUid: string | undefined, containerId: string): string {
+  return podUid !== undefined ? `container ${containerId} of pod ${podUid}` : `container ${containerId} (the cgroup path names no pod UID, so every pod was searched)`;
+}
+
+function describeMissing(podUid: string | undefined, containerId: string): string {
+  return podUid !== undefined ? `pod ${podUid} (of container ${containerId}) is` : `${describeCaller(podUid, containerId)} is`;
 }
 
 function cancelled(pid: number): ApiError {
