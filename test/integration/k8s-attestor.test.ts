@@ -261,6 +261,18 @@ describe('k8s attestor against a fake kubelet', () => {
     expect(err.message).toContain(`container ${OTHER_CID} (the cgroup path names no pod UID, so every pod was searched) is not in the kubelet pod list after`);
   });
 
+  it('a container given up on after the bounded wait is not polled for again', async () => {
+    kubelet.pods.delete(OTHER_POD_UID);
+    const a = attestor({ maxPollAttempts: 3 });
+    const start = kubelet.requests;
+    await failure(a.attest(PID_NAMESPACED, live()));
+    expect(kubelet.requests - start).toBe(3);
+    const again = await failure(a.attest(PID_NAMESPACED, live()));
+    expect(again.code).toBe(Code.UNAVAILABLE);
+    expect(again.message).toContain('not polled for again');
+    expect(kubelet.requests - start).toBe(3);
+  });
+
   it('a container in a terminal pod is not found (terminal pods are dropped)', async () => {
     kubelet.pods.set(OTHER_POD_UID, { ...(kubelet.pods.get(OTHER_POD_UID) as object), status: { phase: 'Succeeded' } });
     const err = await failure(attestor({ maxPollAttempts: 2 }).attest(PID_NAMESPACED, live()));
