@@ -3,7 +3,7 @@ import { EventEmitter } from 'node:events';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import { ApiError, Code } from '../../../src/common/errors.ts';
 import type { EncodedMessage } from '../../../src/agent/workload-api/encode.ts';
-import { StreamRegistry, StreamSession, type StreamEnd } from '../../../src/agent/workload-api/stream-session.ts';
+import { DEFER_WRITE_FROM_BYTES, StreamRegistry, StreamSession, type StreamEnd } from '../../../src/agent/workload-api/stream-session.ts';
 
 /** A server stream double: records writes (completing them on demand) and error statuses. */
 class FakeCall extends EventEmitter {
@@ -42,6 +42,27 @@ describe('StreamSession', () => {
     call.pending.shift()?.();
     session.send(msg('4'));
     expect(call.written).toEqual(['1', '3', '4']);
+  });
+
+  it('writes a message of 1 MiB or more on a later turn, keeping order and the latest-wins rule', async () => {
+    const { call, session } = open();
+    const big = Buffer.alloc(DEFER_WRITE_FROM_BYTES, 'b') as EncodedMessage;
+    session.send(big);
+    session.send(msg('2'));
+    session.send(msg('3'));
+    expect(call.written).toEqual([]);
+    await new Promise((r) => setImmediate(r));
+    expect(call.written.map((w) => w.length)).toEqual([DEFER_WRITE_FROM_BYTES]);
+    call.pending.shift()?.();
+    expect(call.written.slice(1)).toEqual(['3']);
+  });
+
+  it('drops a deferred large message when the stream ends before its turn', async () => {
+    const { call, session } = open();
+    session.send(Buffer.alloc(DEFER_WRITE_FROM_BYTES) as EncodedMessage);
+    call.emit('cancelled');
+    await new Promise((r) => setImmediate(r));
+    expect(call.written).toEqual([]);
   });
 
   it('ends once with the error status, runs cleanup once, and leaves the registry', () => {
