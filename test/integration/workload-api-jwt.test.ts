@@ -4,9 +4,11 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
+import { Writable } from 'node:stream';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { ApiError, Code } from '../../src/common/errors.ts';
-import { HealthClient } from '../../src/common/proto.ts';
+import { HealthClient, WorkloadApiClient } from '../../src/common/proto.ts';
+import { createLogger } from '../../src/common/logger.ts';
 import type { JWTSVIDResponse__Output } from '../../src/gen/JWTSVIDResponse.ts';
 import type { ValidateJWTSVIDResponse__Output } from '../../src/gen/ValidateJWTSVIDResponse.ts';
 import {
@@ -95,6 +97,34 @@ describe('FetchJWTSVID', () => {
       api.client.FetchJWTSVID({ audience: ['aud1'], spiffe_id: `spiffe://${TD}/two` }, securityHeader(), cb),
     );
     expect(one.svids.map((s) => s.svid)).toEqual(['t2']);
+  });
+
+  it('sends 5,000 JWT-SVIDs over 4 MiB in one response and warns with the count', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const big = new FakeIdentitySource(snapshot(TD));
+    const jwtApi = await startTestWorkloadApi(big, { logger: createLogger({ name: 'test', level: 'warn', destination }) });
+    const count = 5_000;
+    big.setJwtSvids(
+      SELF,
+      Array.from({ length: count }, (_, i) => ({ entryId: `e${String(i).padStart(4, '0')}`, spiffeId: `spiffe://${TD}/w${i}`, hint: '', createdAt: 1, token: 'x'.repeat(900) })),
+    );
+    const client = new WorkloadApiClient(`unix://${jwtApi.socketPath}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+    try {
+      const res = await unary<JWTSVIDResponse__Output>((cb) => client.FetchJWTSVID({ audience: ['a'] }, securityHeader(), cb));
+      expect(res.svids).toHaveLength(count);
+      const err = await unary((cb) => jwtApi.client.FetchJWTSVID({ audience: ['a'] }, securityHeader(), cb)).catch((e: ServiceError) => e);
+      expect(err).toMatchObject({ code: Code.RESOURCE_EXHAUSTED, details: expect.stringMatching(/^Received message larger than max/) });
+    } finally {
+      client.close();
+      await jwtApi.close();
+    }
+    expect(lines).toEqual([expect.objectContaining({ level: 'warn', method: 'FetchJWTSVID', caller_pid: process.pid, svids: count })]);
   });
 
   it('answers Unavailable "could not fetch JWT-SVID: …" when minting fails', async () => {

@@ -9,11 +9,14 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { lstat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
 import { Metadata, credentials, type ServiceError } from '@grpc/grpc-js';
 import { pino } from 'pino';
 import { Code } from '../../src/common/errors.ts';
 import { HealthClient, WorkloadApiClient } from '../../src/common/proto.ts';
 import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
+import type { X509BundlesResponse__Output } from '../../src/gen/X509BundlesResponse.ts';
+import { createLogger } from '../../src/common/logger.ts';
 import { startWorkloadApi, type WorkloadApiServer } from '../../src/agent/workload-api/workload-api.ts';
 import {
   FakeIdentitySource,
@@ -176,6 +179,29 @@ describe('FetchX509SVID', () => {
 });
 
 describe('bundle streams', () => {
+  it('sends bundles over 4 MiB to a client with a raised receive limit, and warns with the bundle count', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const roots = Buffer.alloc(4 * 1024 * 1024 + 1, 3);
+    const big = new FakeIdentitySource(snapshot(TD, { x509: new Map([[TD, roots]]) }));
+    big.setIdentities(SELF, [identity('entry-a')]);
+    const bigApi = await startTestWorkloadApi(big, { logger: createLogger({ name: 'test', level: 'warn', destination }) });
+    const raised = new WorkloadApiClient(`unix://${bigApi.socketPath}`, credentials.createInsecure(), { 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+    try {
+      const res = await first<X509BundlesResponse__Output>(raised.FetchX509Bundles({}, securityHeader()));
+      expect(res.bundles[`spiffe://${TD}`]?.equals(roots)).toBe(true);
+    } finally {
+      raised.close();
+      await bigApi.close();
+    }
+    expect(lines).toEqual([expect.objectContaining({ level: 'warn', method: 'FetchX509Bundles', caller_pid: process.pid, bundles: 1 })]);
+  });
+
   it('X509 bundles: own trust domain always, federated ones the caller federates with, sent only on change', async () => {
     source.setIdentities(SELF, [identity('entry-a', { federatesWith: ['fed.org'] })]);
     const log = record(client.FetchX509Bundles({}, securityHeader()));
