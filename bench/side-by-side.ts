@@ -318,6 +318,19 @@ plugins {
   // --- idle memory: both at the same time
   const idleMem = await Promise.all(agents.map((a) => memoryOver(a.pid, Number(args.idle))));
 
+  // --- streams, right after idle (ours, spire, ours, spire): the first pass starts from each
+  // agent's idle state; the second shows what a process that has held streams before pays
+  const k = Number(args.streams);
+  const streamRuns: Record<Agent['name'], Awaited<ReturnType<typeof streamMemory>>[]> = { ours: [], 'spire-agent': [] };
+  if (k > 0) {
+    for (let r = 0; r < 2; r++) {
+      for (const a of agents) {
+        log(`${k} streams: ${a.name} (${r + 1}/2)`);
+        streamRuns[a.name].push(await streamMemory(client, a, k));
+      }
+    }
+  }
+
   // --- interleaved rounds
   type Row = { warm: ClientResult & { cpuMs: number }; newconn: ClientResult & { cpuMs: number }; jwt: ClientResult & { cpuMs: number } };
   const results: Record<Agent['name'], Row[]> = { ours: [], 'spire-agent': [] };
@@ -328,18 +341,6 @@ plugins {
       const newconn = await drive(client, a, 'newconn', Number(args.newconn));
       const jwt = await drive(client, a, 'jwt', Number(args.jwt));
       results[a.name].push({ warm, newconn, jwt });
-    }
-  }
-
-  // --- streams (ours, spire, ours, spire)
-  const k = Number(args.streams);
-  const streamRuns: Record<Agent['name'], Awaited<ReturnType<typeof streamMemory>>[]> = { ours: [], 'spire-agent': [] };
-  if (k > 0) {
-    for (let r = 0; r < 2; r++) {
-      for (const a of agents) {
-        log(`${k} streams: ${a.name} (${r + 1}/2)`);
-        streamRuns[a.name].push(await streamMemory(client, a, k));
-      }
     }
   }
 
@@ -394,10 +395,14 @@ plugins {
   add('FetchJWTSVID (cached), one connection: p99', med('ours', (r) => r.jwt.p99_ms), med('spire-agent', (r) => r.jwt.p99_ms), ms);
   add('agent CPU per 1,000 cached JWT fetches', med('ours', (r) => (r.jwt.cpuMs / r.jwt.n) * 1_000), med('spire-agent', (r) => (r.jwt.cpuMs / r.jwt.n) * 1_000), cpu);
   if (k > 0) {
-    const perStream = (name: Agent['name']): number => quantile(streamRuns[name].map((s) => ((s.held.anonKiB - s.before.anonKiB) * 1024) / Math.max(1, s.open)), 0.5);
+    // From the first pass: each agent's idle state to K streams held.
+    const perStream = (name: Agent['name']): number => {
+      const s = streamRuns[name][0];
+      return s === undefined ? NaN : ((s.held.anonKiB - s.before.anonKiB) * 1024) / Math.max(1, s.open);
+    };
     const kib = (v: number): string => (Number.isFinite(v) ? `${(v / 1024).toFixed(1)} KiB` : 'n/a');
-    add(`RssAnon per open stream (${k} streams, ${Math.ceil(k / 100)} connections)`, perStream('ours'), perStream('spire-agent'), kib);
-    add(`RssAnon with ${k} streams open`, quantile(streamRuns.ours.map((s) => s.held.anonKiB), 0.5), quantile(streamRuns['spire-agent'].map((s) => s.held.anonKiB), 0.5), mib);
+    add(`RssAnon per open stream (${k} streams, ${Math.ceil(k / 100)} connections; first pass, from idle)`, perStream('ours'), perStream('spire-agent'), kib);
+    add(`RssAnon with ${k} streams open (first pass)`, streamRuns.ours[0]?.held.anonKiB ?? NaN, streamRuns['spire-agent'][0]?.held.anonKiB ?? NaN, mib);
     add(`time to open ${k} streams (first response on each)`, quantile(streamRuns.ours.map((s) => s.openMs), 0.5), quantile(streamRuns['spire-agent'].map((s) => s.openMs), 0.5), ms);
   }
   const eo = entryRuns.ours;
@@ -418,12 +423,12 @@ plugins {
     `- date: ${new Date().toISOString()}; Node ${process.version}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}); shared machine (load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' / ')})`,
     `- spire-server and spire-agent ${spire.version} (${spire.built ? `built in this run, ${((spire.buildMs ?? 0) / 1000).toFixed(0)} s` : `reused from ${spire.dir}`}); one spire-server (sqlite3, join_token, memory key manager) for both agents; both agents: join_token, disk key manager, unix workload attestor, log level INFO, one entry for uid ${UID}`,
     `- ours: ${layoutLabel}, production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` (the stream row opens ${k} streams from one process)`,
-    `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved rounds (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run`,
+    `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved rounds (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run; idle memory is a median over ${args.idle} s, both agents at once, after each has served its first fetch and before any load`,
     '',
     table(['what', 'ours', 'spire-agent', 'ours / spire-agent'], rows),
     '',
     `- per-round p50 warm / new connection / JWT (ms): ours ${perRound('ours')}; spire-agent ${perRound('spire-agent')}`,
-    ...(k > 0 ? [`- streams: ours ${streamNotes('ours')}; spire-agent ${streamNotes('spire-agent')}`] : []),
+    ...(k > 0 ? [`- streams (measured right after idle, before the rounds; passes ours, spire-agent, ours, spire-agent; RssAnon is a 2 s median before opening and after all are open): ours ${streamNotes('ours')}; spire-agent ${streamNotes('spire-agent')}`] : []),
     ...(eo !== undefined && es !== undefined ? [`- entries: created with one \`spire-server entry create -data\` batch per agent (ours first, then spire-agent); the time runs from just before that command to the client's first response carrying all SVIDs (it reconnects every 20 ms while PermissionDenied). RssAnon before → after: ours ${mib(eo.before.anonKiB)} → ${mib(eo.after.anonKiB)}, spire-agent ${mib(es.before.anonKiB)} → ${mib(es.after.anonKiB)}`] : []),
     `- agents alive at the end: ours ${alive[0] ? 'yes' : 'NO'}, spire-agent ${alive[1] ? 'yes' : 'NO'}; whole run ${((performance.now() - started) / 1000).toFixed(0)} s`,
     '',
