@@ -8,7 +8,7 @@
  * and the table gives medians across rounds and the ratio ours / spire-agent.
  *
  *   node bench/side-by-side.ts [--rounds 5] [--warm 2000] [--newconn 500] [--jwt 2000]
- *                              [--streams 1000] [--entries 1000] [--idle 5] [--ref COMMIT]
+ *                              [--streams 1000] [--entries 1000] [--settle 10] [--idle 5] [--ref COMMIT]
  *
  * --streams 0 / --entries 0 skip those rows. --ref builds our layout from a commit (git archive)
  * instead of the working tree. SPIRE v1.13.3 is built on first use into
@@ -42,6 +42,7 @@ const { values: args } = parseArgs({
     streams: { type: 'string', default: '1000' },
     entries: { type: 'string', default: '1000' },
     idle: { type: 'string', default: '5' },
+    settle: { type: 'string', default: '10' },
     ref: { type: 'string' },
   },
   strict: true,
@@ -312,8 +313,10 @@ plugins {
   }
   // Both serve the entry: the first fetch after the entry sync.
   await Promise.all(agents.map((a) => run(client, ['-socket', a.socket, '-mode', 'wait', '-count', '1', '-timeout', '60s'])));
-  log(`both agents serve their entry; idling ${args.idle} s`);
-  await new Promise((r) => setTimeout(r, 1_000));
+  // Settle first: right after start-up Node's heap still holds start-up garbage that V8's
+  // memory reducer collects after a few idle seconds.
+  log(`both agents serve their entry; settling ${args.settle} s, then idle memory over ${args.idle} s`);
+  await new Promise((r) => setTimeout(r, Number(args.settle) * 1_000));
 
   // --- idle memory: both at the same time
   const idleMem = await Promise.all(agents.map((a) => memoryOver(a.pid, Number(args.idle))));
@@ -423,7 +426,7 @@ plugins {
     `- date: ${new Date().toISOString()}; Node ${process.version}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}); shared machine (load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' / ')})`,
     `- spire-server and spire-agent ${spire.version} (${spire.built ? `built in this run, ${((spire.buildMs ?? 0) / 1000).toFixed(0)} s` : `reused from ${spire.dir}`}); one spire-server (sqlite3, join_token, memory key manager) for both agents; both agents: join_token, disk key manager, unix workload attestor, log level INFO, one entry for uid ${UID}`,
     `- ours: ${layoutLabel}, production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` (the stream row opens ${k} streams from one process)`,
-    `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved rounds (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run; idle memory is a median over ${args.idle} s, both agents at once, after each has served its first fetch and before any load`,
+    `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved rounds (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run; idle memory is a median over ${args.idle} s (a reading every 250 ms), both agents at once, ${args.settle} s after each has served its first fetch, before any load`,
     '',
     table(['what', 'ours', 'spire-agent', 'ours / spire-agent'], rows),
     '',
