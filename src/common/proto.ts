@@ -5,13 +5,20 @@
  *
  * Message types live in `src/gen`, e.g.
  * `import type { Entry, Entry__Output } from '../gen/spire/api/types/Entry.ts'`.
+ *
+ * The definitions are built here from protobufjs, as `@grpc/proto-loader`'s `loadSync` builds
+ * them (same serializers, same conversion options, same method names), without what only
+ * reflection needs: proto-loader also builds a descriptor object and encodes every file's
+ * FileDescriptorProto for each message and method, which costs about 6 MiB of memory in every
+ * process and is never read (bench/idle-memory.ts).
  */
 import { readdirSync } from 'node:fs';
-import { sep } from 'node:path';
+import { isAbsolute, join, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadPackageDefinition } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import type { Options, PackageDefinition } from '@grpc/proto-loader';
+import type { MethodDefinition, ServiceDefinition } from '@grpc/grpc-js';
+import type { EnumTypeDefinition, MessageTypeDefinition, Options } from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
 import type { ProtoGrpcType } from '../gen/index.ts';
 import type { SpiffeWorkloadAPIClient as WorkloadApiClientType } from '../gen/SpiffeWorkloadAPI.ts';
 import type { AgentClient as AgentClientType } from '../gen/spire/api/server/agent/v1/Agent.ts';
@@ -28,7 +35,7 @@ import type { HealthClient as HealthClientType } from '../gen/grpc/health/v1/Hea
 export const PROTO_DIR: string = fileURLToPath(new URL('../../proto/', import.meta.url));
 
 /**
- * proto-loader options. Must match the flags in `scripts/gen-proto-types.ts`,
+ * Conversion options. Must match the flags in `scripts/gen-proto-types.ts`,
  * otherwise the generated types do not describe the loaded objects:
  * field names keep their proto spelling, 64-bit integers are JS numbers,
  * enums are their string names, bytes are Buffers, unset fields get defaults
@@ -52,22 +59,97 @@ export function listProtoFiles(): string[] {
     .sort();
 }
 
-let cachedDefinition: PackageDefinition | undefined;
-let cachedProtos: ProtoGrpcType | undefined;
+/**
+ * lodash's `camelCase` (which proto-loader applies) for an ASCII method name:
+ * `FetchX509SVID` → `fetchX509Svid`, `FetchJWTBundles` → `fetchJwtBundles`. The generated
+ * client types declare these aliases, so they must match proto-loader's exactly
+ * (test/unit/proto.test.ts compares every method).
+ */
+export function methodAlias(name: string): string {
+  const words = name.match(/[A-Z]?[a-z]+|[A-Z]+(?=[A-Z][a-z]|[^A-Za-z]|$)|[A-Z]+|[0-9]+/g) ?? [];
+  return words.map((w, i) => (i === 0 ? w.toLowerCase() : (w[0] as string).toUpperCase() + w.slice(1).toLowerCase())).join('');
+}
 
-/** The proto-loader package definition of every file under `proto/` (loaded once). */
+function serializer(type: protobuf.Type): (value: object) => Buffer {
+  return (value) => {
+    if (Array.isArray(value)) throw new Error(`Failed to serialize message: expected object with ${type.name} structure, got array instead`);
+    return type.encode(type.fromObject(value)).finish() as Buffer;
+  };
+}
+
+function deserializer(type: protobuf.Type): (bytes: Buffer) => object {
+  return (bytes) => type.toObject(type.decode(bytes), PROTO_LOADER_OPTIONS as protobuf.IConversionOptions);
+}
+
+function serviceDefinition(service: protobuf.Service, fullName: string): ServiceDefinition {
+  const def: Record<string, MethodDefinition<object, object>> = {};
+  for (const method of service.methodsArray) {
+    // resolveAll() ran: request and response types are resolved.
+    const request = method.resolvedRequestType as protobuf.Type;
+    const response = method.resolvedResponseType as protobuf.Type;
+    def[method.name] = {
+      path: `/${fullName}/${method.name}`,
+      requestStream: method.requestStream === true,
+      responseStream: method.responseStream === true,
+      requestSerialize: serializer(request),
+      requestDeserialize: deserializer(request),
+      responseSerialize: serializer(response),
+      responseDeserialize: deserializer(response),
+      originalName: methodAlias(method.name),
+    };
+  }
+  return def;
+}
+
+/** Every service under `ns`, by fully qualified name (no leading dot). */
+function collectServices(ns: protobuf.NamespaceBase, prefix: string, into: PackageDefinition): void {
+  for (const child of ns.nestedArray) {
+    const name = prefix === '' ? child.name : `${prefix}.${child.name}`;
+    if (child instanceof protobuf.Service) into[name] = serviceDefinition(child, name);
+    else if (child instanceof protobuf.Namespace) collectServices(child, name, into);
+  }
+}
+
+/**
+ * The generated package object with only what is there at run time: client constructors
+ * (with their `service`) and the namespaces that lead to them. The method definitions' reflection
+ * fields (`requestType`, `responseType`) are absent too.
+ */
+export type GrpcServices<T> = {
+  [K in keyof T as T[K] extends MessageTypeDefinition<object, object> | EnumTypeDefinition ? never : K]: T[K] extends { service: unknown } ? T[K] : GrpcServices<T[K]>;
+};
+
+/** grpc-js's package definition type (what {@link loadPackageDefinition} takes). */
+export type PackageDefinition = Parameters<typeof loadPackageDefinition>[0];
+
+let cachedDefinition: PackageDefinition | undefined;
+let cachedProtos: GrpcServices<ProtoGrpcType> | undefined;
+
+/**
+ * The package definition of every service in the files under `proto/` (loaded once), keyed
+ * by fully qualified service name. Message and enum types are not in it (proto-loader's
+ * reflection entries); their TypeScript types are in `src/gen`.
+ */
 export function loadProtoPackageDefinition(): PackageDefinition {
-  cachedDefinition ??= loadSync(listProtoFiles(), { ...PROTO_LOADER_OPTIONS });
+  if (cachedDefinition === undefined) {
+    const root = new protobuf.Root();
+    root.resolvePath = (_origin, target) => (isAbsolute(target) ? target : join(PROTO_DIR, target));
+    root.loadSync(listProtoFiles(), { keepCase: true });
+    root.resolveAll();
+    const def: PackageDefinition = {};
+    collectServices(root, '', def);
+    cachedDefinition = def;
+  }
   return cachedDefinition;
 }
 
 /**
- * The typed gRPC object for every file under `proto/` (loaded once), e.g.
+ * The typed gRPC object for every service under `proto/` (loaded once), e.g.
  * `loadProtos().spire.api.server.agent.v1.Agent` is the Agent client
  * constructor and its `.service` the service definition.
  */
-export function loadProtos(): ProtoGrpcType {
-  cachedProtos ??= loadPackageDefinition(loadProtoPackageDefinition()) as unknown as ProtoGrpcType;
+export function loadProtos(): GrpcServices<ProtoGrpcType> {
+  cachedProtos ??= loadPackageDefinition(loadProtoPackageDefinition()) as unknown as GrpcServices<ProtoGrpcType>;
   return cachedProtos;
 }
 

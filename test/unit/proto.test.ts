@@ -25,9 +25,12 @@ import {
   SvidClient,
   WorkloadApiClient,
   PROTO_DIR,
+  PROTO_LOADER_OPTIONS,
   listProtoFiles,
   loadProtoPackageDefinition,
+  methodAlias,
 } from '../../src/common/proto.ts';
+import { loadSync } from '@grpc/proto-loader';
 
 const protoDir = fileURLToPath(new URL('../../proto/', import.meta.url));
 
@@ -749,7 +752,44 @@ describe('src/common/proto.ts', () => {
     expect(PROTO_DIR).toBe(protoDir);
     expect(listProtoFiles()).toContain('workload.proto');
     expect(listProtoFiles()).toContain('spire/api/server/entry/v1/entry.proto');
-    expect(Object.keys(loadProtoPackageDefinition())).toContain('spire.api.types.Entry');
+    expect(Object.keys(loadProtoPackageDefinition())).toContain('spire.api.server.entry.v1.Entry');
+  });
+
+  it('builds the same service definitions as @grpc/proto-loader (paths, streaming, method aliases, codecs)', () => {
+    const reference = loadSync(listProtoFiles(), { ...PROTO_LOADER_OPTIONS });
+    const ours = loadProtoPackageDefinition();
+    const services = Object.entries(reference).filter(([, d]) => !('format' in d)) as unknown as [string, Record<string, Record<string, unknown>>][];
+    expect(Object.keys(ours).sort()).toEqual(services.map(([name]) => name).sort());
+    for (const [name, methods] of services) {
+      const def = ours[name] as unknown as Record<string, Record<string, unknown>>;
+      expect(Object.keys(def), name).toEqual(Object.keys(methods));
+      for (const [method, expected] of Object.entries(methods)) {
+        const actual = def[method] as Record<string, unknown>;
+        for (const key of ['path', 'requestStream', 'responseStream', 'originalName']) expect(actual[key], `${name}.${method} ${key}`).toBe(expected[key]);
+      }
+    }
+    // The codecs convert the same way (defaults, oneofs, enums as names, bytes as Buffers, 64-bit as numbers).
+    const entry = { id: 'e1', spiffe_id: { trust_domain: 'example.org', path: '/w' }, selectors: [{ type: 'unix', value: 'uid:1' }], x509_svid_ttl: 3600, revision_number: 7, hint: 'h' };
+    const request = { entries: [entry] };
+    const refMethod = (reference['spire.api.server.entry.v1.Entry'] as Record<string, { requestSerialize: (v: object) => Buffer; requestDeserialize: (b: Buffer) => unknown; responseDeserialize: (b: Buffer) => unknown; responseSerialize: (v: object) => Buffer }>)['BatchCreateEntry'];
+    const ourMethod = EntryService.BatchCreateEntry;
+    const bytes = refMethod?.requestSerialize(request) as Buffer;
+    expect(ourMethod.requestSerialize(request)).toEqual(bytes);
+    expect(ourMethod.requestDeserialize(bytes)).toEqual(refMethod?.requestDeserialize(bytes));
+    const response = { results: [{ status: { code: 6, message: 'exists' }, entry }] };
+    const responseBytes = refMethod?.responseSerialize(response) as Buffer;
+    expect(ourMethod.responseSerialize(response)).toEqual(responseBytes);
+    expect(ourMethod.responseDeserialize(responseBytes)).toEqual(refMethod?.responseDeserialize(responseBytes));
+  });
+
+  it.each([
+    ['FetchX509SVID', 'fetchX509Svid'],
+    ['FetchJWTBundles', 'fetchJwtBundles'],
+    ['NewJWTSVID', 'newJwtsvid'],
+    ['BatchNewX509SVID', 'batchNewX509Svid'],
+    ['Check', 'check'],
+  ])('methodAlias(%s) is %s (lodash camelCase, as proto-loader)', (name, alias) => {
+    expect(methodAlias(name)).toBe(alias);
   });
 
   it('exports client constructors carrying their service definitions', () => {

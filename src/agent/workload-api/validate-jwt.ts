@@ -8,7 +8,7 @@
  * InvalidArgument ApiError whose message the client sees.
  */
 import type { KeyObject } from 'node:crypto';
-import { compactVerify, decodeJwt, decodeProtectedHeader, errors as joseErrors } from 'jose';
+import type * as Jose from 'jose';
 import { ApiError, Code } from '../../common/errors.ts';
 import { parseSpiffeId, type SpiffeId } from '../../common/spiffe-id.ts';
 
@@ -61,14 +61,21 @@ export function audienceList(aud: unknown): string[] {
   return [];
 }
 
+/**
+ * jose, loaded on the first validation: most agents never validate a JWT, and loading it costs
+ * about 1.5 MiB of memory for the agent's lifetime (bench/idle-memory.ts).
+ */
+let jose: Promise<typeof Jose> | undefined;
+const loadJose = (): Promise<typeof Jose> => (jose ??= import('jose'));
+
 function parseError(err: unknown): ApiError {
   return invalid(`unable to parse JWT token: ${err instanceof Error ? err.message : String(err)}`);
 }
 
-function decodeHeader(token: string): Record<string, unknown> {
+function decodeHeader(lib: typeof Jose, token: string): Record<string, unknown> {
   if (token.split('.').length !== 3) throw invalid('unable to parse JWT token: compact JWS format must have three parts');
   try {
-    return decodeProtectedHeader(token) as Record<string, unknown>;
+    return lib.decodeProtectedHeader(token) as Record<string, unknown>;
   } catch (err) {
     throw parseError(err);
   }
@@ -86,12 +93,12 @@ function checkHeader(header: Record<string, unknown>): { alg: string; kid: strin
   return { alg, kid };
 }
 
-async function verifySignature(token: string, key: KeyObject, alg: string): Promise<Record<string, unknown>> {
+async function verifySignature(lib: typeof Jose, token: string, key: KeyObject, alg: string): Promise<Record<string, unknown>> {
   let payload: Uint8Array;
   try {
-    ({ payload } = await compactVerify(token, key, { algorithms: [alg] }));
+    ({ payload } = await lib.compactVerify(token, key, { algorithms: [alg] }));
   } catch (err) {
-    if (err instanceof joseErrors.JWSSignatureVerificationFailed) throw invalid('token signature verification failed');
+    if (err instanceof lib.errors.JWSSignatureVerificationFailed) throw invalid('token signature verification failed');
     throw invalid(`unable to verify token signature: ${err instanceof Error ? err.message : String(err)}`);
   }
   try {
@@ -114,11 +121,12 @@ function checkTimes(claims: Record<string, unknown>, exp: number, nowSeconds: nu
 /** Validates a JWT-SVID for one audience; throws InvalidArgument with a clear message. */
 export async function validateJwtSvid(input: ValidateJwtInput): Promise<ValidatedJwt> {
   requireValidateArguments(input.audience, input.token);
-  const { alg, kid } = checkHeader(decodeHeader(input.token));
+  const lib = await loadJose();
+  const { alg, kid } = checkHeader(decodeHeader(lib, input.token));
 
   let unverified: Record<string, unknown>;
   try {
-    unverified = decodeJwt(input.token);
+    unverified = lib.decodeJwt(input.token);
   } catch (err) {
     throw parseError(err);
   }
@@ -134,7 +142,7 @@ export async function validateJwtSvid(input: ValidateJwtInput): Promise<Validate
   const key = tdKeys.get(kid);
   if (key === undefined) throw invalid(`public key ${JSON.stringify(kid)} not found in trust domain ${JSON.stringify(td)}`);
 
-  const claims = await verifySignature(input.token, key, alg);
+  const claims = await verifySignature(lib, input.token, key, alg);
   const exp = claims['exp'];
   if (typeof exp !== 'number') throw invalid('unable to parse JWT token: exp claim is not a number');
   const aud = audienceList(claims['aud']);
