@@ -8,10 +8,11 @@
  * and the table gives medians across rounds and the ratio ours / spire-agent.
  *
  *   node bench/side-by-side.ts [--rounds 5] [--warm 2000] [--newconn 500] [--jwt 2000]
- *                              [--streams 1000] [--entries 1000] [--settle 10] [--idle 5] [--ref COMMIT]
+ *                              [--streams 1000] [--entries 1000] [--settle 10] [--idle 5] [--ref COMMIT] [--keep]
  *
  * --streams 0 / --entries 0 skip those rows. --ref builds our layout from a commit (git archive)
- * instead of the working tree. SPIRE v1.13.3 is built on first use into
+ * instead of the working tree. --keep leaves the temp dir (configs, the agents' and the server's
+ * logs) in place and prints its path. SPIRE v1.13.3 is built on first use into
  * $XDG_CACHE_HOME/spiffe-node-agent (see support/spire-build.ts; SPIRE_BIN_DIR=<dir> uses
  * prebuilt binaries). Needs Go ≥ 1.24 on PATH (or GO=…) and npm (for `npm ci --omit=dev`).
  *
@@ -44,6 +45,7 @@ const { values: args } = parseArgs({
     idle: { type: 'string', default: '5' },
     settle: { type: 'string', default: '10' },
     ref: { type: 'string' },
+    keep: { type: 'boolean', default: false },
   },
   strict: true,
 });
@@ -194,7 +196,9 @@ async function main(): Promise<void> {
   log(spire.built ? `built SPIRE in ${((spire.buildMs ?? 0) / 1000).toFixed(0)} s` : `reusing ${spire.dir} (spire-agent -version: ${spire.version})`);
   const client = await buildGoClient();
 
-  const dir = trackDir(mkdtempSync(join(tmpdir(), 'sna-side-by-side-')));
+  const dir = mkdtempSync(join(tmpdir(), 'sna-side-by-side-'));
+  if (args.keep) log(`keeping ${dir}`);
+  else trackDir(dir);
   chmodSync(dir, 0o755);
   log(`building our production layout in ${dir}/layout (npm run build, npm ci --omit=dev)`);
   const layoutStart = performance.now();

@@ -7,7 +7,8 @@
  *     bin/spire-server, bin/spire-agent               `go build -o bin/ …`
  *     build.log                                       the last build's output
  *
- * <cache> is $XDG_CACHE_HOME, else ~/.cache. A cold build downloads SPIRE's dependencies and
+ * <cache> is $XDG_CACHE_HOME, else ~/.cache (Go keeps its build cache there too, in go-build,
+ * unless GOCACHE says otherwise). A cold build downloads SPIRE's dependencies and
  * compiles them (6–20 minutes on 2 cores; 21 min measured here on a busy machine, 5 of them
  * downloading); afterwards the binaries are reused as they are
  * (their `-version` output is checked), and a rebuild reuses Go's module and build caches.
