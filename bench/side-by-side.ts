@@ -25,14 +25,12 @@ import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync, chmodSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 import { cleanupAll, stopChild, trackChild, trackDir } from './support/cleanup.ts';
 import { REPO, freePort } from './support/cluster.ts';
 import { readCpuMs, readMemory, type Memory } from './support/proc-stats.ts';
 import { mib, ms, quantile, table } from './support/report.ts';
 import { ensureSpireBinaries, spireCacheDir, SPIRE_VERSION } from './support/spire-build.ts';
-
-const execFileAsync = promisify(execFile);
 
 const { values: args } = parseArgs({
   options: {
@@ -55,14 +53,15 @@ const NODE = join(REPO, 'node_modules/.bin/node');
 const UID = process.getuid?.() ?? 0;
 const log = (line: string): void => void process.stderr.write(`side-by-side: ${line}\n`);
 
-async function run(cmd: string, argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<string> {
-  try {
-    const { stdout } = await execFileAsync(cmd, argv, { cwd: opts.cwd, env: opts.env, timeout: opts.timeout ?? 300_000, maxBuffer: 64 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err as { stdout?: string; stderr?: string; message: string };
-    throw new Error(`${cmd} ${argv.join(' ')} failed: ${e.message}\n${e.stdout ?? ''}\n${e.stderr ?? ''}`);
-  }
+/** Runs a command to completion (tracked, so Ctrl-C ends it too); resolves with its stdout. */
+function run(cmd: string, argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = execFile(cmd, argv, { cwd: opts.cwd, env: opts.env, timeout: opts.timeout ?? 300_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err === null) resolve(stdout);
+      else reject(new Error(`${cmd} ${argv.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
+    });
+    trackChild(child);
+  });
 }
 
 function spawnLogged(cmd: string, argv: string[], logFile: string, opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): ChildProcess {
