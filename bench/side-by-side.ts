@@ -9,8 +9,12 @@
  *
  *   node bench/side-by-side.ts [--rounds 5] [--warm 2000] [--newconn 500] [--jwt 2000]
  *                              [--streams 1000] [--entries 1000] [--settle 10] [--idle 5] [--ref COMMIT] [--keep]
+ *                              [--churn SECONDS [--churn-clients 4] [--rest 10]]
  *
- * --streams 0 / --entries 0 skip those rows. --ref builds our layout from a commit (git archive)
+ * --churn S adds connection churn (off by default): --churn-clients Go clients each loop new
+ * connection → FetchX509SVID → first response → close for S seconds against one agent, then the
+ * other; RssAnon before, right after and after --rest seconds. --streams 0 / --entries 0 skip
+ * those rows. --ref builds our layout from a commit (git archive)
  * instead of the working tree. --keep leaves the temp dir (configs, the agents' and the server's
  * logs) in place and prints its path. SPIRE v1.13.3 is built on first use into
  * $XDG_CACHE_HOME/spiffe-node-agent (see support/spire-build.ts; SPIRE_BIN_DIR=<dir> uses
@@ -44,6 +48,9 @@ const { values: args } = parseArgs({
     settle: { type: 'string', default: '10' },
     ref: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    churn: { type: 'string', default: '0' },
+    'churn-clients': { type: 'string', default: '4' },
+    rest: { type: 'string', default: '10' },
   },
   strict: true,
 });
@@ -350,6 +357,29 @@ plugins {
     }
   }
 
+  // --- connection churn (optional): ours, then spire-agent
+  const churnSeconds = Number(args.churn);
+  const churnClients = Number(args['churn-clients']);
+  const restSeconds = Number(args.rest);
+  const churnRuns: Partial<Record<Agent['name'], { before: Memory; after: Memory; rested: Memory; cycles: number; perSecond: number; cpuMs: number; errors: number }>> = {};
+  if (churnSeconds > 0) {
+    for (const a of agents) {
+      log(`churn: ${a.name}, ${churnClients} clients × ${churnSeconds} s, then ${restSeconds} s rest`);
+      const before = await memoryOver(a.pid, 2);
+      const cpu0 = readCpuMs(a.pid) ?? NaN;
+      const outs = await Promise.all(
+        Array.from({ length: churnClients }, () => run(client, ['-socket', a.socket, '-mode', 'newconn', '-warmup', '0', '-duration', `${churnSeconds}s`, '-timeout', `${churnSeconds + 60}s`], { timeout: (churnSeconds + 90) * 1_000 })),
+      );
+      const cpu1 = readCpuMs(a.pid) ?? NaN;
+      const after = await memoryOver(a.pid, 2);
+      await new Promise((r) => setTimeout(r, Math.max(0, restSeconds - 2) * 1_000));
+      const rested = await memoryOver(a.pid, 2);
+      const res = outs.map((o) => JSON.parse(o.trim().split('\n').at(-1) as string) as ClientResult);
+      const cycles = res.reduce((x, r) => x + r.n, 0);
+      churnRuns[a.name] = { before, after, rested, cycles, perSecond: res.reduce((x, r) => x + r.rate_per_s, 0), cpuMs: cpu1 - cpu0, errors: res.reduce((x, r) => x + r.errors, 0) };
+    }
+  }
+
   // --- 1,000 entries: time from `entry create` to a response carrying all SVIDs, then memory
   const nEntries = Number(args.entries);
   const entryRuns: Partial<Record<Agent['name'], { ms: number; before: Memory; after: Memory; svids: number }>> = {};
@@ -411,6 +441,15 @@ plugins {
     add(`RssAnon with ${k} streams open (first pass)`, streamRuns.ours[0]?.held.anonKiB ?? NaN, streamRuns['spire-agent'][0]?.held.anonKiB ?? NaN, mib);
     add(`time to open ${k} streams (first response on each)`, quantile(streamRuns.ours.map((s) => s.openMs), 0.5), quantile(streamRuns['spire-agent'].map((s) => s.openMs), 0.5), ms);
   }
+  const co = churnRuns.ours;
+  const cs = churnRuns['spire-agent'];
+  if (co !== undefined && cs !== undefined) {
+    const lbl = `${churnClients} clients × ${churnSeconds} s of connection churn`;
+    add(`${lbl}: cycles/s`, co.perSecond, cs.perSecond, per);
+    add(`${lbl}: agent CPU per 1,000 cycles`, (co.cpuMs / co.cycles) * 1_000, (cs.cpuMs / cs.cycles) * 1_000, cpu);
+    add(`${lbl}: RssAnon right after − before`, co.after.anonKiB - co.before.anonKiB, cs.after.anonKiB - cs.before.anonKiB, mib);
+    add(`${lbl}: RssAnon after ${restSeconds} s rest − before`, co.rested.anonKiB - co.before.anonKiB, cs.rested.anonKiB - cs.before.anonKiB, mib);
+  }
   const eo = entryRuns.ours;
   const es = entryRuns['spire-agent'];
   if (eo !== undefined && es !== undefined) {
@@ -435,6 +474,9 @@ plugins {
     '',
     `- per-round p50 warm / new connection / JWT (ms): ours ${perRound('ours')}; spire-agent ${perRound('spire-agent')}`,
     ...(k > 0 ? [`- streams (measured right after idle, before the rounds; passes ours, spire-agent, ours, spire-agent; RssAnon is a 2 s median before opening and after all are open): ours ${streamNotes('ours')}; spire-agent ${streamNotes('spire-agent')}`] : []),
+    ...(co !== undefined && cs !== undefined
+      ? [`- churn (after the rounds, ours then spire-agent; each cycle: new connection → FetchX509SVID → first response → cancel → close): RssAnon before → right after → after ${restSeconds} s rest: ours ${mib(co.before.anonKiB)} → ${mib(co.after.anonKiB)} → ${mib(co.rested.anonKiB)} (${co.cycles} cycles, ${co.errors} failed); spire-agent ${mib(cs.before.anonKiB)} → ${mib(cs.after.anonKiB)} → ${mib(cs.rested.anonKiB)} (${cs.cycles} cycles, ${cs.errors} failed)`]
+      : []),
     ...(eo !== undefined && es !== undefined ? [`- entries: created with one \`spire-server entry create -data\` batch per agent (ours first, then spire-agent); the time runs from just before that command to the client's first response carrying all SVIDs (it reconnects every 20 ms while PermissionDenied). RssAnon before → after: ours ${mib(eo.before.anonKiB)} → ${mib(eo.after.anonKiB)}, spire-agent ${mib(es.before.anonKiB)} → ${mib(es.after.anonKiB)}`] : []),
     `- agents alive at the end: ours ${alive[0] ? 'yes' : 'NO'}, spire-agent ${alive[1] ? 'yes' : 'NO'}; whole run ${((performance.now() - started) / 1000).toFixed(0)} s`,
     '',

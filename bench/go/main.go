@@ -6,6 +6,7 @@
 //	wlclient -socket PATH -mode warm    -n 2000   one connection: open stream, first X509SVIDResponse, cancel
 //	wlclient -socket PATH -mode newconn -n 500    new connection per fetch (dial, fetch, close)
 //	wlclient -socket PATH -mode jwt     -n 2000   FetchJWTSVID on one connection (after one warm-up call, so cached)
+//	                                              (-duration 60s instead of -n: loop for that long)
 //	wlclient -socket PATH -mode streams -k 1000 -conns 10
 //	                                              opens K FetchX509SVID streams over C connections, prints
 //	                                              {"ready":…} once each has its first response, holds them
@@ -43,6 +44,7 @@ var (
 	count   = flag.Int("count", 1, "SVIDs to wait for (wait mode)")
 	aud     = flag.String("aud", "bench", "JWT audience")
 	timeout = flag.Duration("timeout", 120*time.Second, "overall limit")
+	dur     = flag.Duration("duration", 0, "warm/newconn/jwt: measure for this long instead of -n iterations")
 )
 
 func fail(format string, args ...any) {
@@ -133,7 +135,7 @@ func loop(name string, one func() (int, error)) {
 	}
 	lat := make([]time.Duration, 0, *n)
 	start := time.Now()
-	for i := 0; i < *n; i++ {
+	for i := 0; (*dur > 0 && time.Since(start) < *dur) || (*dur == 0 && i < *n); i++ {
 		t0 := time.Now()
 		c, err := one()
 		if err != nil {
