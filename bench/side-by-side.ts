@@ -411,7 +411,8 @@ plugins {
 
   // --- report
   const med = (name: Agent['name'], f: (r: Row) => number): number => quantile(results[name].map(f), 0.5);
-  const rat = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
+  // A ratio only means something between two positive figures (memory deltas can be negative).
+  const rat = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && a >= 0 && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
   const rows: string[][] = [];
   const add = (label: string, o: number, s: number, fmt: (v: number) => string): void => void rows.push([label, fmt(o), fmt(s), rat(o, s)]);
   const per = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(0)}/s` : 'n/a');
@@ -449,6 +450,7 @@ plugins {
     add(`${lbl}: agent CPU per 1,000 cycles`, (co.cpuMs / co.cycles) * 1_000, (cs.cpuMs / cs.cycles) * 1_000, cpu);
     add(`${lbl}: RssAnon right after − before`, co.after.anonKiB - co.before.anonKiB, cs.after.anonKiB - cs.before.anonKiB, mib);
     add(`${lbl}: RssAnon after ${restSeconds} s rest − before`, co.rested.anonKiB - co.before.anonKiB, cs.rested.anonKiB - cs.before.anonKiB, mib);
+    add(`${lbl}: RssAnon after ${restSeconds} s rest − idle`, co.rested.anonKiB - oIdle.anonKiB, cs.rested.anonKiB - sIdle.anonKiB, mib);
   }
   const eo = entryRuns.ours;
   const es = entryRuns['spire-agent'];
@@ -467,7 +469,7 @@ plugins {
     '',
     `- date: ${new Date().toISOString()}; Node ${process.version}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}); shared machine (load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' / ')})`,
     `- spire-server and spire-agent ${spire.version} (${spire.built ? `built in this run, ${((spire.buildMs ?? 0) / 1000).toFixed(0)} s` : `reused from ${spire.dir}`}); one spire-server (sqlite3, join_token, memory key manager) for both agents; both agents: join_token, disk key manager, unix workload attestor, log level INFO, one entry for uid ${UID}`,
-    `- ours: ${layoutLabel}, production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` (the stream row opens ${k} streams from one process)`,
+    `- ours: ${layoutLabel}, production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` ${k > 0 ? ` (the stream row opens ${k} streams from one process)` : ''}`,
     `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved rounds (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run; idle memory is a median over ${args.idle} s (a reading every 250 ms), both agents at once, ${args.settle} s after each has served its first fetch, before any load`,
     '',
     table(['what', 'ours', 'spire-agent', 'ours / spire-agent'], rows),
