@@ -12,7 +12,8 @@
  *
  * 1. Module costs: one fresh process per step, each step loading one more group of what the
  *    agent loads, RssAnon read after two full GCs (median of --runs processes). The first two
- *    rows are the baselines: bare Node and Node + @grpc/grpc-js.
+ *    rows are the baselines: bare Node and Node + @grpc/grpc-js. Each process first applies
+ *    the agent's heap flags, as `spiffe-agent run` does.
  * 2. The agent: a server and the compiled agent started from the layout with the manifest's
  *    agent.json (join_token and unix attestors instead of the cluster ones, loopback
  *    addresses), one entry, one FetchX509SVID through the layout's CLI, then --idle seconds
@@ -26,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs, promisify } from 'node:util';
 import { cleanupAll, stopChild, trackChild, trackDir } from './support/cleanup.ts';
+import { HEAP_FLAGS } from '../src/agent/heap-flags.ts';
 import { freePort, REPO } from './support/cluster.ts';
 import { readMemory } from './support/proc-stats.ts';
 import { mib, table } from './support/report.ts';
@@ -111,6 +113,9 @@ interface ProcessMemory {
   readonly arrayBuffers: number;
 }
 
+/** Every step starts as `spiffe-agent run` does: the agent's heap settings first (heap-flags.ts). */
+const HEAP_FLAGS_FIRST = `const v8__ = await import('node:v8'); for (const f of ${JSON.stringify(HEAP_FLAGS)}) v8__.setFlagsFromString(f);\n`;
+
 const READ_MEMORY = `
 await new Promise((r) => setTimeout(r, 500)); gc(); gc(); await new Promise((r) => setTimeout(r, 1000));
 const status__ = (await import('node:fs')).readFileSync('/proc/self/status', 'utf8');
@@ -121,7 +126,7 @@ console.log(JSON.stringify({ anonKiB: kib__('RssAnon'), rssKiB: kib__('VmRSS'), 
 async function measureCode(app: string, code: string, runs: number): Promise<ProcessMemory> {
   const results: ProcessMemory[] = [];
   for (let i = 0; i < runs; i++) {
-    const child = trackChild(spawn(NODE, ['--expose-gc', '--input-type=module', '-e', code + READ_MEMORY], { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = trackChild(spawn(NODE, ['--expose-gc', '--input-type=module', '-e', HEAP_FLAGS_FIRST + code + READ_MEMORY], { cwd: app, stdio: ['ignore', 'pipe', 'pipe'] }));
     let out = '';
     let err = '';
     child.stdout?.on('data', (d: Buffer) => (out += d.toString()));

@@ -18,14 +18,14 @@
  *   the kernel (about 0.25 ms; nothing on musl, where the symbol is absent).
  *
  * Both V8 flags are plain numbers V8 reads at each GC decision, so they take effect when set
- * at run time (they are not accepted in NODE_OPTIONS).
+ * at run time (they are not accepted in NODE_OPTIONS). `spiffe-agent run` sets them before it
+ * loads the agent's modules (heap-flags.ts says why); setting them again here is harmless.
  */
-import { setFlagsFromString } from 'node:v8';
 import koffi from 'koffi';
+import { applyHeapFlags } from './heap-flags.ts';
 import type { Logger } from '../common/logger.ts';
 
-/** The V8 flags applied by {@link tuneProcessMemory}. */
-export const HEAP_FLAGS: readonly string[] = ['--semi-space-growth-factor=1', '--heap-growing-percent=50'];
+export { HEAP_FLAGS } from './heap-flags.ts';
 
 /** How often freed native memory is handed back to the kernel. */
 export const TRIM_INTERVAL_MS = 10_000;
@@ -53,7 +53,7 @@ export interface MemoryTuning {
  * periodically. For the agent process only (`spiffe-agent run`): the settings are global.
  */
 export function tuneProcessMemory(logger: Logger): MemoryTuning {
-  for (const flag of HEAP_FLAGS) setFlagsFromString(flag);
+  applyHeapFlags();
   const trim = loadMallocTrim();
   if (trim === undefined) {
     logger.debug('malloc_trim is not available (not glibc): freed native memory is returned by the allocator alone');
