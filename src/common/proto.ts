@@ -9,8 +9,9 @@
  * The definitions are built here from protobufjs, as `@grpc/proto-loader`'s `loadSync` builds
  * them (same serializers, same conversion options, same method names), without what only
  * reflection needs: proto-loader also builds a descriptor object and encodes every file's
- * FileDescriptorProto for each message and method, which costs about 6 MiB of memory in every
- * process and is never read (bench/idle-memory.ts).
+ * FileDescriptorProto for each message and method, which costs 1.5–3 MiB of RssAnon in every
+ * process and is never read (bench/idle-memory.ts, bench/RESULTS.md "Idle memory, production
+ * layout").
  */
 import { readdirSync } from 'node:fs';
 import { isAbsolute, join, sep } from 'node:path';
