@@ -36,7 +36,8 @@ describe('tuneProcessMemory', () => {
     const untuned = newSpaceAfterChurn(false);
     const tuned = newSpaceAfterChurn(true);
     expect(untuned.newSpaceMiB).toBeGreaterThanOrEqual(16);
-    expect(tuned.newSpaceMiB).toBeLessThanOrEqual(4);
+    // Initial size 1–2 MiB; a loaded machine may see one step of growth, never the untuned 16–64 MiB.
+    expect(tuned.newSpaceMiB).toBeLessThanOrEqual(8);
     expect(tuned.trimming).toBe(true);
   });
 });
