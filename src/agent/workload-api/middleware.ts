@@ -5,7 +5,8 @@
  *   2. (the RPC's own argument checks, e.g. "audience must be specified")
  *   3. identifyPeer           — the connection's credentials; Unauthenticated if unattestable
  *   4. attestCaller           — selectors from the workload attestors, then the PID-reuse guard
- *   5. logCall                — method, pid, final code and duration (never tokens or keys)
+ *   5. CallLog                — method, pid, final code and duration (never tokens or keys);
+ *                               refusals at most once per caller and code per 10 s
  * They are composed by rpc.ts around every handler, which also counts each finished call by
  * method and code (metrics.ts).
  */
@@ -13,6 +14,7 @@ import type { Metadata } from '@grpc/grpc-js';
 import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import { secondsSince } from '../../common/recorders.ts';
 import type { Logger } from '../../common/logger.ts';
+import { systemClock, type Clock } from '../../common/clock.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
 import type { PeerTracker, TrackedPeer } from './peer-tracker.ts';
@@ -110,17 +112,65 @@ export interface CallRecord {
 const SERVER_FAULTS = new Set<Code>([Code.INTERNAL, Code.UNKNOWN, Code.RESOURCE_EXHAUSTED, Code.DATA_LOSS]);
 
 /** Step 5: one structured line per call, at a level that matches who is at fault. */
-export function logCall(logger: Logger, record: CallRecord): void {
+export function logCall(logger: Logger, record: CallRecord, suppressed = 0): void {
   const fields = {
     method: record.method,
     caller_pid: record.pid,
     code: Code[record.code],
     duration_ms: Math.round(record.durationMs * 1000) / 1000,
     ...(record.code === Code.OK || record.code === Code.CANCELLED ? {} : { error: record.message }),
+    ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
   };
   if (SERVER_FAULTS.has(record.code)) logger.error(fields, 'workload api call failed');
   else if (record.code === Code.UNAUTHENTICATED) logger.warn(fields, 'workload api call denied');
   // A workload without an entry is an everyday event (clients poll until registered): info, not warn.
   else if (record.code === Code.PERMISSION_DENIED) logger.info(fields, 'workload api call denied');
   else logger.debug(fields, 'workload api call');
+}
+
+/** How often at most one caller's calls ending with one refusal code are logged. */
+export const REFUSAL_LOG_INTERVAL_MS = 10_000;
+/** Callers whose last refusal line is remembered (oldest forgotten first). */
+const MAX_REMEMBERED = 4_096;
+
+/** Codes logged at debug level: never rate-limited (off in production). */
+const QUIET = new Set<Code>([Code.OK, Code.CANCELLED, Code.INVALID_ARGUMENT, Code.UNAVAILABLE, Code.UNIMPLEMENTED, Code.NOT_FOUND]);
+
+/**
+ * Step 5 with a bound on what one caller can write to the log: a client polling every 20 ms
+ * for an identity it has not got, or hammering past its limits, would otherwise add a line per
+ * call (the agent's log is the node's disk and the operator's attention). Lines at info and
+ * above are written at most once per caller PID and code per {@link REFUSAL_LOG_INTERVAL_MS},
+ * the next one saying how many were left out; the metrics still count every call.
+ */
+export class CallLog {
+  readonly #logger: Logger;
+  readonly #clock: Clock;
+  readonly #last = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(logger: Logger, clock: Clock = systemClock) {
+    this.#logger = logger;
+    this.#clock = clock;
+  }
+
+  record(record: CallRecord): void {
+    if (QUIET.has(record.code)) {
+      logCall(this.#logger, record);
+      return;
+    }
+    const key = `${record.pid ?? '-'}:${record.code}`;
+    const now = this.#clock.now();
+    const seen = this.#last.get(key);
+    if (seen !== undefined && now - seen.at < REFUSAL_LOG_INTERVAL_MS) {
+      seen.suppressed += 1;
+      return;
+    }
+    this.#last.delete(key);
+    if (this.#last.size >= MAX_REMEMBERED) {
+      const oldest = this.#last.keys().next().value;
+      if (oldest !== undefined) this.#last.delete(oldest);
+    }
+    this.#last.set(key, { at: now, suppressed: 0 });
+    logCall(this.#logger, record, seen?.suppressed ?? 0);
+  }
 }

@@ -14,7 +14,7 @@ import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { EncodedMessage } from './encode.ts';
-import { attestCaller, identifyPeer, logCall, peerPid, requireSecurityHeader, type AttestDeps } from './middleware.ts';
+import { attestCaller, identifyPeer, peerPid, requireSecurityHeader, type AttestDeps, type CallLog } from './middleware.ts';
 import { NOOP_WORKLOAD_API_METRICS } from './metrics.ts';
 import type { TrackedPeer } from './peer-tracker.ts';
 import { StreamSession, type StreamRegistry } from './stream-session.ts';
@@ -29,6 +29,8 @@ export interface Caller {
 /** What the wrappers need. */
 export interface RpcDeps extends AttestDeps {
   readonly logger: Logger;
+  /** Where each finished call is logged (rate-limited per caller for refusals). */
+  readonly callLog: CallLog;
   /** Open streams (for shutdown and counting). */
   readonly streams: StreamRegistry;
 }
@@ -88,13 +90,13 @@ export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req
         (bytes) => {
           callback(null, bytes);
           calls.inc(Code.OK);
-          logCall(deps.logger, { method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
+          deps.callLog.record({ method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
         },
         (err: unknown) => {
           const apiError = toApiError(err);
           callback(toGrpcStatus(apiError));
           calls.inc(apiError.code);
-          logCall(deps.logger, { method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
+          deps.callLog.record({ method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
         },
       );
   };
@@ -112,7 +114,7 @@ export function streamRpc<Req>(
     const pid = pidForLog(deps, call);
     const session = new StreamSession(call, deps.streams, (end) => {
       calls.inc(end.code);
-      logCall(deps.logger, { method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
+      deps.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
     });
     if (session.ended) return;
     admit(deps, call, undefined, session.signal, (release) => session.onEnd(release))
@@ -130,7 +132,7 @@ export function unimplementedStream<Req>(deps: RpcDeps, method: string, message:
     const started = performance.now();
     const session = new StreamSession(call, deps.streams, (end) => {
       calls.inc(end.code);
-      logCall(deps.logger, { method, pid: pidForLog(deps, call), code: end.code, message: end.message, durationMs: performance.now() - started });
+      deps.callLog.record({ method, pid: pidForLog(deps, call), code: end.code, message: end.message, durationMs: performance.now() - started });
     });
     try {
       requireSecurityHeader(call.getPath(), call.metadata);

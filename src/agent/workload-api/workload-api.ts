@@ -21,6 +21,7 @@ import { HealthService } from '../../common/proto.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
 import { DEFAULT_CALLER_LIMITS, type CallerLimits } from './caller-limits.ts';
 import { gateConnection } from './connection-gate.ts';
+import { CallLog } from './middleware.ts';
 import { createHealthHandlers } from './handlers/health.ts';
 import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
 import type { IdentitySource } from './identity-source.ts';
@@ -147,6 +148,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     workloadApiServiceDefinition,
     createWorkloadApiHandlers({
       tracker,
+      callLog: new CallLog(logger, opts.clock ?? systemClock),
       attestor: opts.attestor,
       logger,
       streams,
