@@ -67,6 +67,17 @@ function goawayCode(bytes: Buffer): number | undefined {
   return undefined;
 }
 
+/** Whether the agent sent a frame of `type` on `streamId`. */
+function hasFrame(bytes: Buffer, type: number, streamId: number): boolean {
+  let offset = 0;
+  while (offset + 9 <= bytes.length) {
+    const length = bytes.readUIntBE(offset, 3);
+    if (bytes[offset + 3] === type && (bytes.readUInt32BE(offset + 5) & 0x7fff_ffff) === streamId) return true;
+    offset += 9 + length;
+  }
+  return false;
+}
+
 /** Metrics that count gate and limit refusals by label. */
 function countingMetrics(): { metrics: WorkloadApiMetrics; counts: Map<string, number> } {
   const counts = new Map<string, number>();
@@ -160,6 +171,38 @@ describe('the connection gate', () => {
     expect(goawayCode(peer.received())).toBe(Http2ErrorCode.NO_ERROR);
     expect(counts.get('gate:request_deadline')).toBe(1);
     expect(api.server.connectionCount()).toBe(0);
+  });
+
+  it('a client that sends its whole first request (60 KiB message) before acknowledging our SETTINGS is served', async () => {
+    const peer = await rawConnect(api.socketPath);
+    const block = new HpackEncoder().encode([
+      { name: ':method', value: 'POST', neverIndex: false },
+      { name: ':scheme', value: 'http', neverIndex: false },
+      { name: ':path', value: '/SpiffeWorkloadAPI/FetchX509SVID', neverIndex: false },
+      { name: ':authority', value: 'localhost', neverIndex: false },
+      { name: 'content-type', value: 'application/grpc', neverIndex: false },
+      { name: 'te', value: 'trailers', neverIndex: false },
+      { name: 'workload.spiffe.io', value: 'true', neverIndex: false },
+    ]);
+    // A gRPC message of 60,000 bytes: an unknown length-delimited field (number 15), which the
+    // request decoder skips.
+    const payload = 60_000 - 4; // tag (1 byte) and a 3-byte varint length precede it
+    const length = Buffer.from([(payload & 0x7f) | 0x80, ((payload >> 7) & 0x7f) | 0x80, payload >> 14]);
+    const field = Buffer.concat([Buffer.from([0x7a]), length, Buffer.alloc(payload, 0x61)]); // field 15, wire type LEN
+    const message = Buffer.concat([Buffer.from([0, 0, 0, 0xea, 0x60]), field]); // uncompressed, 60,000 bytes
+    const data: Buffer[] = [];
+    for (let offset = 0; offset < message.length; offset += 16_384) {
+      const last = offset + 16_384 >= message.length;
+      data.push(frame(0x0, last ? FrameFlag.END_STREAM : 0, 1, message.subarray(offset, offset + 16_384)));
+    }
+    peer.socket.write(Buffer.concat([CONNECTION_PREFACE, SETTINGS, frame(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, block), ...data]));
+    await new Promise((r) => setTimeout(r, 50));
+    peer.socket.write(SETTINGS_ACK);
+    // The response's HEADERS frame on stream 1 arrives; no GOAWAY.
+    await expect.poll(() => hasFrame(peer.received(), FrameType.HEADERS, 1), { timeout: 5_000 }).toBe(true);
+    expect(goawayCode(peer.received())).toBeUndefined();
+    expect(counts.get('gate:too_many_bytes')).toBeUndefined();
+    peer.socket.destroy();
   });
 
   it('after the handoff to HTTP/2, an oversized frame still closes the connection', async () => {

@@ -16,7 +16,8 @@
  * held bytes back (`unshift`) and injects the raw socket: nothing is in the path afterwards.
  *
  * Bounds (why: the socket is open to every local user, and nothing about the caller is known
- * yet): at most {@link MAX_GATE_BYTES} read before a decision, a decision within
+ * yet): at most {@link MAX_GATE_BYTES} read before the first header block (and at most one
+ * initial flow-control window more until the acknowledgement), a decision within
  * `firstRequestDeadlineMs` of accept, the first header block's decoding cost bounded before it
  * is decoded (hpack-budget.ts). Every refusal writes a GOAWAY and destroys the socket at once.
  *
@@ -37,8 +38,14 @@ import { unixSocketPair } from './libc.ts';
 
 /** How long a connection may take to send its first request (header block) after accept. */
 export const DEFAULT_FIRST_REQUEST_DEADLINE_MS = 10_000;
-/** Bytes read from a client before its first request is complete; a real client needs under 1 KiB. */
+/** Bytes read from a client before its first request's headers; a real client needs under 1 KiB. */
 export const MAX_GATE_BYTES = 32 * 1024;
+/**
+ * What a client may send after its first headers and before it acknowledges our SETTINGS: the
+ * request's DATA, up to the initial flow-control window (65,535 bytes) plus frame headers.
+ * A client that writes its request before reading our preface (gRPC C-core may) needs it.
+ */
+const INITIAL_WINDOW_WITH_FRAMING = 65_535 + 16 * 9;
 
 /** Why the gate closed a connection (the `reason` label of its metric). */
 export type GateRefusal = 'protocol_error' | 'frame_too_large' | 'header_block_too_large' | 'request_deadline' | 'too_many_bytes';
@@ -127,8 +134,9 @@ export function gateConnection(socket: Socket, inject: (connection: Socket) => v
       decide();
       return;
     }
-    if (start.received > MAX_GATE_BYTES) {
-      refuse('too_many_bytes', Http2ErrorCode.ENHANCE_YOUR_CALM, `no request within the first ${MAX_GATE_BYTES} bytes`);
+    const allowed = start.firstBlock === undefined ? MAX_GATE_BYTES : MAX_GATE_BYTES + INITIAL_WINDOW_WITH_FRAMING;
+    if (start.received > allowed) {
+      refuse('too_many_bytes', Http2ErrorCode.ENHANCE_YOUR_CALM, `no request within the first ${allowed} bytes`);
     }
   };
   const decide = (): void => {
