@@ -13,17 +13,13 @@
  */
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
+import { KeyedRateLimit } from '../../common/rate-limit.ts';
 
 /** gRPC's default receive limit (grpc-go, grpc-java, grpc-js, and the C core behind Python). */
 export const DEFAULT_CLIENT_RECEIVE_LIMIT = 4 * 1024 * 1024;
 
 /** How often the same method and caller PID may be warned about. */
 export const LARGE_RESPONSE_WARN_INTERVAL_MS = 5 * 60_000;
-
-/** Remembered (method, PID) pairs above which expired ones are pruned. */
-const PRUNE_ABOVE = 1_024;
-/** Hard cap on remembered pairs (the oldest go first): warnings may repeat, memory stays bounded. */
-const REMEMBER_AT_MOST = 4_096;
 
 /** What the warnings are sent for: one response about to be written to one caller. */
 export interface LargeResponse {
@@ -54,30 +50,20 @@ export interface LargeResponseWarningsOptions {
 /** Rate-limited warnings for responses over the default client receive limit. */
 export class LargeResponseWarnings implements LargeResponseLog {
   readonly #logger: Logger;
-  readonly #clock: Clock;
   readonly #limitBytes: number;
-  readonly #intervalMs: number;
-  /** Last warning time and responses suppressed since, by `method:pid`. */
-  readonly #recent = new Map<string, { at: number; suppressed: number }>();
+  /** One warning per `method:pid` per interval. */
+  readonly #rate: KeyedRateLimit;
 
   constructor(opts: LargeResponseWarningsOptions) {
     this.#logger = opts.logger;
-    this.#clock = opts.clock;
     this.#limitBytes = opts.limitBytes ?? DEFAULT_CLIENT_RECEIVE_LIMIT;
-    this.#intervalMs = opts.intervalMs ?? LARGE_RESPONSE_WARN_INTERVAL_MS;
+    this.#rate = new KeyedRateLimit({ intervalMs: opts.intervalMs ?? LARGE_RESPONSE_WARN_INTERVAL_MS, clock: opts.clock });
   }
 
   check(response: LargeResponse): boolean {
     if (response.bytes <= this.#limitBytes) return false;
-    const now = this.#clock.now();
-    const key = `${response.method}:${response.pid}`;
-    const last = this.#recent.get(key);
-    if (last !== undefined && now - last.at < this.#intervalMs) {
-      last.suppressed += 1;
-      return true;
-    }
-    this.#prune(now);
-    this.#recent.set(key, { at: now, suppressed: 0 });
+    const decision = this.#rate.admit(`${response.method}:${response.pid}`);
+    if (!decision.admitted) return true;
     this.#logger.warn(
       {
         method: response.method,
@@ -85,21 +71,10 @@ export class LargeResponseWarnings implements LargeResponseLog {
         ...response.counts(),
         response_bytes: response.bytes,
         limit_bytes: this.#limitBytes,
-        ...(last !== undefined && last.suppressed > 0 ? { suppressed_since_last_warning: last.suppressed } : {}),
+        ...(decision.suppressed > 0 ? { suppressed_since_last_warning: decision.suppressed } : {}),
       },
       `workload api: response is over the ${this.#limitBytes}-byte default gRPC receive limit; the client needs a larger receive limit (grpc.max_receive_message_length, MaxCallRecvMsgSize) or fewer entries`,
     );
     return true;
-  }
-
-  #prune(now: number): void {
-    if (this.#recent.size < PRUNE_ABOVE) return;
-    for (const [key, value] of this.#recent) {
-      if (now - value.at >= this.#intervalMs) this.#recent.delete(key);
-    }
-    for (const key of this.#recent.keys()) {
-      if (this.#recent.size < REMEMBER_AT_MOST) break;
-      this.#recent.delete(key);
-    }
   }
 }

@@ -15,6 +15,7 @@ import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import { secondsSince } from '../../common/recorders.ts';
 import type { Logger } from '../../common/logger.ts';
 import { systemClock, type Clock } from '../../common/clock.ts';
+import { KeyedRateLimit } from '../../common/rate-limit.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
 import type { PeerTracker, TrackedPeer } from './peer-tracker.ts';
@@ -111,30 +112,42 @@ export interface CallRecord {
 /** Codes that mean the server (not the client) has a problem. */
 const SERVER_FAULTS = new Set<Code>([Code.INTERNAL, Code.UNKNOWN, Code.RESOURCE_EXHAUSTED, Code.DATA_LOSS]);
 
+type CallLevel = 'error' | 'warn' | 'info' | 'debug';
+
+/** The level a finished call is logged at: who is at fault decides. */
+function levelOf(code: Code): CallLevel {
+  if (SERVER_FAULTS.has(code)) return 'error';
+  if (code === Code.UNAUTHENTICATED) return 'warn';
+  // A workload without an entry is an everyday event (clients poll until registered): info, not warn.
+  if (code === Code.PERMISSION_DENIED) return 'info';
+  return 'debug';
+}
+
+const MESSAGES: Readonly<Record<CallLevel, string>> = {
+  error: 'workload api call failed',
+  warn: 'workload api call denied',
+  info: 'workload api call denied',
+  debug: 'workload api call',
+};
+
 /** Step 5: one structured line per call, at a level that matches who is at fault. */
 export function logCall(logger: Logger, record: CallRecord, suppressed = 0): void {
-  const fields = {
-    method: record.method,
-    caller_pid: record.pid,
-    code: Code[record.code],
-    duration_ms: Math.round(record.durationMs * 1000) / 1000,
-    ...(record.code === Code.OK || record.code === Code.CANCELLED ? {} : { error: record.message }),
-    ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
-  };
-  if (SERVER_FAULTS.has(record.code)) logger.error(fields, 'workload api call failed');
-  else if (record.code === Code.UNAUTHENTICATED) logger.warn(fields, 'workload api call denied');
-  // A workload without an entry is an everyday event (clients poll until registered): info, not warn.
-  else if (record.code === Code.PERMISSION_DENIED) logger.info(fields, 'workload api call denied');
-  else logger.debug(fields, 'workload api call');
+  const level = levelOf(record.code);
+  logger[level](
+    {
+      method: record.method,
+      caller_pid: record.pid,
+      code: Code[record.code],
+      duration_ms: Math.round(record.durationMs * 1000) / 1000,
+      ...(record.code === Code.OK || record.code === Code.CANCELLED ? {} : { error: record.message }),
+      ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
+    },
+    MESSAGES[level],
+  );
 }
 
 /** How often at most one caller's calls ending with one refusal code are logged. */
 export const REFUSAL_LOG_INTERVAL_MS = 10_000;
-/** Callers whose last refusal line is remembered (oldest forgotten first). */
-const MAX_REMEMBERED = 4_096;
-
-/** Codes logged at debug level: never rate-limited (off in production). */
-const QUIET = new Set<Code>([Code.OK, Code.CANCELLED, Code.INVALID_ARGUMENT, Code.UNAVAILABLE, Code.UNIMPLEMENTED, Code.NOT_FOUND]);
 
 /**
  * Step 5 with a bound on what one caller can write to the log: a client polling every 20 ms
@@ -145,32 +158,20 @@ const QUIET = new Set<Code>([Code.OK, Code.CANCELLED, Code.INVALID_ARGUMENT, Cod
  */
 export class CallLog {
   readonly #logger: Logger;
-  readonly #clock: Clock;
-  readonly #last = new Map<string, { at: number; suppressed: number }>();
+  readonly #rate: KeyedRateLimit;
 
   constructor(logger: Logger, clock: Clock = systemClock) {
     this.#logger = logger;
-    this.#clock = clock;
+    this.#rate = new KeyedRateLimit({ intervalMs: REFUSAL_LOG_INTERVAL_MS, clock });
   }
 
   record(record: CallRecord): void {
-    if (QUIET.has(record.code)) {
+    // Debug lines are off in production and never held back.
+    if (levelOf(record.code) === 'debug') {
       logCall(this.#logger, record);
       return;
     }
-    const key = `${record.pid ?? '-'}:${record.code}`;
-    const now = this.#clock.now();
-    const seen = this.#last.get(key);
-    if (seen !== undefined && now - seen.at < REFUSAL_LOG_INTERVAL_MS) {
-      seen.suppressed += 1;
-      return;
-    }
-    this.#last.delete(key);
-    if (this.#last.size >= MAX_REMEMBERED) {
-      const oldest = this.#last.keys().next().value;
-      if (oldest !== undefined) this.#last.delete(oldest);
-    }
-    this.#last.set(key, { at: now, suppressed: 0 });
-    logCall(this.#logger, record, seen?.suppressed ?? 0);
+    const decision = this.#rate.admit(`${record.pid ?? '-'}:${record.code}`);
+    if (decision.admitted) logCall(this.#logger, record, decision.suppressed);
   }
 }

@@ -19,6 +19,7 @@ import type { Socket } from 'node:net';
 import { locateFromCgroup } from '../../attestors/workload/k8s/cgroup-locator.ts';
 import { ApiError, Code } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
+import { KeyedRateLimit } from '../../common/rate-limit.ts';
 import { secondsSince, type EventCounter, type ValueRecorder } from '../../common/recorders.ts';
 import { CallerLedger, DEFAULT_CALLER_LIMITS, type CallerKey, type CallerLimits, type LimitName } from './caller-limits.ts';
 import {
@@ -156,8 +157,8 @@ export class PeerTracker {
   readonly #entries = new Map<string, Entry>();
   readonly #keyPrefix = `workload-peer:${randomBytes(6).toString('hex')}:`;
   #counter = 0;
-  #lastResourceLog = -Infinity;
-  #resourceErrorsSinceLog = 0;
+  /** One resource-problem line per interval, whatever its kind: a flood stays one line a second. */
+  readonly #resourceLog = new KeyedRateLimit({ intervalMs: RESOURCE_LOG_INTERVAL_MS, clock: { now: () => performance.now() } });
 
   constructor(opts: PeerTrackerOptions) {
     this.#procRoot = opts.procRoot;
@@ -233,14 +234,8 @@ export class PeerTracker {
    * of log lines), with how many were not logged since the last line.
    */
   #logResourceProblem(fields: Record<string, unknown>, message: string): void {
-    const now = performance.now();
-    if (now - this.#lastResourceLog < RESOURCE_LOG_INTERVAL_MS) {
-      this.#resourceErrorsSinceLog += 1;
-      return;
-    }
-    this.#logger.error({ ...fields, suppressed: this.#resourceErrorsSinceLog }, message);
-    this.#lastResourceLog = now;
-    this.#resourceErrorsSinceLog = 0;
+    const decision = this.#resourceLog.admit('resource');
+    if (decision.admitted) this.#logger.error({ ...fields, suppressed: decision.suppressed }, message);
   }
 
   /** The caller of a call, by the key `call.getPeer()` returned; Unauthenticated if unknown. */
