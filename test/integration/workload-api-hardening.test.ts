@@ -67,6 +67,20 @@ function goawayCode(bytes: Buffer): number | undefined {
   return undefined;
 }
 
+/** The header block of a FetchX509SVID request, as a client's first block on a connection. */
+function fetchX509HeaderBlock(): Buffer {
+  const fields: Array<[string, string]> = [
+    [':method', 'POST'],
+    [':scheme', 'http'],
+    [':path', '/SpiffeWorkloadAPI/FetchX509SVID'],
+    [':authority', 'localhost'],
+    ['content-type', 'application/grpc'],
+    ['te', 'trailers'],
+    ['workload.spiffe.io', 'true'],
+  ];
+  return new HpackEncoder().encode(fields.map(([name, value]) => ({ name, value, neverIndex: false })));
+}
+
 /** Whether the agent sent a frame of `type` on `streamId`. */
 function hasFrame(bytes: Buffer, type: number, streamId: number): boolean {
   let offset = 0;
@@ -175,15 +189,7 @@ describe('the connection gate', () => {
 
   it('a client that sends its whole first request (60 KiB message) before acknowledging our SETTINGS is served', async () => {
     const peer = await rawConnect(api.socketPath);
-    const block = new HpackEncoder().encode([
-      { name: ':method', value: 'POST', neverIndex: false },
-      { name: ':scheme', value: 'http', neverIndex: false },
-      { name: ':path', value: '/SpiffeWorkloadAPI/FetchX509SVID', neverIndex: false },
-      { name: ':authority', value: 'localhost', neverIndex: false },
-      { name: 'content-type', value: 'application/grpc', neverIndex: false },
-      { name: 'te', value: 'trailers', neverIndex: false },
-      { name: 'workload.spiffe.io', value: 'true', neverIndex: false },
-    ]);
+    const block = fetchX509HeaderBlock();
     // A gRPC message of 60,000 bytes: an unknown length-delimited field (number 15), which the
     // request decoder skips.
     const payload = 60_000 - 4; // tag (1 byte) and a 3-byte varint length precede it
@@ -207,15 +213,7 @@ describe('the connection gate', () => {
 
   it('after the handoff to HTTP/2, an oversized frame still closes the connection', async () => {
     const peer = await rawConnect(api.socketPath);
-    const block = new HpackEncoder().encode([
-      { name: ':method', value: 'POST', neverIndex: false },
-      { name: ':scheme', value: 'http', neverIndex: false },
-      { name: ':path', value: '/SpiffeWorkloadAPI/FetchX509SVID', neverIndex: false },
-      { name: ':authority', value: 'localhost', neverIndex: false },
-      { name: 'content-type', value: 'application/grpc', neverIndex: false },
-      { name: 'te', value: 'trailers', neverIndex: false },
-      { name: 'workload.spiffe.io', value: 'true', neverIndex: false },
-    ]);
+    const block = fetchX509HeaderBlock();
     peer.socket.write(Buffer.concat([CONNECTION_PREFACE, SETTINGS, SETTINGS_ACK, frame(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, block)]));
     // The request's message, then a frame far over the maximum.
     peer.socket.write(Buffer.concat([frame(0x0, FrameFlag.END_STREAM, 1, Buffer.alloc(5)), frame(0x0, 0, 3, 0xff_ffff)]));

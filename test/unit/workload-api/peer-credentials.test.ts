@@ -118,14 +118,19 @@ describe('capturePeerCredentials', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  it('reads pid, uid, gid, a pidfd and the start time of the connecting process', async () => {
+  /** A real Unix connection from this process: the client end and the accepted end. */
+  async function acceptOne(): Promise<{ client: Socket; socket: Socket }> {
     const path = join(dir, 's.sock');
     const accepted = new Promise<Socket>((resolve) => {
       server = createServer(resolve);
     });
     await new Promise<void>((r) => server.listen(path, r));
     const client = connect(path);
-    const socket = await accepted;
+    return { client, socket: await accepted };
+  }
+
+  it('reads pid, uid, gid, a pidfd and the start time of the connecting process', async () => {
+    const { client, socket } = await acceptOne();
     const creds = capturePeerCredentials(socket, '/proc');
     const facts = readProcessFacts('/proc', process.pid);
     expect(creds).toMatchObject({
@@ -145,13 +150,7 @@ describe('capturePeerCredentials', () => {
     { name: 'no descriptor left for the pidfd', spare: 0, reason: 'could not identify the caller: opening a pidfd (SO_PEERPIDFD) failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)' },
     { name: 'no descriptor left to read /proc', spare: 1, reason: 'could not identify the caller: reading /proc/<pid> failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)' },
   ])('at the open-files limit ($name), a live caller is reported Unavailable with the cause, not as gone', async ({ spare, reason }) => {
-    const path = join(dir, 's.sock');
-    const accepted = new Promise<Socket>((resolve) => {
-      server = createServer(resolve);
-    });
-    await new Promise<void>((r) => server.listen(path, r));
-    const client = connect(path);
-    const socket = await accepted;
+    const { client, socket } = await acceptOne();
     const creds = await withDescriptorsExhausted(spare, () => capturePeerCredentials(socket, '/proc'));
     releasePeerCredentials(creds);
     expect(creds).toEqual({ kind: 'unavailable', cause: 'EMFILE', reason: reason.replace('<pid>', String(process.pid)) });
