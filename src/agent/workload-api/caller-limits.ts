@@ -42,6 +42,13 @@ export interface LimitRefusal {
   readonly message: string;
 }
 
+/**
+ * What to do with a connection over a connection limit: `answer` it (every call gets the
+ * refusal, then it closes; it is counted until then), or `drop` it at once because its caller
+ * already has as many refused connections open as it may hold real ones.
+ */
+export type ConnectionRefusal = LimitRefusal & { readonly action: 'answer' | 'drop' };
+
 /** Who a connection belongs to, for the limits. */
 export interface CallerKey {
   readonly pid: number;
@@ -55,13 +62,29 @@ export class CallerLedger {
   readonly #connectionsByPid = new Map<number, number>();
   readonly #connectionsByGroup = new Map<string, number>();
   readonly #callsByCaller = new Map<string, number>();
+  /** Refused connections still open (being answered), by caller. */
+  readonly #refusedByCaller = new Map<string, number>();
 
   constructor(limits: CallerLimits = DEFAULT_CALLER_LIMITS) {
     this.#limits = limits;
   }
 
-  /** Counts a new connection, or says which limit it would pass (and counts nothing). */
-  openConnection(key: CallerKey): LimitRefusal | undefined {
+  /**
+   * Counts a new connection, or says which limit it would pass and what to do with it. Either
+   * way, {@link closeConnection} releases what was counted.
+   */
+  openConnection(key: CallerKey): ConnectionRefusal | undefined {
+    const over = this.#overLimit(key);
+    if (over === undefined) return undefined;
+    const caller = callerOf(key);
+    const refused = this.#refusedByCaller.get(caller) ?? 0;
+    // Answering costs a connection's worth of memory: past the limit again, drop at once.
+    if (refused >= this.#limits.connectionsPerPod) return { ...over, action: 'drop' };
+    this.#refusedByCaller.set(caller, refused + 1);
+    return { ...over, action: 'answer' };
+  }
+
+  #overLimit(key: CallerKey): LimitRefusal | undefined {
     const byPid = this.#connectionsByPid.get(key.pid) ?? 0;
     if (byPid >= this.#limits.connectionsPerProcess) {
       return {
@@ -81,15 +104,19 @@ export class CallerLedger {
     return undefined;
   }
 
-  /** Forgets a connection counted by {@link openConnection}. */
-  closeConnection(key: CallerKey): void {
+  /** Forgets a connection {@link openConnection} counted (`refused`: it answered with a refusal). */
+  closeConnection(key: CallerKey, refused: boolean): void {
+    if (refused) {
+      decrement(this.#refusedByCaller, callerOf(key));
+      return;
+    }
     decrement(this.#connectionsByPid, key.pid);
     if (key.group !== undefined) decrement(this.#connectionsByGroup, key.group);
   }
 
   /** Counts a call in progress and returns its release (idempotent), or the refusal. */
   startCall(key: CallerKey): (() => void) | LimitRefusal {
-    const caller = key.group ?? `pid:${key.pid}`;
+    const caller = callerOf(key);
     const calls = this.#callsByCaller.get(caller) ?? 0;
     if (calls >= this.#limits.callsPerCaller) {
       return {
@@ -105,11 +132,11 @@ export class CallerLedger {
       decrement(this.#callsByCaller, caller);
     };
   }
+}
 
-  /** Open connections and calls in progress, summed over callers (for tests and metrics). */
-  totals(): { readonly connections: number; readonly calls: number } {
-    return { connections: sum(this.#connectionsByPid), calls: sum(this.#callsByCaller) };
-  }
+/** The caller a key's calls and refusals count against: its pod (or container), else the process. */
+function callerOf(key: CallerKey): string {
+  return key.group ?? `pid:${key.pid}`;
 }
 
 function decrement<K>(map: Map<K, number>, key: K): void {
@@ -117,10 +144,4 @@ function decrement<K>(map: Map<K, number>, key: K): void {
   if (n === undefined) return;
   if (n <= 1) map.delete(key);
   else map.set(key, n - 1);
-}
-
-function sum(map: ReadonlyMap<unknown, number>): number {
-  let total = 0;
-  for (const n of map.values()) total += n;
-  return total;
 }

@@ -114,10 +114,8 @@ interface Refusal {
 interface Entry {
   readonly peer: TrackedPeer;
   readonly socket: Socket;
-  /** Set when the connection counts against its caller's limits (released on close). */
-  readonly counted: CallerKey | undefined;
-  /** Set when the connection was refused at accept: its key counts against the overflow. */
-  readonly overflowKey: string | undefined;
+  /** Set for a process caller: what the ledger counted for it (released on close). */
+  readonly caller: CallerKey | undefined;
   refusal: Refusal | undefined;
   revoked: string | undefined;
 }
@@ -152,8 +150,6 @@ export class PeerTracker {
   readonly #metrics: PeerTrackerOptions['metrics'];
   readonly #limits: CallerLimits;
   readonly #ledger: CallerLedger;
-  /** Open refused connections by caller (pid or group), bounded like real ones. */
-  readonly #overflow = new Map<string, number>();
   readonly #entries = new Map<string, Entry>();
   readonly #keyPrefix = `workload-peer:${randomBytes(6).toString('hex')}:`;
   #counter = 0;
@@ -189,26 +185,19 @@ export class PeerTracker {
       socket.destroy();
       return false;
     }
-    let counted: CallerKey | undefined;
+    let caller: CallerKey | undefined;
     let refusal: Refusal | undefined;
-    let overflowKey: string | undefined;
     if (credentials.kind === 'process') {
-      const caller: CallerKey = { pid: credentials.pid, group: callerGroup(this.#procRoot, credentials.pid) };
+      caller = { pid: credentials.pid, group: callerGroup(this.#procRoot, credentials.pid) };
       const over = this.#ledger.openConnection(caller);
-      if (over === undefined) {
-        counted = caller;
-      } else {
+      if (over !== undefined) {
         this.#metrics?.limitRefused(over.limit).inc();
-        overflowKey = caller.group ?? `pid:${caller.pid}`;
-        const overflowing = this.#overflow.get(overflowKey) ?? 0;
-        // Answering costs a connection's worth of memory: past the limit again, drop at once.
-        if (overflowing >= this.#limits.connectionsPerPod) {
+        if (over.action === 'drop') {
           this.#logResourceProblem({ caller_pid: credentials.pid, limit: over.limit }, 'dropping workload connection: caller is over its connection limit');
           releasePeerCredentials(credentials);
           socket.destroy();
           return false;
         }
-        this.#overflow.set(overflowKey, overflowing + 1);
         refusal = { code: Code.RESOURCE_EXHAUSTED, message: over.message };
         this.#logResourceProblem({ caller_pid: credentials.pid, limit: over.limit }, 'workload connection refused: caller is over its limit');
       }
@@ -221,7 +210,7 @@ export class PeerTracker {
     }
     this.#counter += 1;
     const key = `${this.#keyPrefix}${this.#counter}`;
-    const entry: Entry = { peer: { key, credentials }, socket, counted, overflowKey, refusal, revoked: undefined };
+    const entry: Entry = { peer: { key, credentials }, socket, caller, refusal, revoked: undefined };
     this.#entries.set(key, entry);
     // Public grpc-js API (getPeer) reads socket.remoteAddress, which Unix sockets leave undefined.
     Object.defineProperty(socket, 'remoteAddress', { value: key, configurable: true, enumerable: false });
@@ -256,9 +245,9 @@ export class PeerTracker {
    * ends (idempotent). Throws ResourceExhausted past the limit.
    */
   startCall(peer: TrackedPeer): () => void {
-    const counted = this.#entries.get(peer.key)?.counted;
-    if (counted === undefined) return () => {};
-    const started = this.#ledger.startCall(counted);
+    const entry = this.#entries.get(peer.key);
+    if (entry?.caller === undefined || entry.refusal !== undefined) return () => {};
+    const started = this.#ledger.startCall(entry.caller);
     if (typeof started === 'function') return started;
     this.#metrics?.limitRefused(started.limit).inc();
     throw new ApiError(Code.RESOURCE_EXHAUSTED, started.message);
@@ -318,11 +307,6 @@ export class PeerTracker {
     if (entry === undefined) return;
     this.#entries.delete(key);
     releasePeerCredentials(entry.peer.credentials);
-    if (entry.counted !== undefined) this.#ledger.closeConnection(entry.counted);
-    if (entry.overflowKey !== undefined) {
-      const n = (this.#overflow.get(entry.overflowKey) ?? 1) - 1;
-      if (n <= 0) this.#overflow.delete(entry.overflowKey);
-      else this.#overflow.set(entry.overflowKey, n);
-    }
+    if (entry.caller !== undefined) this.#ledger.closeConnection(entry.caller, entry.refusal !== undefined);
   }
 }
