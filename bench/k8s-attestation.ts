@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { locateFromCgroup } from '../src/attestors/workload/k8s/cgroup-locator.ts';
 import { createK8sAttestor } from '../src/attestors/workload/k8s/k8s.ts';
 import { K8S_DEFAULTS } from '../src/attestors/workload/k8s/options.ts';
-import type { TimerClock } from '../src/attestors/workload/k8s/pod-index.ts';
+import { ManualTimerClock, settle } from '../test/support/manual-timer-clock.ts';
 import { parsePodList } from '../src/attestors/workload/k8s/pod-list.ts';
 import { createLogger } from '../src/common/logger.ts';
 import { startFakeKubelet } from '../test/support/fake-kubelet.ts';
@@ -118,57 +118,6 @@ function stats(samples: number[]): string {
   return `p50 ${at(0.5).toFixed(2)} ms, p95 ${at(0.95).toFixed(2)} ms, min ${(sorted[0] as number).toFixed(2)} ms`;
 }
 
-/** A clock whose timers fire only when the bench moves it. */
-class VirtualClock implements TimerClock {
-  #now = 0;
-  #timers: Array<{ at: number; callback: () => void; cancelled: boolean }> = [];
-  now(): number {
-    return this.#now;
-  }
-  setTimer(callback: () => void, ms: number): () => void {
-    const timer = { at: this.#now + ms, callback, cancelled: false };
-    this.#timers.push(timer);
-    return () => {
-      timer.cancelled = true;
-    };
-  }
-  /** Moves time forward by `ms`, firing the timers that fall due on the way. */
-  advance(ms: number): void {
-    const end = this.#now + ms;
-    for (;;) {
-      const due = this.#timers.filter((t) => !t.cancelled && t.at <= end).sort((a, b) => a.at - b.at)[0];
-      if (due === undefined) break;
-      due.cancelled = true;
-      this.#now = Math.max(this.#now, due.at);
-      due.callback();
-    }
-    this.#now = end;
-  }
-  /** Jumps to the earliest pending timer and fires it; false when none is pending. */
-  fireNext(): boolean {
-    this.#timers = this.#timers.filter((t) => !t.cancelled);
-    const next = this.#timers.sort((a, b) => a.at - b.at).shift();
-    if (next === undefined) return false;
-    this.#now = Math.max(this.#now, next.at);
-    next.callback();
-    return true;
-  }
-}
-
-/** Settles `promise`, letting real I/O run and jumping the virtual clock whenever the attestor waits on a timer. */
-async function settle<T>(promise: Promise<T>, clock: VirtualClock): Promise<T> {
-  let done = false;
-  promise.then(
-    () => (done = true),
-    () => (done = true),
-  );
-  while (!done) {
-    await new Promise((r) => setImmediate(r));
-    if (!done) clock.fireNext();
-  }
-  return promise;
-}
-
 /**
  * Kubelet `/pods` requests per 1,000 attestations, for known containers at two call rates
  * and for mixes with unknown ones, with SPIRE's reuse window (max age = poll_retry_interval)
@@ -219,7 +168,7 @@ async function kubeletLoad(env: {
     for (const [label, maxAge] of maxAges) {
       env.pods.clear();
       for (const [uid, pod] of base) env.pods.set(uid, pod);
-      const clock = new VirtualClock();
+      const clock = new ManualTimerClock();
       const outcome = { hits: 0, misses: 0, failed: 0, completed: 0 };
       const attestor = createK8sAttestor({
         logger: createLogger({ name: 'bench', level: 'error' }),

@@ -8,54 +8,13 @@ import { join } from 'node:path';
 import { MockAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createK8sAttestor, type K8sWorkloadAttestor } from '../../src/attestors/workload/k8s/k8s.ts';
-import type { TimerClock } from '../../src/attestors/workload/k8s/pod-index.ts';
+import { ManualTimerClock, settle } from '../support/manual-timer-clock.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { createLogger } from '../../src/common/logger.ts';
 
 const POD_UID = '5ce4a6e2-1f07-4b7e-9a1c-3f5d2b8e9c10';
 const CID = 'a'.repeat(64);
 const PID = 77;
-
-class ManualTimerClock implements TimerClock {
-  #now = 0;
-  #timers: Array<{ at: number; callback: () => void; cancelled: boolean }> = [];
-  now(): number {
-    return this.#now;
-  }
-  setTimer(callback: () => void, ms: number): () => void {
-    const timer = { at: this.#now + ms, callback, cancelled: false };
-    this.#timers.push(timer);
-    return () => {
-      timer.cancelled = true;
-    };
-  }
-  advance(ms: number): void {
-    this.#now += ms;
-  }
-  /** Fires the earliest pending timer, moving time to it; false when none is pending. */
-  fireNext(): boolean {
-    this.#timers = this.#timers.filter((t) => !t.cancelled);
-    const next = this.#timers.sort((a, b) => a.at - b.at).shift();
-    if (next === undefined) return false;
-    this.#now = Math.max(this.#now, next.at);
-    next.callback();
-    return true;
-  }
-}
-
-/** Lets I/O and promise chains run, firing the clock's timers whenever the attestor waits on one. */
-async function drive<T>(promise: Promise<T>, clock: ManualTimerClock): Promise<T> {
-  let settled = false;
-  promise.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  for (let i = 0; i < 100_000 && !settled; i++) {
-    await new Promise((r) => setImmediate(r));
-    if (!settled) clock.fireNext();
-  }
-  return promise;
-}
 
 const podList = (withContainer: boolean, present = true): string =>
   JSON.stringify({
@@ -125,7 +84,7 @@ async function failure(promise: Promise<unknown>): Promise<ApiError> {
 describe('bounded wait with the default 60 × 500 ms', () => {
   it('container never listed: 60 pod lists over 29.5 s, then pod-level selectors', async () => {
     const { attestor, clock, requests } = setup(() => ({ statusCode: 200, data: podList(false) }));
-    const values = await drive(attestor.attest(PID, new AbortController().signal), clock);
+    const values = await settle(attestor.attest(PID, new AbortController().signal), clock);
     expect(requests()).toBe(60);
     expect(clock.now()).toBe(59 * 500);
     expect(values).toContain('pod-uid:' + POD_UID);
@@ -135,7 +94,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
 
   it('container listed on the 7th pod list: found 3 s in', async () => {
     const { attestor, clock, requests } = setup((n) => ({ statusCode: 200, data: podList(n >= 7) }));
-    const values = await drive(attestor.attest(PID, new AbortController().signal), clock);
+    const values = await settle(attestor.attest(PID, new AbortController().signal), clock);
     expect(requests()).toBe(7);
     expect(clock.now()).toBe(3000);
     expect(values).toContain('container-name:web');
@@ -144,7 +103,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
 
   it('pod never listed: Unavailable after 60 attempts over 29.5 s', async () => {
     const { attestor, clock } = setup(() => ({ statusCode: 200, data: podList(false, false) }));
-    const err = await failure(drive(attestor.attest(PID, new AbortController().signal), clock));
+    const err = await failure(settle(attestor.attest(PID, new AbortController().signal), clock));
     expect(err.code).toBe(Code.UNAVAILABLE);
     expect(err.message).toBe(`k8s: pod ${POD_UID} (of container ${CID}) is not in the kubelet pod list after 60 attempts over 29.5s`);
     await attestor.close();
@@ -152,7 +111,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
 
   it('a kubelet that keeps failing: Unavailable with its last error', async () => {
     const { attestor, clock, requests } = setup(() => ({ statusCode: 500, data: 'internal error' }));
-    const err = await failure(drive(attestor.attest(PID, new AbortController().signal), clock));
+    const err = await failure(settle(attestor.attest(PID, new AbortController().signal), clock));
     expect(err.code).toBe(Code.UNAVAILABLE);
     expect(requests()).toBe(60);
     expect(err.message).toBe(
@@ -167,7 +126,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
       c.advance(2000);
       return { statusCode: 200, data: podList(false) };
     });
-    await drive(attestor.attest(PID, new AbortController().signal), clock);
+    await settle(attestor.attest(PID, new AbortController().signal), clock);
     expect(requests()).toBe(15);
     expect(clock.now()).toBe(30_000);
     await attestor.close();

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { MockAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createK8sAttestor, type K8sAttestorOptions, type K8sWorkloadAttestor } from '../../src/attestors/workload/k8s/k8s.ts';
-import type { TimerClock } from '../../src/attestors/workload/k8s/pod-index.ts';
+import { ManualTimerClock, settle } from '../support/manual-timer-clock.ts';
 import { createLogger } from '../../src/common/logger.ts';
 
 const POD = '5ce4a6e2-1f07-4b7e-9a1c-3f5d2b8e9c10';
@@ -26,53 +26,6 @@ const CALLERS = {
   foreign: { pid: 15, pod: undefined, container: cid('e') }, // a container no pod lists (docker run on the node)
 } as const;
 type Caller = keyof typeof CALLERS;
-
-class ManualTimerClock implements TimerClock {
-  #now = 0;
-  #timers: Array<{ at: number; callback: () => void; cancelled: boolean }> = [];
-  now(): number {
-    return this.#now;
-  }
-  setTimer(callback: () => void, ms: number): () => void {
-    const timer = { at: this.#now + ms, callback, cancelled: false };
-    this.#timers.push(timer);
-    return () => {
-      timer.cancelled = true;
-    };
-  }
-  advance(ms: number): void {
-    this.#now += ms;
-    for (;;) {
-      const due = this.#timers.filter((t) => !t.cancelled && t.at <= this.#now).sort((a, b) => a.at - b.at)[0];
-      if (due === undefined) return;
-      due.cancelled = true;
-      due.callback();
-    }
-  }
-  /** Fires the earliest pending timer, moving time to it; false when none is pending. */
-  fireNext(): boolean {
-    this.#timers = this.#timers.filter((t) => !t.cancelled);
-    const next = this.#timers.sort((a, b) => a.at - b.at).shift();
-    if (next === undefined) return false;
-    this.#now = Math.max(this.#now, next.at);
-    next.callback();
-    return true;
-  }
-}
-
-/** Settles `promise`, letting I/O run and firing the clock's timers whenever it waits on one. */
-async function drive<T>(promise: Promise<T>, clock: ManualTimerClock): Promise<T> {
-  let settled = false;
-  promise.then(
-    () => (settled = true),
-    () => (settled = true),
-  );
-  for (let i = 0; i < 100_000 && !settled; i++) {
-    await new Promise((r) => setImmediate(r));
-    if (!settled) clock.fireNext();
-  }
-  return promise;
-}
 
 const status = (name: string, container: string): unknown => ({ name, image: name, imageID: `${name}@sha256:1`, containerID: `containerd://${container}` });
 
@@ -153,7 +106,7 @@ function setup(overrides: Partial<K8sAttestorOptions> = {}): Harness {
     },
     ...overrides,
   });
-  const attest = (caller: Caller): Promise<string[]> => drive(attestor.attest(CALLERS[caller].pid, new AbortController().signal), clock);
+  const attest = (caller: Caller): Promise<string[]> => settle(attestor.attest(CALLERS[caller].pid, new AbortController().signal), clock);
   return { attestor, clock, state, requests: () => requests, counts, attest };
 }
 
@@ -279,7 +232,7 @@ describe('kubelet load: when the pod index refetches', () => {
       await h.attest('web');
       h.state.late = true;
       h.clock.advance(1000);
-      const all = await drive(Promise.all(Array.from({ length: 50 }, (_, i) => h.attestor.attest(CALLERS[i % 2 ? 'late' : 'web'].pid, new AbortController().signal))), h.clock);
+      const all = await settle(Promise.all(Array.from({ length: 50 }, (_, i) => h.attestor.attest(CALLERS[i % 2 ? 'late' : 'web'].pid, new AbortController().signal))), h.clock);
       expect(all[0]).toContain('container-name:web');
       expect(all[1]).toContain('container-name:late');
       expect(h.requests()).toBe(2);
@@ -305,14 +258,14 @@ describe('kubelet load: when the pod index refetches', () => {
       // Requests start at least 500 ms apart: at most one per 500 ms since the first.
       expect(h.requests()).toBeLessThanOrEqual(1 + Math.floor(elapsed / 500) + 1);
       expect(h.requests()).toBeGreaterThan(2); // the unknown callers do refetch
-      await drive(Promise.all(pending), h.clock);
+      await settle(Promise.all(pending), h.clock);
       // The first caller's bounded wait (60 × 500 ms) ends the polling for all of them.
       expect(h.requests()).toBeLessThanOrEqual(1 + 60 + 1);
       expect(h.clock.now()).toBeLessThan(31_000);
       // A second wave within the max age costs nothing; after it, one refetch.
       const before = h.requests();
       const wave = (): Promise<unknown[]> =>
-        drive(Promise.all(Array.from({ length: 100 }, () => h.attestor.attest(CALLERS.foreign.pid, new AbortController().signal).catch((err: unknown) => err))), h.clock);
+        settle(Promise.all(Array.from({ length: 100 }, () => h.attestor.attest(CALLERS.foreign.pid, new AbortController().signal).catch((err: unknown) => err))), h.clock);
       const first = await wave();
       expect(first.every((e) => e instanceof Error && e.message.includes('not polled for again'))).toBe(true);
       expect(h.requests()).toBe(before);
