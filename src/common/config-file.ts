@@ -1,13 +1,15 @@
 /**
  * Reads a SPIRE-style config file (HCL or JSON) into a plain tree of objects.
  *
- * HCL goes through HashiCorp's own parser (compiled to WebAssembly, @cdktf/hcl2json);
+ * HCL goes through HashiCorp's own parser (compiled to WebAssembly, @cdktf/hcl2json), run in a
+ * short-lived child process (hcl-parse.ts: the parser's memory would otherwise stay with the agent);
  * both HCL and the JSON the SPIRE helm chart renders come out in one normal form:
  * blocks are objects, labelled blocks (`NodeAttestor "join_token" {…}`) are objects
  * keyed by label, and lists of scalars stay lists.
  */
 import { readFile } from 'node:fs/promises';
 import { ApiError, Code } from './errors.ts';
+import { parseHcl } from './hcl-parse.ts';
 
 /** A JSON-like value from a config file. */
 export type ConfigValue = string | number | boolean | null | ConfigValue[] | ConfigTree;
@@ -70,8 +72,7 @@ export async function parseConfigText(name: string, text: string, opts: LoadOpti
   let raw: unknown;
   try {
     const json = name.endsWith('.json') || source.trimStart().startsWith('{');
-    // HashiCorp's parser is WebAssembly (~4 MiB): load it only for HCL files.
-    raw = json ? JSON.parse(source) : await (await import('@cdktf/hcl2json')).parse(name, source);
+    raw = json ? JSON.parse(source) : await parseHcl(name, source);
   } catch (err) {
     const detail = err instanceof Error ? err.message : String(err);
     throw new ApiError(Code.INVALID_ARGUMENT, `config: cannot parse ${name}: ${detail}`);
