@@ -8,31 +8,46 @@
  * and the table gives medians across rounds and the ratio ours / spire-agent.
  *
  *   node bench/side-by-side.ts [--rounds 5] [--warm 2000] [--newconn 500] [--jwt 2000]
- *                              [--streams 1000] [--entries 1000] [--settle 10] [--idle 5] [--ref COMMIT] [--keep]
- *                              [--churn SECONDS [--churn-clients 4] [--rest 10]]
+ *                              [--streams 1000,10000] [--bundle-streams 1000] [--entries 1000,5000,20000]
+ *                              [--settle 10] [--idle 5] [--ref COMMIT] [--keep] [--append]
+ *                              [--churn SECONDS [--churn-clients 4] [--rest S] [--churn-series 30]]
+ *
+ * Steps, in this order: idle memory (both at once); streams (for each size in --streams: K
+ * FetchX509SVID streams over K/100 connections, passes ours, spire-agent, ours, spire-agent;
+ * RssAnon before and with all open, time to open); the interleaved rounds; the bundle push
+ * (--bundle-streams K streams open on each agent at once, then `spire-server localauthority
+ * x509 prepare` adds an X.509 authority to the bundle; each stream records when the changed
+ * bundle reached it); churn (optional, below); entries (last, so no other step carries them:
+ * cumulative batches up to each size in --entries, one subscriber holding a FetchX509SVID
+ * stream throughout, time from `entry create -data` to a response carrying all N+1 SVIDs and
+ * RssAnon against the same reading before the first batch; ours first, then its entries are
+ * deleted, then spire-agent).
  *
  * --churn S adds connection churn (off by default): --churn-clients Go clients each loop new
  * connection → FetchX509SVID → first response → close for S seconds against one agent, then the
- * other; RssAnon before, right after and after --rest seconds. --streams 0 / --entries 0 skip
- * those rows. --ref builds our layout from a commit (git archive)
+ * other; RssAnon before, every --churn-series seconds during, right after and after --rest
+ * seconds (default 60 when S ≥ 300, else 10). A list size of 0 (--streams 0, --entries 0,
+ * --bundle-streams 0) skips that step. --ref builds our layout from a commit (git archive)
  * instead of the working tree. --keep leaves the temp dir (configs, the agents' and the server's
- * logs) in place and prints its path. SPIRE v1.13.3 is built on first use into
+ * logs) in place and prints its path. --append also appends the printed section to
+ * bench/RESULTS.md. SPIRE v1.13.3 is built on first use into
  * $XDG_CACHE_HOME/spiffe-node-agent (see support/spire-build.ts; SPIRE_BIN_DIR=<dir> uses
  * prebuilt binaries). Needs Go ≥ 1.24 on PATH (or GO=…) and npm (for `npm ci --omit=dev`).
  *
  * Our agent runs with
  *   experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000,
  *                  calls_per_caller = 100000, streams_per_connection = 1000 } }
- * in every row, because the stream row opens many streams from one client process.
+ * in every row, because the stream rows open many streams from one client process.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync, chmodSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync, chmodSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cleanupAll, stopChild, trackChild, trackDir } from './support/cleanup.ts';
 import { REPO, freePort } from './support/cluster.ts';
-import { readCpuMs, readMemory, type Memory } from './support/proc-stats.ts';
+import { JsonLineChild } from './support/json-lines.ts';
+import { MemorySampler, readCpuMs, readMemory, type Memory } from './support/proc-stats.ts';
 import { mib, ms, quantile, table } from './support/report.ts';
 import { ensureSpireBinaries, spireCacheDir, SPIRE_VERSION } from './support/spire-build.ts';
 
@@ -42,15 +57,18 @@ const { values: args } = parseArgs({
     warm: { type: 'string', default: '2000' },
     newconn: { type: 'string', default: '500' },
     jwt: { type: 'string', default: '2000' },
-    streams: { type: 'string', default: '1000' },
-    entries: { type: 'string', default: '1000' },
+    streams: { type: 'string', default: '1000,10000' },
+    'bundle-streams': { type: 'string', default: '1000' },
+    entries: { type: 'string', default: '1000,5000,20000' },
     idle: { type: 'string', default: '5' },
     settle: { type: 'string', default: '10' },
     ref: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    append: { type: 'boolean', default: false },
     churn: { type: 'string', default: '0' },
     'churn-clients': { type: 'string', default: '4' },
-    rest: { type: 'string', default: '10' },
+    rest: { type: 'string' },
+    'churn-series': { type: 'string', default: '30' },
   },
   strict: true,
 });
@@ -59,6 +77,16 @@ const TD = 'example.org';
 const NODE = join(REPO, 'node_modules/.bin/node');
 const UID = process.getuid?.() ?? 0;
 const log = (line: string): void => void process.stderr.write(`side-by-side: ${line}\n`);
+const sleep = (msec: number): Promise<void> => new Promise((r) => setTimeout(r, msec));
+const count = (n: number): string => n.toLocaleString('en-US');
+
+/** A comma list of sizes: ascending, without zeros or repeats ("0" gives none). */
+function sizes(option: string): number[] {
+  const list = String(args[option as keyof typeof args]);
+  const xs = list.split(',').map((x) => Number(x.trim()));
+  if (xs.some((x) => !Number.isInteger(x) || x < 0)) throw new Error(`--${option} ${list}: want a comma list of non-negative integers`);
+  return [...new Set(xs.filter((x) => x > 0))].sort((a, b) => a - b);
+}
 
 /** Runs a command to completion (tracked, so Ctrl-C ends it too); resolves with its stdout. */
 function run(cmd: string, argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeout?: number } = {}): Promise<string> {
@@ -137,6 +165,10 @@ interface Agent {
   readonly logFile: string;
   readonly id: string;
 }
+type Name = Agent['name'];
+
+/** spire-server's CLI on the bench's admin socket. */
+type ServerCli = (argv: readonly string[], timeoutMs?: number) => Promise<string>;
 
 interface ClientResult {
   readonly mode: string;
@@ -150,12 +182,26 @@ interface ClientResult {
   readonly first_error?: string;
 }
 
+/** What the client's streams and bundle modes print once every stream has its first response. */
+interface ReadyLine {
+  readonly open: number;
+  readonly failed: number;
+  readonly open_ms: number;
+  readonly first_error: string;
+}
+
+const lastLine = (out: string): string => out.trim().split('\n').at(-1) as string;
+
+/** Connections a stream step spreads K streams over: 100 streams each. */
+const streamConns = (k: number): number => Math.max(1, Math.ceil(k / 100));
+const connections = (k: number): string => (streamConns(k) === 1 ? '1 connection' : `${count(streamConns(k))} connections`);
+
 /** Runs the Go client once; returns its JSON and the agent's CPU time spent meanwhile. */
 async function drive(client: string, agent: Agent, mode: string, n: number): Promise<ClientResult & { cpuMs: number }> {
   const cpu0 = readCpuMs(agent.pid) ?? NaN;
   const out = await run(client, ['-socket', agent.socket, '-mode', mode, '-n', String(n)]);
   const cpu1 = readCpuMs(agent.pid) ?? NaN;
-  const res = JSON.parse(out.trim().split('\n').at(-1) as string) as ClientResult;
+  const res = JSON.parse(lastLine(out)) as ClientResult;
   if (res.errors > 0) log(`${agent.name} ${mode}: ${res.errors} errors (first: ${res.first_error})`);
   return { ...res, cpuMs: cpu1 - cpu0 };
 }
@@ -167,34 +213,218 @@ async function memoryOver(pid: number, seconds: number): Promise<Memory> {
   while (Date.now() < until) {
     const m = readMemory(pid);
     if (m !== undefined) xs.push(m);
-    await new Promise((r) => setTimeout(r, 250));
+    await sleep(250);
   }
   return { rssKiB: quantile(xs.map((m) => m.rssKiB), 0.5), anonKiB: quantile(xs.map((m) => m.anonKiB), 0.5) };
 }
 
+interface StreamRun {
+  readonly before: Memory;
+  readonly held: Memory;
+  readonly open: number;
+  readonly failed: number;
+  readonly openMs: number;
+  readonly firstError: string;
+}
+
 /** Opens `k` streams (over k/100 connections), reads RssAnon once they are all open, closes them. */
-async function streamMemory(client: string, agent: Agent, k: number): Promise<{ before: Memory; held: Memory; open: number; failed: number; openMs: number; firstError: string }> {
+async function streamMemory(client: string, agent: Agent, k: number): Promise<StreamRun> {
   const before = await memoryOver(agent.pid, 2);
-  const conns = Math.max(1, Math.ceil(k / 100));
-  const child = trackChild(spawn(client, ['-socket', agent.socket, '-mode', 'streams', '-k', String(k), '-conns', String(conns), '-timeout', '600s'], { stdio: ['pipe', 'pipe', 'inherit'] }));
-  const ready = await new Promise<{ open: number; failed: number; open_ms: number; first_error: string }>((resolve, reject) => {
-    let buf = '';
-    child.stdout?.on('data', (d: Buffer) => {
-      buf += d.toString();
-      const line = buf.split('\n').find((l) => l.includes('"ready"'));
-      if (line !== undefined) resolve(JSON.parse(line) as { open: number; failed: number; open_ms: number; first_error: string });
-    });
-    child.once('exit', (code) => reject(new Error(`streams client exited with ${code}`)));
-  });
-  await new Promise((r) => setTimeout(r, 1_000));
-  const held = await memoryOver(agent.pid, 2);
-  child.stdin?.end();
-  await stopChild(child, 10_000);
-  return { before, held, open: ready.open, failed: ready.failed, openMs: ready.open_ms, firstError: ready.first_error };
+  const holder = new JsonLineChild(client, ['-socket', agent.socket, '-mode', 'streams', '-k', String(k), '-conns', String(streamConns(k)), '-timeout', '900s']);
+  try {
+    const ready = await holder.next<ReadyLine>(`${agent.name}: ${k} streams`, 900_000);
+    if (ready.failed > 0) log(`${agent.name}: ${ready.failed} of ${k} streams failed (first: ${ready.first_error})`);
+    await sleep(1_000);
+    const held = await memoryOver(agent.pid, 2);
+    return { before, held, open: ready.open, failed: ready.failed, openMs: ready.open_ms, firstError: ready.first_error };
+  } finally {
+    await holder.close();
+  }
+}
+
+interface BundleRun {
+  readonly open: number;
+  readonly changed: number;
+  /** Arrival of the changed bundle, ms after the prepare command started: first, median, 99th percentile, last stream. */
+  readonly firstMs: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly lastMs: number;
+}
+
+/**
+ * Opens `k` FetchX509SVID streams on every agent at once, then runs `prepare` (a real bundle
+ * change at the server) and reports, per agent, when the new bundle reached its streams.
+ */
+async function bundlePush(client: string, agents: readonly Agent[], k: number, prepare: () => Promise<unknown>): Promise<{ runs: BundleRun[]; prepareMs: number }> {
+  const watchers = agents.map((a) => new JsonLineChild(client, ['-socket', a.socket, '-mode', 'bundle', '-k', String(k), '-conns', String(streamConns(k)), '-timeout', '600s', '-change-timeout', '90s']));
+  try {
+    const ready = await Promise.all(watchers.map((w, i) => w.next<ReadyLine>(`${agents[i]?.name}: ${k} streams for the bundle change`, 300_000)));
+    ready.forEach((r, i) => log(`bundle push: ${agents[i]?.name} has ${r.open} streams open (${r.open_ms.toFixed(0)} ms)`));
+    await sleep(2_000);
+    const t0 = Date.now();
+    await prepare();
+    const prepareMs = Date.now() - t0;
+    type Summary = { open: number; changed: number; first_unix_ms: number; p50_unix_ms: number; p99_unix_ms: number; max_unix_ms: number };
+    const done = await Promise.all(watchers.map((w, i) => w.next<Summary>(`${agents[i]?.name}: bundle change on ${k} streams`, 150_000)));
+    const since = (t: number): number => (t > 0 ? t - t0 : NaN);
+    return {
+      prepareMs,
+      runs: done.map((d) => ({ open: d.open, changed: d.changed, firstMs: since(d.first_unix_ms), p50Ms: since(d.p50_unix_ms), p99Ms: since(d.p99_unix_ms), lastMs: since(d.max_unix_ms) })),
+    };
+  } finally {
+    await Promise.all(watchers.map((w) => w.close()));
+  }
+}
+
+interface ChurnRun {
+  readonly before: Memory;
+  /** RssAnon (KiB) every `seriesSeconds` from the start of the churn, and once at its end. */
+  readonly series: number[];
+  readonly after: Memory;
+  readonly rested: Memory;
+  readonly cycles: number;
+  readonly perSecond: number;
+  readonly cpuMs: number;
+  readonly errors: number;
+}
+
+/** `clients` Go clients loop new connection → FetchX509SVID → first response → close for `seconds`, then rest. */
+async function churn(client: string, agent: Agent, seconds: number, clients: number, restSeconds: number, seriesSeconds: number): Promise<ChurnRun> {
+  const before = await memoryOver(agent.pid, 2);
+  const cpu0 = readCpuMs(agent.pid) ?? NaN;
+  const sampler = new MemorySampler(agent.pid, seriesSeconds * 1_000);
+  let outs: string[];
+  try {
+    outs = await Promise.all(
+      Array.from({ length: clients }, () => run(client, ['-socket', agent.socket, '-mode', 'newconn', '-warmup', '0', '-duration', `${seconds}s`, '-timeout', `${seconds + 60}s`], { timeout: (seconds + 90) * 1_000 })),
+    );
+  } finally {
+    sampler.sample();
+    sampler.stop();
+  }
+  const cpu1 = readCpuMs(agent.pid) ?? NaN;
+  const after = await memoryOver(agent.pid, 2);
+  await sleep(Math.max(0, restSeconds - 2) * 1_000);
+  const rested = await memoryOver(agent.pid, 2);
+  const res = outs.map((o) => JSON.parse(lastLine(o)) as ClientResult);
+  const cycles = res.reduce((x, r) => x + r.n, 0);
+  return {
+    before,
+    series: sampler.samples.map((s) => s.anonKiB),
+    after,
+    rested,
+    cycles,
+    perSecond: res.reduce((x, r) => x + r.rate_per_s, 0),
+    cpuMs: cpu1 - cpu0,
+    errors: res.reduce((x, r) => x + r.errors, 0),
+  };
+}
+
+interface EntryStep {
+  readonly size: number;
+  /** Entries this step created (the batch on top of the previous size). */
+  readonly added: number;
+  /** From just before `entry create` to the first response carrying all size + 1 SVIDs. */
+  readonly ms: number;
+  /** How long `entry create` itself took. */
+  readonly createMs: number;
+  readonly svids: number;
+  /** Size of that response (protobuf bytes). */
+  readonly bytes: number;
+  readonly after: Memory;
+}
+
+interface EntryRun {
+  /** RssAnon with the one bench entry, the subscriber already holding its stream. */
+  readonly before: Memory;
+  readonly steps: EntryStep[];
+  /** IDs of every entry created (for deleting them). */
+  readonly ids: string[];
+}
+
+/** Entry IDs from `entry create -output json`; throws if any failed. */
+function createdIds(json: string): string[] {
+  const out = JSON.parse(json) as { results?: { status?: { code?: number; message?: string }; entry?: { id?: string } }[] };
+  const ids: string[] = [];
+  const failed: string[] = [];
+  for (const r of out.results ?? []) {
+    if ((r.status?.code ?? 0) === 0 && r.entry?.id !== undefined) ids.push(r.entry.id);
+    else failed.push(r.status?.message ?? 'no entry in the result');
+  }
+  if (failed.length > 0) throw new Error(`entry create: ${failed.length} failed (first: ${failed[0]})`);
+  return ids;
+}
+
+/**
+ * Cumulative batches up to each of `sizesUp` entries for this agent's uid, with one subscriber
+ * (the client's `wait -hold`) holding a FetchX509SVID stream from before the first batch to the
+ * end, so neither agent may evict the SVIDs; RssAnon is read after each size with all held.
+ */
+async function entrySizes(client: string, agent: Agent, sizesUp: readonly number[], dir: string, serverCli: ServerCli): Promise<EntryRun> {
+  const targets = [1, ...sizesUp.map((n) => n + 1)];
+  const holder = new JsonLineChild(client, ['-socket', agent.socket, '-mode', 'wait', '-count', targets.join(','), '-hold', '-timeout', '3600s']);
+  type WaitLine = { count: number; svids: number; bytes: number; done_unix_ms: number };
+  try {
+    await holder.next<WaitLine>(`${agent.name}: subscribe`, 60_000);
+    await sleep(1_000);
+    const before = await memoryOver(agent.pid, 2);
+    const steps: EntryStep[] = [];
+    const ids: string[] = [];
+    let prev = 0;
+    for (const size of sizesUp) {
+      const added = size - prev;
+      log(`entries: ${agent.name} ${count(size)} (+${count(added)})`);
+      const file = join(dir, `entries-${agent.name}-${size}.json`);
+      writeFileSync(
+        file,
+        JSON.stringify({
+          entries: Array.from({ length: added }, (_, j) => ({ parent_id: agent.id, spiffe_id: `spiffe://${TD}/bench/${agent.name}/many/${prev + j}`, selectors: [{ type: 'unix', value: `uid:${UID}` }] })),
+        }),
+      );
+      const t0 = Date.now();
+      ids.push(...createdIds(await serverCli(['entry', 'create', '-data', file, '-output', 'json'], 600_000)));
+      const createMs = Date.now() - t0;
+      // spire-server signs at most 500 X509-SVIDs per second per IP: allow four times that.
+      const done = await holder.next<WaitLine>(`${agent.name}: a response with ${size + 1} SVIDs`, 120_000 + added * 8);
+      await sleep(1_000);
+      const after = await memoryOver(agent.pid, 3);
+      steps.push({ size, added, ms: done.done_unix_ms - t0, createMs, svids: done.svids, bytes: done.bytes, after });
+      prev = size;
+    }
+    return { before, steps, ids };
+  } finally {
+    await holder.close();
+  }
+}
+
+/** How many SVIDs one FetchX509SVID response of the agent carries now. */
+async function svidCount(client: string, agent: Agent): Promise<number> {
+  const out = await run(client, ['-socket', agent.socket, '-mode', 'warm', '-n', '1', '-warmup', '0', '-timeout', '60s']);
+  return (JSON.parse(lastLine(out)) as ClientResult).svids;
+}
+
+/** Deletes entries by ID in one `entry delete -file`, then waits until the agent serves only its one bench entry. */
+async function deleteEntries(client: string, agent: Agent, ids: readonly string[], dir: string, serverCli: ServerCli): Promise<number> {
+  const t0 = Date.now();
+  const file = join(dir, `delete-${agent.name}.json`);
+  writeFileSync(file, JSON.stringify({ ids }));
+  const out = JSON.parse(await serverCli(['entry', 'delete', '-file', file, '-output', 'json'], 600_000)) as { results?: { status?: { code?: number } }[] };
+  const failed = (out.results ?? []).filter((r) => (r.status?.code ?? 0) !== 0).length;
+  if (failed > 0) throw new Error(`entry delete: ${failed} of ${ids.length} failed`);
+  await waitUntil(`${agent.name} did not drop ${ids.length} deleted entries`, 120_000, async () => (await svidCount(client, agent)) === 1, agent.logFile);
+  return Date.now() - t0;
 }
 
 async function main(): Promise<void> {
   const rounds = Number(args.rounds);
+  const streamSizes = sizes('streams');
+  const entrySizesUp = sizes('entries');
+  const bundleK = Number(args['bundle-streams']);
+  const churnSeconds = Number(args.churn);
+  const churnClients = Number(args['churn-clients']);
+  const restSeconds = args.rest !== undefined ? Number(args.rest) : churnSeconds >= 300 ? 60 : 10;
+  const seriesSeconds = Number(args['churn-series']);
   const started = performance.now();
 
   log(`SPIRE v${SPIRE_VERSION} binaries (${spireCacheDir()})`);
@@ -243,15 +473,15 @@ plugins {
   );
   mkdirSync(join(dir, 'server-data'));
   const server = spawnLogged(spire.server, ['run', '-config', join(dir, 'server.conf')], serverLog);
-  const serverCli = (...argv: string[]): Promise<string> => run(spire.server, [...argv, '-socketPath', adminSocket], { timeout: 60_000 });
+  const serverCli: ServerCli = (argv, timeoutMs = 60_000) => run(spire.server, [...argv, '-socketPath', adminSocket], { timeout: timeoutMs });
   await waitUntil('spire-server did not become healthy', 60_000, async () => {
     if (server.exitCode !== null) throw new Error(`spire-server exited with ${server.exitCode}\n${readFileSync(serverLog, 'utf8').slice(-3000)}`);
-    return serverCli('healthcheck').then(() => true, () => false);
+    return serverCli(['healthcheck']).then(() => true, () => false);
   }, serverLog);
   const bundlePath = join(dir, 'bundle.pem');
-  writeFileSync(bundlePath, await serverCli('bundle', 'show'));
+  writeFileSync(bundlePath, await serverCli(['bundle', 'show']));
   const token = async (): Promise<string> => {
-    const t = /Token: (\S+)/.exec(await serverCli('token', 'generate', '-ttl', '600'))?.[1];
+    const t = /Token: (\S+)/.exec(await serverCli(['token', 'generate', '-ttl', '600']))?.[1];
     if (t === undefined) throw new Error('token generate printed no token');
     return t;
   };
@@ -299,7 +529,7 @@ plugins {
     }
   }
 `;
-  const startAgent = async (name: Agent['name']): Promise<Agent> => {
+  const startAgent = async (name: Name): Promise<Agent> => {
     const joinToken = await token();
     const { conf, socket } = agentConf(name, joinToken, name === 'ours' ? ourLimits : '');
     const logFile = join(dir, name, 'agent.log');
@@ -319,34 +549,36 @@ plugins {
   const ours = await startAgent('ours');
   const agents = [ours, theirs] as const;
   for (const a of agents) {
-    await serverCli('entry', 'create', '-parentID', a.id, '-spiffeID', `spiffe://${TD}/bench/${a.name}`, '-selector', `unix:uid:${UID}`);
+    await serverCli(['entry', 'create', '-parentID', a.id, '-spiffeID', `spiffe://${TD}/bench/${a.name}`, '-selector', `unix:uid:${UID}`]);
   }
   // Both serve the entry: the first fetch after the entry sync.
   await Promise.all(agents.map((a) => run(client, ['-socket', a.socket, '-mode', 'wait', '-count', '1', '-timeout', '60s'])));
   // Settle first: right after start-up Node's heap still holds start-up garbage that V8's
   // memory reducer collects after a few idle seconds.
   log(`both agents serve their entry; settling ${args.settle} s, then idle memory over ${args.idle} s`);
-  await new Promise((r) => setTimeout(r, Number(args.settle) * 1_000));
+  await sleep(Number(args.settle) * 1_000);
 
   // --- idle memory: both at the same time
   const idleMem = await Promise.all(agents.map((a) => memoryOver(a.pid, Number(args.idle))));
 
-  // --- streams, right after idle (ours, spire, ours, spire): the first pass starts from each
-  // agent's idle state; the second shows what a process that has held streams before pays
-  const k = Number(args.streams);
-  const streamRuns: Record<Agent['name'], Awaited<ReturnType<typeof streamMemory>>[]> = { ours: [], 'spire-agent': [] };
-  if (k > 0) {
+  // --- streams, right after idle, per size (ours, spire, ours, spire): the first pass of the
+  // first size starts from each agent's idle state; second passes show what a process that
+  // has held streams before pays
+  const streamRuns = new Map<number, Record<Name, StreamRun[]>>();
+  for (const k of streamSizes) {
+    const byAgent: Record<Name, StreamRun[]> = { ours: [], 'spire-agent': [] };
+    streamRuns.set(k, byAgent);
     for (let r = 0; r < 2; r++) {
       for (const a of agents) {
-        log(`${k} streams: ${a.name} (${r + 1}/2)`);
-        streamRuns[a.name].push(await streamMemory(client, a, k));
+        log(`${count(k)} streams: ${a.name} (${r + 1}/2)`);
+        byAgent[a.name].push(await streamMemory(client, a, k));
       }
     }
   }
 
   // --- interleaved rounds
   type Row = { warm: ClientResult & { cpuMs: number }; newconn: ClientResult & { cpuMs: number }; jwt: ClientResult & { cpuMs: number } };
-  const results: Record<Agent['name'], Row[]> = { ours: [], 'spire-agent': [] };
+  const results: Record<Name, Row[]> = { ours: [], 'spire-agent': [] };
   for (let r = 0; r < rounds; r++) {
     for (const a of agents) {
       log(`round ${r + 1}/${rounds}: ${a.name}`);
@@ -357,50 +589,33 @@ plugins {
     }
   }
 
+  // --- bundle change pushed to K open streams on both agents at once
+  let bundle: Awaited<ReturnType<typeof bundlePush>> | undefined;
+  if (bundleK > 0) {
+    log(`bundle push: ${count(bundleK)} streams on each agent, then localauthority x509 prepare`);
+    bundle = await bundlePush(client, agents, bundleK, () => serverCli(['localauthority', 'x509', 'prepare']));
+  }
+
   // --- connection churn (optional): ours, then spire-agent
-  const churnSeconds = Number(args.churn);
-  const churnClients = Number(args['churn-clients']);
-  const restSeconds = Number(args.rest);
-  const churnRuns: Partial<Record<Agent['name'], { before: Memory; after: Memory; rested: Memory; cycles: number; perSecond: number; cpuMs: number; errors: number }>> = {};
+  const churnRuns: Partial<Record<Name, ChurnRun>> = {};
   if (churnSeconds > 0) {
     for (const a of agents) {
       log(`churn: ${a.name}, ${churnClients} clients × ${churnSeconds} s, then ${restSeconds} s rest`);
-      const before = await memoryOver(a.pid, 2);
-      const cpu0 = readCpuMs(a.pid) ?? NaN;
-      const outs = await Promise.all(
-        Array.from({ length: churnClients }, () => run(client, ['-socket', a.socket, '-mode', 'newconn', '-warmup', '0', '-duration', `${churnSeconds}s`, '-timeout', `${churnSeconds + 60}s`], { timeout: (churnSeconds + 90) * 1_000 })),
-      );
-      const cpu1 = readCpuMs(a.pid) ?? NaN;
-      const after = await memoryOver(a.pid, 2);
-      await new Promise((r) => setTimeout(r, Math.max(0, restSeconds - 2) * 1_000));
-      const rested = await memoryOver(a.pid, 2);
-      const res = outs.map((o) => JSON.parse(o.trim().split('\n').at(-1) as string) as ClientResult);
-      const cycles = res.reduce((x, r) => x + r.n, 0);
-      churnRuns[a.name] = { before, after, rested, cycles, perSecond: res.reduce((x, r) => x + r.rate_per_s, 0), cpuMs: cpu1 - cpu0, errors: res.reduce((x, r) => x + r.errors, 0) };
+      churnRuns[a.name] = await churn(client, a, churnSeconds, churnClients, restSeconds, seriesSeconds);
     }
   }
 
-  // --- 1,000 entries: time from `entry create` to a response carrying all SVIDs, then memory
-  const nEntries = Number(args.entries);
-  const entryRuns: Partial<Record<Agent['name'], { ms: number; before: Memory; after: Memory; svids: number }>> = {};
-  if (nEntries > 0) {
+  // --- entries, last: ours up to the largest size, its entries deleted, then spire-agent
+  const entryRuns: Partial<Record<Name, EntryRun>> = {};
+  let deleteMs = NaN;
+  if (entrySizesUp.length > 0) {
     for (const a of agents) {
-      log(`${nEntries} entries: ${a.name}`);
-      const before = await memoryOver(a.pid, 2);
-      const file = join(dir, `entries-${a.name}.json`);
-      writeFileSync(
-        file,
-        JSON.stringify({
-          entries: Array.from({ length: nEntries }, (_, i) => ({ parent_id: a.id, spiffe_id: `spiffe://${TD}/bench/${a.name}/many/${i}`, selectors: [{ type: 'unix', value: `uid:${UID}` }] })),
-        }),
-      );
-      const waiter = run(client, ['-socket', a.socket, '-mode', 'wait', '-count', String(nEntries + 1), '-timeout', '300s'], { timeout: 330_000 });
-      const t0 = Date.now();
-      await serverCli('entry', 'create', '-data', file);
-      const done = JSON.parse((await waiter).trim().split('\n').at(-1) as string) as { done_unix_ms: number; svids: number };
-      await new Promise((r) => setTimeout(r, 1_000));
-      const after = await memoryOver(a.pid, 3);
-      entryRuns[a.name] = { ms: done.done_unix_ms - t0, before, after, svids: done.svids };
+      entryRuns[a.name] = await entrySizes(client, a, entrySizesUp, dir, serverCli);
+      if (a === ours) {
+        log(`entries: deleting ours' ${count(entryRuns.ours?.ids.length ?? 0)} and waiting until it serves one SVID again`);
+        deleteMs = await deleteEntries(client, a, entryRuns.ours?.ids ?? [], dir, serverCli);
+        await sleep(5_000);
+      }
     }
   }
 
@@ -410,13 +625,15 @@ plugins {
   await stopChild(server);
 
   // --- report
-  const med = (name: Agent['name'], f: (r: Row) => number): number => quantile(results[name].map(f), 0.5);
+  const med = (name: Name, f: (r: Row) => number): number => quantile(results[name].map(f), 0.5);
   // A ratio only means something between two positive figures (memory deltas can be negative).
   const rat = (a: number, b: number): string => (Number.isFinite(a) && Number.isFinite(b) && a >= 0 && b > 0 ? `${(a / b).toFixed(2)}×` : 'n/a');
   const rows: string[][] = [];
   const add = (label: string, o: number, s: number, fmt: (v: number) => string): void => void rows.push([label, fmt(o), fmt(s), rat(o, s)]);
   const per = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(0)}/s` : 'n/a');
   const cpu = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : 'n/a');
+  const kib = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(1)} KiB` : 'n/a');
+  const secs = (v: number): string => (Number.isFinite(v) ? `${(v / 1000).toFixed(v >= 10_000 ? 1 : 2)} s` : 'n/a');
   const [oIdle, sIdle] = idleMem as [Memory, Memory];
   add('idle VmRSS', oIdle.rssKiB, sIdle.rssKiB, mib);
   add('idle RssAnon', oIdle.anonKiB, sIdle.anonKiB, mib);
@@ -431,16 +648,25 @@ plugins {
   add('FetchJWTSVID (cached), one connection: p50', med('ours', (r) => r.jwt.p50_ms), med('spire-agent', (r) => r.jwt.p50_ms), ms);
   add('FetchJWTSVID (cached), one connection: p99', med('ours', (r) => r.jwt.p99_ms), med('spire-agent', (r) => r.jwt.p99_ms), ms);
   add('agent CPU per 1,000 cached JWT fetches', med('ours', (r) => (r.jwt.cpuMs / r.jwt.n) * 1_000), med('spire-agent', (r) => (r.jwt.cpuMs / r.jwt.n) * 1_000), cpu);
-  if (k > 0) {
-    // From the first pass: each agent's idle state to K streams held.
-    const perStream = (name: Agent['name']): number => {
-      const s = streamRuns[name][0];
-      return s === undefined ? NaN : ((s.held.anonKiB - s.before.anonKiB) * 1024) / Math.max(1, s.open);
+  for (const [k, byAgent] of streamRuns) {
+    // From the first pass: the agent's state before opening to K streams held.
+    const first = (name: Name): StreamRun | undefined => byAgent[name][0];
+    const perStream = (name: Name): number => {
+      const s = first(name);
+      return s === undefined ? NaN : (s.held.anonKiB - s.before.anonKiB) / Math.max(1, s.open);
     };
-    const kib = (v: number): string => (Number.isFinite(v) ? `${(v / 1024).toFixed(1)} KiB` : 'n/a');
-    add(`RssAnon per open stream (${k} streams, ${Math.ceil(k / 100)} connections; first pass, from idle)`, perStream('ours'), perStream('spire-agent'), kib);
-    add(`RssAnon with ${k} streams open (first pass)`, streamRuns.ours[0]?.held.anonKiB ?? NaN, streamRuns['spire-agent'][0]?.held.anonKiB ?? NaN, mib);
-    add(`time to open ${k} streams (first response on each)`, quantile(streamRuns.ours.map((s) => s.openMs), 0.5), quantile(streamRuns['spire-agent'].map((s) => s.openMs), 0.5), ms);
+    const lbl = `${count(k)} streams (${connections(k)})`;
+    add(`${lbl}: RssAnon per open stream (first pass)`, perStream('ours'), perStream('spire-agent'), kib);
+    add(`${lbl}: RssAnon with all open (first pass)`, first('ours')?.held.anonKiB ?? NaN, first('spire-agent')?.held.anonKiB ?? NaN, mib);
+    add(`${lbl}: time to open (first response on each; median of 2 passes)`, quantile(byAgent.ours.map((s) => s.openMs), 0.5), quantile(byAgent['spire-agent'].map((s) => s.openMs), 0.5), ms);
+  }
+  const [bo, bs] = bundle?.runs ?? [];
+  if (bo !== undefined && bs !== undefined) {
+    const lbl = `bundle change → ${count(bundleK)} open streams`;
+    add(`${lbl}: first stream updated (from \`localauthority x509 prepare\`)`, bo.firstMs, bs.firstMs, ms);
+    add(`${lbl}: median stream updated`, bo.p50Ms, bs.p50Ms, ms);
+    add(`${lbl}: last stream updated`, bo.lastMs, bs.lastMs, ms);
+    add(`${lbl}: spread first → last (fan-out)`, bo.lastMs - bo.firstMs, bs.lastMs - bs.firstMs, ms);
   }
   const co = churnRuns.ours;
   const cs = churnRuns['spire-agent'];
@@ -448,6 +674,7 @@ plugins {
     const lbl = `${churnClients} clients × ${churnSeconds} s of connection churn`;
     add(`${lbl}: cycles/s`, co.perSecond, cs.perSecond, per);
     add(`${lbl}: agent CPU per 1,000 cycles`, (co.cpuMs / co.cycles) * 1_000, (cs.cpuMs / cs.cycles) * 1_000, cpu);
+    add(`${lbl}: RssAnon peak of the series − before`, Math.max(...co.series) - co.before.anonKiB, Math.max(...cs.series) - cs.before.anonKiB, mib);
     add(`${lbl}: RssAnon right after − before`, co.after.anonKiB - co.before.anonKiB, cs.after.anonKiB - cs.before.anonKiB, mib);
     add(`${lbl}: RssAnon after ${restSeconds} s rest − before`, co.rested.anonKiB - co.before.anonKiB, cs.rested.anonKiB - cs.before.anonKiB, mib);
     add(`${lbl}: RssAnon after ${restSeconds} s rest − idle`, co.rested.anonKiB - oIdle.anonKiB, cs.rested.anonKiB - sIdle.anonKiB, mib);
@@ -455,35 +682,65 @@ plugins {
   const eo = entryRuns.ours;
   const es = entryRuns['spire-agent'];
   if (eo !== undefined && es !== undefined) {
-    add(`time from creating ${nEntries} entries to a response with all ${nEntries + 1} SVIDs`, eo.ms, es.ms, ms);
-    add(`RssAnon with ${nEntries + 1} entries and SVIDs`, eo.after.anonKiB, es.after.anonKiB, mib);
-    add(`RssAnon growth for ${nEntries} entries`, eo.after.anonKiB - eo.before.anonKiB, es.after.anonKiB - es.before.anonKiB, mib);
+    eo.steps.forEach((o, i) => {
+      const s = es.steps[i];
+      if (s === undefined) return;
+      const lbl = `${count(o.size)} entries${o.added === o.size ? '' : ` (+${count(o.added)})`}`;
+      add(`${lbl}: time from \`entry create\` to a response with all ${count(o.size + 1)} SVIDs`, o.ms, s.ms, secs);
+      add(`${lbl}: RssAnon with all held`, o.after.anonKiB, s.after.anonKiB, mib);
+      add(`${lbl}: RssAnon growth since 1 entry`, o.after.anonKiB - eo.before.anonKiB, s.after.anonKiB - es.before.anonKiB, mib);
+      add(`${lbl}: RssAnon growth per 1,000 entries`, ((o.after.anonKiB - eo.before.anonKiB) * 1_000) / o.size, ((s.after.anonKiB - es.before.anonKiB) * 1_000) / s.size, mib);
+    });
   }
 
-  const perRound = (name: Agent['name']): string =>
+  const perRound = (name: Name): string =>
     results[name].map((r) => `${r.warm.p50_ms.toFixed(3)}/${r.newconn.p50_ms.toFixed(3)}/${r.jwt.p50_ms.toFixed(3)}`).join(', ');
-  const streamNotes = (name: Agent['name']): string =>
-    streamRuns[name].map((s) => `${s.open} open${s.failed > 0 ? `, ${s.failed} failed (${s.firstError})` : ''}, RssAnon ${mib(s.before.anonKiB)} → ${mib(s.held.anonKiB)}`).join('; ');
+  const streamNotes = (runs: readonly StreamRun[]): string =>
+    runs.map((s) => `${s.open} open${s.failed > 0 ? `, ${s.failed} FAILED (${s.firstError})` : ''}, RssAnon ${mib(s.before.anonKiB)} → ${mib(s.held.anonKiB)}`).join('; ');
+  const series = (c: ChurnRun): string => `${c.series.map((v) => (v / 1024).toFixed(1)).join(' ')} MiB`;
+  const entryNotes = (e: EntryRun): string =>
+    `${mib(e.before.anonKiB)} → ${e.steps.map((s) => `${mib(s.after.anonKiB)} (${count(s.svids)} SVIDs, response ${(s.bytes / 1024 / 1024).toFixed(1)} MiB, \`entry create\` ${secs(s.createMs)})`).join(' → ')}`;
   const out = [
     `### Side by side (\`npm run bench:spire\` → \`bench/side-by-side.ts\`)`,
     '',
     `- date: ${new Date().toISOString()}; Node ${process.version}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown cpu'}); shared machine (load average at the end ${loadavg().map((l) => l.toFixed(1)).join(' / ')})`,
-    `- spire-server and spire-agent ${spire.version} (${spire.built ? `built in this run, ${((spire.buildMs ?? 0) / 1000).toFixed(0)} s` : `reused from ${spire.dir}`}); one spire-server (sqlite3, join_token, memory key manager) for both agents; both agents: join_token, disk key manager, unix workload attestor, log level INFO, one entry for uid ${UID}`,
-    `- ours: ${layoutLabel}, production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` ${k > 0 ? ` (the stream row opens ${k} streams from one process)` : ''}`,
-    `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved rounds (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run; idle memory is a median over ${args.idle} s (a reading every 250 ms), both agents at once, ${args.settle} s after each has served its first fetch, before any load`,
+    `- command: \`node bench/side-by-side.ts ${process.argv.slice(2).join(' ')}\``,
+    `- spire-server and spire-agent ${spire.version} (${spire.built ? `built in this run, ${((spire.buildMs ?? 0) / 1000).toFixed(0)} s` : `reused from ${spire.dir}`}); one spire-server (sqlite3, join_token, memory key manager) for both agents; both agents: join_token, disk key manager, unix workload attestor, log level INFO, default sync interval (5 s both: spire-agent's, and ours' \`experimental.sync_interval\` default), default x509_svid_cache_max_size (1,000 both), one entry for uid ${UID}`,
+    `- ours: ${layoutLabel}, production layout (dist/ + \`npm ci --omit=dev\`, NODE_ENV=production, built in ${(layoutMs / 1000).toFixed(0)} s), with \`experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000, calls_per_caller = 100000, streams_per_connection = 1000 } }\` (the stream rows open up to ${count(Math.max(0, ...streamSizes, bundleK))} streams from one process)`,
+    `- client: bench/go (go-spiffe v2.9.0 Workload API stubs, no SVID parsing), one process per measurement; ${rounds} interleaved round${rounds === 1 ? '' : 's'} (ours, spire-agent, …), each: ${args.warm} warm fetches on one connection (after 50 unmeasured), ${args.newconn} fetches on a new connection each, ${args.jwt} cached FetchJWTSVID; medians of the per-round figures; CPU is the agent's utime+stime from /proc during the client run; idle memory is a median over ${args.idle} s (a reading every 250 ms), both agents at once, ${args.settle} s after each has served its first fetch, before any load`,
     '',
     table(['what', 'ours', 'spire-agent', 'ours / spire-agent'], rows),
     '',
     `- per-round p50 warm / new connection / JWT (ms): ours ${perRound('ours')}; spire-agent ${perRound('spire-agent')}`,
-    ...(k > 0 ? [`- streams (measured right after idle, before the rounds; passes ours, spire-agent, ours, spire-agent; RssAnon is a 2 s median before opening and after all are open): ours ${streamNotes('ours')}; spire-agent ${streamNotes('spire-agent')}`] : []),
-    ...(co !== undefined && cs !== undefined
-      ? [`- churn (after the rounds, ours then spire-agent; each cycle: new connection → FetchX509SVID → first response → cancel → close): RssAnon before → right after → after ${restSeconds} s rest: ours ${mib(co.before.anonKiB)} → ${mib(co.after.anonKiB)} → ${mib(co.rested.anonKiB)} (${co.cycles} cycles, ${co.errors} failed); spire-agent ${mib(cs.before.anonKiB)} → ${mib(cs.after.anonKiB)} → ${mib(cs.rested.anonKiB)} (${cs.cycles} cycles, ${cs.errors} failed)`]
+    ...[...streamRuns].map(
+      ([k, byAgent]) =>
+        `- ${count(k)} streams over ${connections(k)} (sizes in turn right after idle, before the rounds; passes ours, spire-agent, ours, spire-agent; RssAnon is a 2 s median before opening and 1 s after all are open): ours ${streamNotes(byAgent.ours)}; spire-agent ${streamNotes(byAgent['spire-agent'])}`,
+    ),
+    ...(bo !== undefined && bs !== undefined && bundle !== undefined
+      ? [
+          `- bundle push (after the rounds): ${count(bundleK)} FetchX509SVID streams over ${connections(bundleK)} open on each agent at once (one client process each), then \`spire-server localauthority x509 prepare\` (took ${ms(bundle.prepareMs)}) adds a new X.509 authority to the bundle; each stream records the arrival of its first response whose bundle differs from its first response's; times from the start of the prepare command. The first arrival waits for each agent's next sync (every 5 s); the spread first → last is the agent's fan-out. Streams updated: ours ${bo.changed}/${bo.open}, spire-agent ${bs.changed}/${bs.open}; p99: ours ${ms(bo.p99Ms)}, spire-agent ${ms(bs.p99Ms)}`,
+        ]
       : []),
-    ...(eo !== undefined && es !== undefined ? [`- entries: created with one \`spire-server entry create -data\` batch per agent (ours first, then spire-agent); the time runs from just before that command to the client's first response carrying all SVIDs (it reconnects every 20 ms while PermissionDenied). RssAnon before → after: ours ${mib(eo.before.anonKiB)} → ${mib(eo.after.anonKiB)}, spire-agent ${mib(es.before.anonKiB)} → ${mib(es.after.anonKiB)}`] : []),
+    ...(co !== undefined && cs !== undefined
+      ? [
+          `- churn (after the bundle push, ours then spire-agent; each cycle: new connection → FetchX509SVID → first response → cancel → close): RssAnon before → right after → after ${restSeconds} s rest: ours ${mib(co.before.anonKiB)} → ${mib(co.after.anonKiB)} → ${mib(co.rested.anonKiB)} (${co.cycles} cycles, ${co.errors} failed); spire-agent ${mib(cs.before.anonKiB)} → ${mib(cs.after.anonKiB)} → ${mib(cs.rested.anonKiB)} (${cs.cycles} cycles, ${cs.errors} failed)`,
+          `- churn RssAnon series (a reading at the start, every ${seriesSeconds} s, and at the end): ours ${series(co)}; spire-agent ${series(cs)}`,
+        ]
+      : []),
+    ...(eo !== undefined && es !== undefined
+      ? [
+          `- entries (last step; ours, then spire-agent): cumulative batches (${entrySizesUp.map((n, i) => (i === 0 ? count(n) : `+${count(n - (entrySizesUp[i - 1] ?? 0))}`)).join(', ')}), each one \`spire-server entry create -data\`; one subscriber holds a FetchX509SVID stream from before the first batch to the end (so no SVID is evicted; x509_svid_cache_max_size does not apply to subscribed entries in either agent); each time runs from just before \`entry create\` to the first response carrying all SVIDs, and includes waiting for the agent's next sync and spire-server's CSR rate limit (500 SVIDs/s per IP, so ≥ 30 s for +15,000); growth is against a reading before the first batch (the subscriber holding its 1 SVID), with all SVIDs held. Before → after each size: ours ${entryNotes(eo)}; spire-agent ${entryNotes(es)}. Ours' ${count(eo.ids.length)} entries were deleted (\`entry delete -file\`) before spire-agent's step; ours served 1 SVID again ${secs(deleteMs)} after the delete started`,
+        ]
+      : []),
     `- agents alive at the end: ours ${alive[0] ? 'yes' : 'NO'}, spire-agent ${alive[1] ? 'yes' : 'NO'}; whole run ${((performance.now() - started) / 1000).toFixed(0)} s`,
     '',
   ];
-  process.stdout.write(`${out.join('\n')}\n`);
+  const text = `${out.join('\n')}\n`;
+  process.stdout.write(text);
+  if (args.append) {
+    appendFileSync(join(REPO, 'bench/RESULTS.md'), `\n${text}`);
+    log('appended to bench/RESULTS.md');
+  }
 }
 
 try {

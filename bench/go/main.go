@@ -11,11 +11,22 @@
 //	                                              opens K FetchX509SVID streams over C connections, prints
 //	                                              {"ready":…} once each has its first response, holds them
 //	                                              until stdin closes, then prints the summary
-//	wlclient -socket PATH -mode wait -count M     waits until a FetchX509SVID response carries ≥ M SVIDs
-//	                                              (retrying PermissionDenied), prints the time it happened
+//	wlclient -socket PATH -mode wait -count M[,M2,…] [-hold]
+//	                                              waits until a FetchX509SVID response carries ≥ M SVIDs
+//	                                              (retrying PermissionDenied), prints the time it happened;
+//	                                              with a list, one line per target in turn (same stream);
+//	                                              -hold keeps the stream open after the last target until
+//	                                              stdin closes (the agent keeps serving a subscriber)
+//	wlclient -socket PATH -mode bundle -k 1000 -conns 10 [-change-timeout 60s]
+//	                                              opens K FetchX509SVID streams, prints {"ready":…} once each
+//	                                              has its first response, then records on each stream the
+//	                                              arrival time (unix ms) of the first response whose bundle
+//	                                              differs from that stream's first; prints the summary when
+//	                                              every stream has seen one (or at -change-timeout)
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -23,6 +34,8 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,16 +45,19 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 var (
 	socket  = flag.String("socket", "", "Workload API socket path")
-	mode    = flag.String("mode", "warm", "warm | newconn | jwt | streams | wait")
+	mode    = flag.String("mode", "warm", "warm | newconn | jwt | streams | wait | bundle")
 	n       = flag.Int("n", 1000, "measured iterations")
 	warmup  = flag.Int("warmup", 50, "unmeasured iterations first")
-	k       = flag.Int("k", 1000, "streams to hold (streams mode)")
-	conns   = flag.Int("conns", 10, "connections to spread the streams over (streams mode)")
-	count   = flag.Int("count", 1, "SVIDs to wait for (wait mode)")
+	k       = flag.Int("k", 1000, "streams to hold (streams and bundle modes)")
+	conns   = flag.Int("conns", 10, "connections to spread the streams over (streams and bundle modes)")
+	count   = flag.String("count", "1", "SVIDs to wait for, or an ascending comma list of counts (wait mode)")
+	hold    = flag.Bool("hold", false, "wait mode: keep the stream open after the last count until stdin closes")
+	changeT = flag.Duration("change-timeout", 60*time.Second, "bundle mode: how long to wait for the bundle change once all streams are open")
 	aud     = flag.String("aud", "bench", "JWT audience")
 	timeout = flag.Duration("timeout", 120*time.Second, "overall limit")
 	dur     = flag.Duration("duration", 0, "warm/newconn/jwt: measure for this long instead of -n iterations")
@@ -157,53 +173,75 @@ func loop(name string, one func() (int, error)) {
 	emit(s)
 }
 
-func holdStreams() {
-	ccs := make([]*grpc.ClientConn, *conns)
-	for i := range ccs {
-		ccs[i] = dial()
-	}
-	ctx, cancel := context.WithCancel(secured(context.Background()))
+// openStreams opens k FetchX509SVID streams over len(ccs) connections under ctx, each
+// connection opening its share one after another. first is called with each stream's first
+// response; every later response on that stream goes to update (from that stream's own
+// goroutine, which keeps draining so the agent's writes never block). Returns once every
+// stream has its first response (or failed to).
+func openStreams(ctx context.Context, ccs []*grpc.ClientConn, k int, first func(i int, resp *workload.X509SVIDResponse), update func(i int, resp *workload.X509SVIDResponse)) (opened, failed int, firstErr string) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	opened, failed := 0, 0
-	firstErr := ""
-	start := time.Now()
-	// Opens are paced by connection: each connection opens its share one after another.
-	for c := 0; c < *conns; c++ {
-		share := *k / *conns
-		if c < *k%*conns {
+	next := 0
+	for c := range ccs {
+		share := k / len(ccs)
+		if c < k%len(ccs) {
 			share++
 		}
 		wg.Add(1)
 		go func(cc *grpc.ClientConn, share int) {
 			defer wg.Done()
-			for i := 0; i < share; i++ {
-				stream, err := workload.NewSpiffeWorkloadAPIClient(cc).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
-				if err == nil {
-					_, err = stream.Recv()
-				}
+			for j := 0; j < share; j++ {
 				mu.Lock()
+				i := next
+				next++
+				mu.Unlock()
+				stream, err := workload.NewSpiffeWorkloadAPIClient(cc).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+				var resp *workload.X509SVIDResponse
+				if err == nil {
+					resp, err = stream.Recv()
+				}
 				if err != nil {
+					mu.Lock()
 					failed++
 					if firstErr == "" {
 						firstErr = err.Error()
 					}
-				} else {
-					opened++
-					// Keep draining updates so the agent's writes never block.
-					go func() {
-						for {
-							if _, err := stream.Recv(); err != nil {
-								return
-							}
-						}
-					}()
+					mu.Unlock()
+					continue
 				}
+				first(i, resp)
+				mu.Lock()
+				opened++
 				mu.Unlock()
+				go func() {
+					for {
+						resp, err := stream.Recv()
+						if err != nil {
+							return
+						}
+						update(i, resp)
+					}
+				}()
 			}
 		}(ccs[c], share)
 	}
 	wg.Wait()
+	return opened, failed, firstErr
+}
+
+func dialAll() []*grpc.ClientConn {
+	ccs := make([]*grpc.ClientConn, *conns)
+	for i := range ccs {
+		ccs[i] = dial()
+	}
+	return ccs
+}
+
+func holdStreams() {
+	ccs := dialAll()
+	ctx, cancel := context.WithCancel(secured(context.Background()))
+	start := time.Now()
+	opened, failed, firstErr := openStreams(ctx, ccs, *k, func(int, *workload.X509SVIDResponse) {}, func(int, *workload.X509SVIDResponse) {})
 	emit(map[string]any{"ready": true, "mode": "streams", "open": opened, "failed": failed, "first_error": firstErr, "open_ms": ms(time.Since(start)), "conns": *conns})
 	_, _ = io.Copy(io.Discard, os.Stdin)
 	cancel()
@@ -212,7 +250,95 @@ func holdStreams() {
 	}
 }
 
+// firstBundle is the trust bundle a response carries (the first SVID's; all carry the same).
+func firstBundle(resp *workload.X509SVIDResponse) []byte {
+	if len(resp.Svids) == 0 {
+		return nil
+	}
+	return resp.Svids[0].Bundle
+}
+
+// bundleWatch: K streams; per stream, when the first response whose bundle differs from that
+// stream's first arrived.
+func bundleWatch() {
+	ccs := dialAll()
+	ctx, cancel := context.WithCancel(secured(context.Background()))
+	defer cancel()
+	initial := make([][]byte, *k)
+	arrived := make([]float64, *k) // unix ms; 0 = not yet
+	var mu sync.Mutex
+	changed := 0
+	allChanged := make(chan struct{})
+	start := time.Now()
+	opened, failed, firstErr := openStreams(ctx, ccs, *k,
+		func(i int, resp *workload.X509SVIDResponse) {
+			mu.Lock()
+			initial[i] = firstBundle(resp)
+			mu.Unlock()
+		},
+		func(i int, resp *workload.X509SVIDResponse) {
+			at := float64(time.Now().UnixNano()) / 1e6
+			mu.Lock()
+			defer mu.Unlock()
+			if arrived[i] != 0 || bytes.Equal(firstBundle(resp), initial[i]) {
+				return
+			}
+			arrived[i] = at
+			changed++
+			if changed == *k {
+				close(allChanged)
+			}
+		})
+	emit(map[string]any{"ready": true, "mode": "bundle", "open": opened, "failed": failed, "first_error": firstErr, "open_ms": ms(time.Since(start)), "conns": *conns})
+	if opened < *k {
+		fail("bundle: only %d of %d streams opened (first error: %s)", opened, *k, firstErr)
+	}
+	select {
+	case <-allChanged:
+	case <-time.After(*changeT):
+	}
+	mu.Lock()
+	times := make([]float64, 0, changed)
+	for _, a := range arrived {
+		if a != 0 {
+			times = append(times, a)
+		}
+	}
+	mu.Unlock()
+	sort.Float64s(times)
+	at := func(q float64) float64 {
+		if len(times) == 0 {
+			return -1
+		}
+		i := int(q * float64(len(times)))
+		if i >= len(times) {
+			i = len(times) - 1
+		}
+		return times[i]
+	}
+	emit(map[string]any{"mode": "bundle", "open": opened, "changed": len(times), "first_unix_ms": at(0), "p50_unix_ms": at(0.5), "p99_unix_ms": at(0.99), "max_unix_ms": at(1)})
+	cancel()
+	for _, cc := range ccs {
+		_ = cc.Close()
+	}
+}
+
+func parseCounts(list string) []int {
+	var counts []int
+	for _, f := range strings.Split(list, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c < 1 || (len(counts) > 0 && c <= counts[len(counts)-1]) {
+			fail("-count %q: want ascending positive integers", list)
+		}
+		counts = append(counts, c)
+	}
+	return counts
+}
+
+// waitFor prints a line as a response first carries ≥ each count in turn, on one stream
+// (reopened while the agent answers PermissionDenied or Unavailable).
 func waitFor() {
+	counts := parseCounts(*count)
 	cc := dial()
 	defer cc.Close()
 	deadline := time.Now().Add(*timeout)
@@ -230,9 +356,23 @@ func waitFor() {
 			if len(resp.Svids) > best {
 				best = len(resp.Svids)
 			}
-			if len(resp.Svids) >= *count {
+			for len(counts) > 0 && len(resp.Svids) >= counts[0] {
+				emit(map[string]any{"mode": "wait", "count": counts[0], "svids": len(resp.Svids), "bytes": proto.Size(resp), "done_unix_ms": float64(time.Now().UnixNano()) / 1e6, "waited_ms": ms(time.Since(start))})
+				counts = counts[1:]
+			}
+			if len(counts) == 0 {
+				if *hold {
+					// Keep the subscription (draining updates) until stdin closes.
+					go func() {
+						for {
+							if _, err := stream.Recv(); err != nil {
+								return
+							}
+						}
+					}()
+					_, _ = io.Copy(io.Discard, os.Stdin)
+				}
 				cancel()
-				emit(map[string]any{"mode": "wait", "svids": len(resp.Svids), "done_unix_ms": float64(time.Now().UnixNano()) / 1e6, "waited_ms": ms(time.Since(start))})
 				return
 			}
 		}
@@ -242,7 +382,7 @@ func waitFor() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	fail("wait: only %d of %d SVIDs after %s", best, *count, *timeout)
+	fail("wait: only %d of %d SVIDs after %s", best, counts[0], *timeout)
 }
 
 func main() {
@@ -270,6 +410,8 @@ func main() {
 		holdStreams()
 	case "wait":
 		waitFor()
+	case "bundle":
+		bundleWatch()
 	default:
 		fail("unknown -mode %q", *mode)
 	}
