@@ -3,6 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    // test/e2e needs a real cluster: `npm run test:e2e` (test/e2e/run.ts) runs it.
+    exclude: ['**/node_modules/**', 'test/e2e/**'],
     // Integration suites start real processes; give them room on a shared 2-core machine.
     testTimeout: 30_000,
     hookTimeout: 60_000,

@@ -1,0 +1,228 @@
+/**
+ * The shipped manifests on a real Kubernetes node (started by test/e2e/run.ts): the server
+ * (manifests/server), the agent DaemonSet (manifests/), the shipped example workload
+ * (manifests/examples) and the go-spiffe workload of test/e2e/workload, each through its
+ * overlay in test/e2e/overlay (hostNetwork and friends: the node has no pod network).
+ *
+ * The order is the one manifests/README.md gives: server, its bundle into ConfigMap
+ * spire-bundle, the node-alias and workload entries, then the agent and the workloads.
+ * Recorded, not asserted: the time from applying the agent to the workload's first SVID, and
+ * the agent container's memory from its cgroup.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { join } from 'node:path';
+import { CLUSTER, NODE, OVERLAY, TRUST_DOMAIN, containerMemory, createEntry, kubectl, kubectlResult, mib, podsOf, serverCli, waitFor, type PodInfo } from './support/kube.ts';
+
+const ALIAS = `spiffe://${TRUST_DOMAIN}/k8s-cluster/${CLUSTER}`;
+const WORKLOAD_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload`;
+const EXACT_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-exact`;
+const WRONG_IMAGE_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-wrong-image`;
+const EXAMPLE_ID = `spiffe://${TRUST_DOMAIN}/ns/spiffe-demo/sa/example-workload`;
+const AGENT_SELECTOR = 'app.kubernetes.io/name=spiffe-agent';
+
+interface FetchOut {
+  x509?: { id: string; ids: string[]; svidCount: number; chainLength: number; bundleTrustDomains: string[]; notAfter: string };
+  jwt?: { id: string; audience: string[]; expiry: string; validated: boolean };
+  error?: string;
+  code?: string;
+  message?: string;
+}
+
+/** Runs the go-spiffe program's one-shot fetch inside a workload container. */
+async function fetchIn(deployment: string, audience: string): Promise<FetchOut> {
+  const r = await kubectlResult(['-n', 'spiffe-e2e', 'exec', `deploy/${deployment}`, '-c', 'workload', '--', '/e2e-workload', 'fetch', '-audience', audience]);
+  const line = r.stdout.trim().split('\n').at(-1) ?? '';
+  try {
+    return JSON.parse(line) as FetchOut;
+  } catch {
+    throw new Error(`fetch in ${deployment} printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+  }
+}
+
+async function logLines(namespace: string, target: string): Promise<Record<string, unknown>[]> {
+  const out = await kubectl(['-n', namespace, 'logs', target]);
+  return out
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+const record: string[] = [];
+const note = (line: string): void => {
+  record.push(line);
+  process.stdout.write(`[e2e record] ${line}\n`);
+};
+
+let agentPod: PodInfo;
+let nodeUid: string;
+let applyAt: number;
+let firstSvidAt: number;
+
+beforeAll(async () => {
+  nodeUid = (await kubectl(['get', 'node', NODE, '-o', 'jsonpath={.metadata.uid}'])).trim();
+
+  // 1. The server, and its bundle for the agents (manifests/README.md "Without SPIRE").
+  await kubectl(['apply', '-k', join(OVERLAY, 'server')]);
+  await kubectl(['-n', 'spire-server', 'rollout', 'status', 'statefulset/spiffe-server', '--timeout=300s'], undefined, 310_000);
+  const bundle = await waitFor('the server admin socket', 60_000, async () => {
+    const pem = await serverCli(['bundle', 'show']);
+    return pem.includes('BEGIN CERTIFICATE') ? pem : undefined;
+  });
+  await kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: spire-system\n');
+  await kubectl(['-n', 'spire-system', 'create', 'configmap', 'spire-bundle', '--from-file=bundle.crt=/dev/stdin'], bundle);
+
+  // 2. Entries: a node alias every agent of the cluster gets, the workloads under it.
+  await createEntry({ spiffeId: ALIAS, node: true, selectors: [`k8s_psat:cluster:${CLUSTER}`] });
+  await createEntry({ spiffeId: WORKLOAD_ID, selectors: ['k8s:ns:spiffe-e2e', 'k8s:sa:e2e-workload'] });
+  await createEntry({ spiffeId: EXAMPLE_ID, selectors: ['k8s:ns:spiffe-demo', 'k8s:sa:example-workload'] });
+
+  // 3. The agent, then the workloads at once (the agent must serve them as soon as it can).
+  applyAt = Date.now();
+  await kubectl(['apply', '-k', join(OVERLAY, 'agent')]);
+  await kubectl(['apply', '-k', join(OVERLAY, 'workloads')]);
+  await kubectl(['apply', '-k', join(OVERLAY, 'examples')]);
+  await kubectl(['-n', 'spire-system', 'rollout', 'status', 'daemonset/spiffe-agent', '--timeout=300s'], undefined, 310_000);
+  await kubectl(['-n', 'spiffe-e2e', 'rollout', 'status', 'deployment/e2e-workload', '--timeout=300s'], undefined, 310_000);
+  const first = await waitFor('the workload watch to log its first X509-SVID', 60_000, async () =>
+    (await logLines('spiffe-e2e', 'deploy/e2e-workload')).find((l) => l['event'] === 'x509'),
+  );
+  firstSvidAt = Date.parse(first['time'] as string);
+  note(`kubectl apply (agent) → first X509-SVID in the go-spiffe workload: ${((firstSvidAt - applyAt) / 1000).toFixed(1)} s`);
+  agentPod = (await podsOf('spire-system', AGENT_SELECTOR))[0] as PodInfo;
+  const mem = containerMemory(agentPod.uid, agentPod.containers.find((c) => c.name === 'spiffe-agent')?.containerID ?? '');
+  note(`agent container memory (cgroup ${mem.path}), idle after deploy: usage ${mib(mem.usage)}, anonymous ${mib(mem.anon)}`);
+}, 900_000);
+
+afterAll(async () => {
+  if (agentPod !== undefined) {
+    try {
+      const mem = containerMemory(agentPod.uid, agentPod.containers.find((c) => c.name === 'spiffe-agent')?.containerID ?? '');
+      note(`agent container memory after the tests: usage ${mib(mem.usage)}, anonymous ${mib(mem.anon)}`);
+    } catch (err) {
+      note(`agent container memory after the tests: unreadable (${(err as Error).message})`);
+    }
+  }
+  process.stdout.write(`\n[e2e record]\n${record.map((l) => `  ${l}`).join('\n')}\n`);
+});
+
+describe('the shipped manifests on a real node', () => {
+  it('runs the server, the agent and the workloads Ready, probes passing, no restarts', async () => {
+    for (const [ns, selector] of [
+      ['spire-server', 'app.kubernetes.io/name=spiffe-server'],
+      ['spire-system', AGENT_SELECTOR],
+      ['spiffe-e2e', 'app=e2e-workload'],
+    ] as const) {
+      const pods = await waitFor(`${ns} ${selector} Ready`, 60_000, async () => {
+        const p = await podsOf(ns, selector);
+        return p.length === 1 && p[0]?.ready === true ? p : undefined;
+      });
+      expect(pods[0]?.containers.map((c) => [c.name, c.ready, c.restartCount]), `${ns} ${selector}`).toEqual(pods[0]?.containers.map((c) => [c.name, true, 0]));
+    }
+    // The agent's readiness probe is /ready on the named port healthz: Ready means it answered 200.
+    const probe = await kubectl(['-n', 'spire-system', 'get', 'daemonset/spiffe-agent', '-o', 'jsonpath={.spec.template.spec.containers[0].readinessProbe.httpGet.path} {.status.numberReady}/{.status.desiredNumberScheduled}']);
+    expect(probe).toBe('/ready 1/1');
+  });
+
+  it('runs the agent as shipped: non-root 65532, no capabilities, read-only root, hostPID, the socket directory handed over', async () => {
+    const spec = JSON.parse(await kubectl(['-n', 'spire-system', 'get', 'pod', agentPod.name, '-o', 'jsonpath={.spec}'])) as {
+      hostPID: boolean;
+      containers: { name: string; securityContext: { runAsUser: number; readOnlyRootFilesystem: boolean; capabilities: { drop: string[] } } }[];
+    };
+    expect(spec.hostPID).toBe(true);
+    const c = spec.containers.find((x) => x.name === 'spiffe-agent');
+    expect([c?.securityContext.runAsUser, c?.securityContext.readOnlyRootFilesystem, c?.securityContext.capabilities.drop]).toEqual([65532, true, ['ALL']]);
+    // The agent process as the host sees it: its real UID and effective capabilities.
+    const cid = agentPod.containers.find((x) => x.name === 'spiffe-agent')?.containerID.replace('containerd://', '') ?? '';
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const pid = readdirSync('/proc').find((p) => {
+      if (!/^\d+$/.test(p)) return false;
+      try {
+        return readFileSync(`/proc/${p}/cgroup`, 'utf8').includes(cid) && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes('spiffe-agent.js');
+      } catch {
+        return false;
+      }
+    });
+    expect(pid, 'agent process on the host').toBeDefined();
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+    expect(/^Uid:\s+(.*)$/m.exec(status)?.[1]?.split(/\s+/)).toEqual(['65532', '65532', '65532', '65532']);
+    expect(/^CapEff:\s+(\S+)$/m.exec(status)?.[1]).toBe('0000000000000000');
+    const { statSync } = await import('node:fs');
+    const dir = statSync('/run/spire/agent-sockets');
+    expect([dir.uid, dir.gid, (dir.mode & 0o7777).toString(8)]).toEqual([65532, 65532, '755']);
+    expect(statSync('/run/spire/agent-sockets/spire-agent.sock').isSocket()).toBe(true);
+  });
+
+  it('attests the agent with k8s_psat through the real TokenReview: its ID carries the real node UID, its selectors are the real ones', async () => {
+    const agentId = `spiffe://${TRUST_DOMAIN}/spire/agent/k8s_psat/${CLUSTER}/${nodeUid}`;
+    expect(nodeUid).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+    const list = await serverCli(['agent', 'list']);
+    expect(list).toContain(`SPIFFE ID         : ${agentId}`);
+    const show = await serverCli(['agent', 'show'], ['-spiffeID', agentId]);
+    expect(show).toContain('Attestation type  : k8s_psat');
+    expect(show).toContain('Can re-attest     : true');
+    const selectors = [...show.matchAll(/^Selector\s*:\s*(.*)$/gm)].map((m) => m[1]).sort();
+    expect(selectors).toEqual(
+      [
+        `k8s_psat:agent_node_ip:${agentPod.hostIP}`,
+        `k8s_psat:agent_node_name:${NODE}`,
+        `k8s_psat:agent_node_uid:${nodeUid}`,
+        'k8s_psat:agent_ns:spire-system',
+        `k8s_psat:agent_pod_name:${agentPod.name}`,
+        `k8s_psat:agent_pod_uid:${agentPod.uid}`,
+        'k8s_psat:agent_sa:spire-agent',
+        `k8s_psat:cluster:${CLUSTER}`,
+      ].sort(),
+    );
+  });
+
+  it('serves a go-spiffe workload (hostPath socket, SPIFFE_ENDPOINT_SOCKET) its X509-SVID and a JWT-SVID', async () => {
+    const out = await fetchIn('e2e-workload', 'e2e-audience');
+    expect(out.error, JSON.stringify(out)).toBeUndefined();
+    expect(out.x509?.ids).toEqual([WORKLOAD_ID]);
+    expect(out.x509?.id).toBe(WORKLOAD_ID);
+    expect(out.x509?.bundleTrustDomains).toEqual([TRUST_DOMAIN]);
+    expect(out.jwt?.id).toBe(WORKLOAD_ID);
+    expect(out.jwt?.audience).toEqual(['e2e-audience']);
+    expect(out.jwt?.validated).toBe(true);
+    // The long-running watch got it too.
+    const events = await logLines('spiffe-e2e', 'deploy/e2e-workload');
+    expect(events.find((e) => e['event'] === 'x509')?.['svid']).toMatchObject({ id: WORKLOAD_ID });
+  });
+
+  it('matches entries on the real kubelet selectors: pod-label, container-name, container-image with the real image ID', async () => {
+    const [pod] = await podsOf('spiffe-e2e', 'app=e2e-workload');
+    const c = pod?.containers.find((x) => x.name === 'workload');
+    expect(c?.image).toBe('localhost/spiffe-e2e-workload:0.1.0');
+    expect(c?.imageID).toMatch(/sha256:[0-9a-f]{64}$/);
+    const exact = ['k8s:ns:spiffe-e2e', 'k8s:sa:e2e-workload', 'k8s:pod-label:app:e2e-workload', 'k8s:container-name:workload'];
+    await createEntry({ spiffeId: EXACT_ID, selectors: [...exact, `k8s:container-image:${c?.imageID}`] });
+    // A near miss: the same selectors with another image ID is not issued.
+    await createEntry({ spiffeId: WRONG_IMAGE_ID, selectors: [...exact, `k8s:container-image:${c?.imageID.replace(/[0-9a-f]{8}$/, '00000000')}`] });
+    const out = await waitFor('the exact entry to reach the workload', 30_000, async () => {
+      const o = await fetchIn('e2e-workload', 'e2e-audience');
+      return o.x509?.ids.includes(EXACT_ID) ? o : undefined;
+    });
+    expect(out.x509?.ids).toEqual([WORKLOAD_ID, EXACT_ID].sort());
+  });
+
+  it('answers a pod under another service account PermissionDenied "no identity issued"', async () => {
+    await kubectl(['-n', 'spiffe-e2e', 'rollout', 'status', 'deployment/e2e-other', '--timeout=120s']);
+    const out = await fetchIn('e2e-other', 'e2e-audience');
+    expect([out.code, out.message]).toEqual(['PermissionDenied', 'no identity issued']);
+    const events = await waitFor('the unregistered watch to log its error', 30_000, async () => {
+      const e = (await logLines('spiffe-e2e', 'deploy/e2e-other')).filter((l) => l['event'] === 'error');
+      return e.length > 0 ? e : undefined;
+    });
+    expect([events[0]?.['code'], events[0]?.['message']]).toEqual(['PermissionDenied', 'no identity issued']);
+    expect((await logLines('spiffe-e2e', 'deploy/e2e-other')).some((l) => l['event'] === 'x509')).toBe(false);
+  });
+
+  it('serves the shipped example workload (manifests/examples, `spiffe-agent api watch`) its SVID', async () => {
+    await kubectl(['-n', 'spiffe-demo', 'rollout', 'status', 'deployment/example-workload', '--timeout=120s']);
+    const logs = await waitFor('the example workload to print its SVID', 60_000, async () => {
+      const out = await kubectl(['-n', 'spiffe-demo', 'logs', 'deploy/example-workload']);
+      return out.includes(EXAMPLE_ID) ? out : undefined;
+    });
+    expect(logs).toContain(EXAMPLE_ID);
+  });
+});
