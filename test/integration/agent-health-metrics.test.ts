@@ -6,7 +6,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect as connectHttp2, constants as http2Constants, type IncomingHttpHeaders } from 'node:http2';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import type { ServiceError } from '@grpc/grpc-js';
 import { NODE, freePort, generateJoinToken, startServerProcess, type ServerHandle } from '../support/server-process.ts';
@@ -45,6 +46,12 @@ async function scrape(): Promise<Map<string, number>> {
   return series;
 }
 
+/** The `workload_api_rpcs_total` series, exactly as exposed. */
+async function rpcLines(): Promise<string[]> {
+  const { body } = await get(metricsPort, '/metrics');
+  return body.split('\n').filter((line) => line.startsWith('spiffe_agent_workload_api_rpcs_total{'));
+}
+
 async function healthcheck(): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
     const { stdout, stderr } = await execFileAsync(NODE, [AGENT_BIN, 'healthcheck', '-socketPath', agent.socketPath], { timeout: 20_000 });
@@ -67,6 +74,27 @@ function openStream(client: WorkloadApiClient): Promise<{ first: X509SVIDRespons
     });
     stream.once('data', (first: X509SVIDResponse__Output) => resolve({ first, ended, cancel: () => stream.cancel() }));
   });
+}
+
+/**
+ * Opens FetchX509SVID on a raw HTTP/2 connection whose stream flow-control window is 0: the
+ * agent attests the caller and sends its response headers, but the message cannot leave the
+ * agent until the client opens the window, which it never does.
+ */
+async function openStalledFetch(socketPath: string): Promise<{ responseHeaders: Promise<IncomingHttpHeaders>; cancel: () => void; close: () => void }> {
+  const session = connectHttp2('http://localhost', { createConnection: () => connect(socketPath), settings: { initialWindowSize: 0 } });
+  session.on('error', () => undefined);
+  const stream = session.request({
+    ':method': 'POST',
+    ':path': '/SpiffeWorkloadAPI/FetchX509SVID',
+    'content-type': 'application/grpc',
+    te: 'trailers',
+    'workload.spiffe.io': 'true',
+  });
+  stream.on('error', () => undefined);
+  stream.end(Buffer.alloc(5)); // one empty, uncompressed X509SVIDRequest
+  const responseHeaders = new Promise<IncomingHttpHeaders>((resolve) => stream.once('response', resolve));
+  return { responseHeaders, cancel: () => stream.close(http2Constants.NGHTTP2_CANCEL), close: () => session.destroy() };
 }
 
 beforeAll(async () => {
@@ -232,8 +260,9 @@ describe('after the first sync', () => {
       expect(delta('spiffe_agent_workload_api_attestation_phase_duration_seconds_count{phase="liveness_check"}')).toBeGreaterThanOrEqual(2); // one per attested call
       expect(delta('spiffe_agent_workload_api_attestation_phase_duration_seconds_count{phase="peer_credentials"}')).toBe(1);
       expect(delta('spiffe_agent_workload_api_connection_total')).toBe(1);
-      // The client cancelled the stream after its first message; the JWT call succeeded.
-      expect(delta('spiffe_agent_workload_api_rpcs_total{method="FetchX509SVID",status="Canceled"}')).toBeGreaterThanOrEqual(1);
+      // The client cancelled the stream after its first message (it had its answer: OK); the JWT call succeeded.
+      expect(delta('spiffe_agent_workload_api_rpcs_total{method="FetchX509SVID",status="OK"}')).toBeGreaterThanOrEqual(1);
+      expect(delta('spiffe_agent_workload_api_rpcs_total{method="FetchX509SVID",status="Canceled"}')).toBe(0);
       expect(delta('spiffe_agent_workload_api_rpcs_total{method="FetchJWTSVID",status="OK"}')).toBe(1);
       expect(delta('spiffe_agent_svids_minted_total{svid_type="x509"}')).toBe(1);
       expect(delta('spiffe_agent_svids_minted_total{svid_type="jwt"}')).toBe(1);
@@ -245,6 +274,26 @@ describe('after the first sync', () => {
       client.close();
     }
   }, 60_000);
+
+  it('a FetchX509SVID stream cancelled before its response reached the client is counted Canceled', async () => {
+    const before = await rpcLines();
+    expect(before.filter((l) => l.includes('status="Canceled"'))).toEqual([]);
+    const stalled = await openStalledFetch(agent.socketPath);
+    try {
+      // The agent has answered (headers sent) but its message is held by the client's window of 0.
+      expect(await stalled.responseHeaders).toMatchObject({ ':status': 200, 'content-type': 'application/grpc+proto' });
+      stalled.cancel();
+      const lines = await eventually(async () => {
+        const found = await rpcLines();
+        if (!found.some((l) => l.includes('status="Canceled"'))) throw new Error('cancel not counted yet');
+        return found;
+      });
+      // One new series, nothing else changed (the OK count in particular).
+      expect(lines).toEqual([...before, 'spiffe_agent_workload_api_rpcs_total{method="FetchX509SVID",status="Canceled"} 1']);
+    } finally {
+      stalled.close();
+    }
+  });
 });
 
 describe('shutdown', () => {

@@ -2,8 +2,12 @@
  * The life of one server stream of the Workload API.
  *
  * Invariants:
- * - A stream never ends with status OK: it ends when the client cancels, or through
+ * - The server never ends a stream with status OK: it ends when the client cancels, or through
  *   {@link StreamSession.fail} with an error status (PermissionDenied, Unavailable on shutdown…).
+ * - A client cancel is recorded (metrics, call log) as OK once a response has reached the
+ *   transport, and as Canceled before: go-spiffe's one-shot fetches (FetchX509SVID,
+ *   FetchX509Bundles, FetchJWTBundles) and every source's Close() read their answer and then
+ *   cancel, which is their success.
  * - Cleanup (unsubscribe, abort of in-flight attestation, registry removal) runs exactly once,
  *   whichever way the stream ends.
  * - Slow readers do not queue every update: while a write waits for the transport to drain,
@@ -27,6 +31,11 @@ export interface StreamEnd {
   readonly code: Code;
   readonly message: string;
 }
+
+/** A client cancel before any response reached the transport. */
+const CANCELLED_EARLY: StreamEnd = Object.freeze({ code: Code.CANCELLED, message: 'cancelled by the client' });
+/** A client cancel after at least one response: the client had its answer. */
+const CANCELLED_ANSWERED: StreamEnd = Object.freeze({ code: Code.OK, message: 'cancelled by the client after a response' });
 
 /** The open streams of a server; once closed, every new stream fails at once. */
 export class StreamRegistry {
@@ -64,6 +73,8 @@ export class StreamSession {
   readonly #cleanups: Array<() => void> = [];
   readonly #onEnd: (end: StreamEnd) => void;
   #ended = false;
+  /** Whether grpc-js has called back a write: a response reached the transport. */
+  #answered = false;
   #writing = false;
   #pending: EncodedMessage | undefined;
 
@@ -71,7 +82,7 @@ export class StreamSession {
     this.#call = call;
     this.#registry = registry;
     this.#onEnd = onEnd;
-    call.on('cancelled', () => this.#finish({ code: Code.CANCELLED, message: 'cancelled by the client' }));
+    call.on('cancelled', () => this.#finish(this.#answered ? CANCELLED_ANSWERED : CANCELLED_EARLY));
     registry.add(this);
   }
 
@@ -106,6 +117,7 @@ export class StreamSession {
     const write = (): void => {
       if (this.#ended) return;
       this.#call.write(bytes, () => {
+        this.#answered = true;
         this.#writing = false;
         const next = this.#pending;
         this.#pending = undefined;

@@ -89,6 +89,20 @@ describe('StreamSession', () => {
     expect(ends).toEqual([{ code: Code.CANCELLED, message: 'cancelled by the client' }]);
   });
 
+  it('records a client cancel as OK once a response reached the transport, Canceled while it is still being written', () => {
+    const answered = open();
+    answered.session.send(msg('svids'));
+    answered.call.pending.shift()?.();
+    answered.call.emit('cancelled');
+    expect(answered.ends).toEqual([{ code: Code.OK, message: 'cancelled by the client after a response' }]);
+    expect(answered.call.statuses).toEqual([]);
+
+    const inFlight = open();
+    inFlight.session.send(msg('svids'));
+    inFlight.call.emit('cancelled');
+    expect(inFlight.ends).toEqual([{ code: Code.CANCELLED, message: 'cancelled by the client' }]);
+  });
+
   it('runs cleanup registered after the end at once', () => {
     const { call, session } = open();
     call.emit('cancelled');
