@@ -16,23 +16,23 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { createHash, X509Certificate } from 'node:crypto';
-import { accessSync, constants, existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
-import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { accessSync, constants, existsSync, readFileSync, realpathSync } from 'node:fs';
+import { chmod, copyFile, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startServerProcess, readBundlePem, NODE, REPO, type ServerHandle } from '../support/server-process.ts';
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { makeTestCa } from '../support/ca-fixtures.ts';
 import { decodePemCertificates } from '../../src/common/pem.ts';
 import { eventually } from '../support/eventually.ts';
+import { buildGo, cacheRoot, detectGo, hashOf, mkdirShared, pruneSiblings, reachableByOthers, timed, type Toolchain } from '../support/interop-builds.ts';
 
 const execFileAsync = promisify(execFile);
 
 const IN_CI = process.env['CI'] === 'true';
 const IS_ROOT = process.getuid?.() === 0;
-const GO_DIR = join(REPO, 'test/interop/go');
 const PY_DIR = join(REPO, 'test/interop/python');
 
 const TD_A = 'example.org';
@@ -73,43 +73,6 @@ const ID = {
 // Toolchains and caches
 // ---------------------------------------------------------------------------------------------
 
-interface Toolchain {
-  ok: boolean;
-  /** Why it is missing and what to install. */
-  reason: string;
-  bin: string;
-  version: string;
-}
-
-/** Whether other users can run (or, for a directory, enter) `path` and every directory above it. */
-function reachableByOthers(path: string): boolean {
-  try {
-    const real = realpathSync(path);
-    if ((statSync(real).mode & 0o001) === 0) return false;
-    for (let dir = dirname(real); ; dir = dirname(dir)) {
-      if ((statSync(dir).mode & 0o001) === 0) return false;
-      if (dir === dirname(dir)) return true;
-    }
-  } catch {
-    return false;
-  }
-}
-
-function detectGo(): Toolchain {
-  const onPath = (process.env['PATH'] ?? '').split(':').some((dir) => dir !== '' && existsSync(join(dir, 'go')));
-  const bin = process.env['SNA_INTEROP_GO'] ?? (onPath || !existsSync('/usr/local/go/bin/go') ? 'go' : '/usr/local/go/bin/go');
-  try {
-    const version = execFileSync(bin, ['env', 'GOVERSION'], { encoding: 'utf8', timeout: 20_000 }).trim();
-    const [major, minor] = (/^go(\d+)\.(\d+)/.exec(version) ?? []).slice(1).map(Number);
-    if (major === undefined || minor === undefined || major < 1 || (major === 1 && minor < 24)) {
-      return { ok: false, reason: `go-spiffe needs Go >= 1.24, found ${version}: install a newer Go`, bin, version };
-    }
-    return { ok: true, reason: '', bin, version };
-  } catch (err) {
-    return { ok: false, reason: `no Go toolchain (${(err as Error).message.split('\n')[0]}): install Go >= 1.24 and put \`go\` on PATH (or set SNA_INTEROP_GO)`, bin, version: '' };
-  }
-}
-
 /** A Python 3 with venv whose interpreter and stdlib other uids can run. */
 function detectPython(): Toolchain {
   const candidates = [process.env['SNA_INTEROP_PYTHON'], 'python3', '/usr/bin/python3'].filter((c): c is string => c !== undefined);
@@ -147,76 +110,6 @@ function detectPython(): Toolchain {
 
 const GO = detectGo();
 const PY = detectPython();
-
-/** Where builds are cached: node_modules/.cache/sna-interop when other uids can reach it. */
-function cacheRoot(): string {
-  const preferred = join(REPO, 'node_modules', '.cache', 'sna-interop');
-  const base = join(REPO, 'node_modules');
-  if (existsSync(base) && reachableByOthers(base)) return preferred;
-  return join(tmpdir(), `sna-interop-cache-${process.getuid?.() ?? 0}`);
-}
-
-function hashOf(parts: (string | Buffer)[]): string {
-  const h = createHash('sha256');
-  for (const p of parts) h.update(p).update('\0');
-  return h.digest('hex').slice(0, 16);
-}
-
-/** Removes older builds of the same kind (`go-*` or `py-*`) next to `keep`. */
-async function pruneSiblings(keep: string): Promise<void> {
-  const prefix = basename(keep).split('-')[0] + '-';
-  for (const name of await readdir(dirname(keep)).catch(() => [] as string[])) {
-    if (name.startsWith(prefix) && name !== basename(keep)) await rm(join(dirname(keep), name), { recursive: true, force: true });
-  }
-}
-
-async function mkdirShared(dir: string): Promise<void> {
-  await mkdir(dir, { recursive: true });
-  await chmod(dir, 0o755);
-}
-
-function timed<T>(label: string, fn: () => Promise<T>): Promise<T> {
-  const started = Date.now();
-  return fn().then((v) => {
-    console.log(`[interop] ${label} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
-    return v;
-  });
-}
-
-/** Builds the Go program once per (go.mod, go.sum, main.go, Go version); returns the binary. */
-async function buildGo(): Promise<string> {
-  if (!GO.ok) throw new Error(GO.reason);
-  const inputs = ['go.mod', 'go.sum', 'main.go'].map((f) => readFileSync(join(GO_DIR, f)));
-  const dir = join(cacheRoot(), `go-${hashOf([GO.version, ...inputs])}`);
-  const bin = join(dir, 'interop');
-  if (existsSync(bin)) {
-    console.log(`[interop] go-spiffe program cached: ${bin}`);
-    return bin;
-  }
-  await mkdirShared(dir);
-  const env: NodeJS.ProcessEnv = { ...process.env, GOFLAGS: '-mod=readonly -buildvcs=false', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' };
-  if (env['HOME'] === undefined && env['GOCACHE'] === undefined) {
-    // Go keeps its caches under $HOME; without one, keep them next to the binary cache.
-    env['GOCACHE'] = join(cacheRoot(), 'gocache');
-    env['GOPATH'] = join(cacheRoot(), 'gopath');
-    env['GOFLAGS'] += ' -modcacherw';
-  }
-  const run = async (args: string[]): Promise<void> => {
-    try {
-      await execFileAsync(GO.bin, args, { cwd: GO_DIR, env, timeout: 600_000, maxBuffer: 16 << 20 });
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new Error(`go ${args.join(' ')} failed: ${e.stderr ?? e.message}`);
-    }
-  };
-  await timed('go mod download', () => run(['mod', 'download']));
-  const tmp = `${bin}.tmp-${process.pid}`;
-  await timed(`go build (${GO.version})`, () => run(['build', '-o', tmp, '.']));
-  await chmod(tmp, 0o755);
-  await rename(tmp, bin);
-  await pruneSiblings(dir);
-  return bin;
-}
 
 /** Creates the virtualenv once per (requirements.txt, interpreter); returns its python. */
 async function buildVenv(): Promise<string> {
@@ -386,7 +279,7 @@ const entryIds: Record<string, string> = {};
 let bRootFingerprints: string[] = [];
 let bJwtKids: string[] = [];
 
-const goBuild = IS_ROOT || IN_CI ? settle(buildGo()) : settle(Promise.reject(new Error('not root')));
+const goBuild = IS_ROOT || IN_CI ? settle(buildGo(GO)) : settle(Promise.reject(new Error('not root')));
 const pyBuild = IS_ROOT || IN_CI ? settle(buildVenv()) : settle(Promise.reject(new Error('not root')));
 
 async function createEntry(server: ServerHandle, ...args: string[]): Promise<string> {
