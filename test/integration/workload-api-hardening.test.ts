@@ -1,9 +1,10 @@
 /**
  * What any local process can do to the Workload API socket (mode 0777) before it is
  * identified, and what one caller may hold: the connection gate (frame sizes, junk, the
- * first-request deadline, the byte bound), the per-caller limits (per process, per pod with
- * real pod-shaped cgroups, calls per caller), and a live caller at the agent's open-files
- * limit. Real Unix sockets, real processes, real cgroups (as root).
+ * first-request deadline, the byte bound), HTTP/2 errors after it (a close the grpc-go way is
+ * not an error; junk that cuts calls is, rate-limited), the per-caller limits (per process,
+ * per pod with real pod-shaped cgroups, calls per caller), and a live caller at the agent's
+ * open-files limit. Real Unix sockets, real processes, real cgroups (as root).
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -12,8 +13,11 @@ import { once } from 'node:events';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { pino, type Logger } from 'pino';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { Code } from '../../src/common/errors.ts';
+import { ManualClock, type Clock } from '../../src/common/clock.ts';
 import { NOOP_WORKLOAD_API_METRICS, type WorkloadApiMetrics } from '../../src/agent/workload-api/metrics.ts';
 import { HpackEncoder } from '../../src/agent/workload-api/hpack.ts';
 import { CONNECTION_PREFACE, FrameFlag, FrameType, Http2ErrorCode } from '../../src/agent/workload-api/http2-frames.ts';
@@ -124,7 +128,7 @@ let counts: Map<string, number>;
 const clients: WorkloadApiClient[] = [];
 const children = new Set<ChildProcess>();
 
-async function start(extra: { limits?: CallerLimits; firstRequestDeadlineMs?: number } = {}): Promise<void> {
+async function start(extra: { limits?: CallerLimits; firstRequestDeadlineMs?: number; logger?: Logger; clock?: Clock } = {}): Promise<void> {
   const source = new FakeIdentitySource(snapshot('example.org'));
   source.setIdentities(SELF, [identity('entry-self')]);
   const counting = countingMetrics();
@@ -230,6 +234,66 @@ describe('the connection gate', () => {
     expect(res.svids.map((s) => s.spiffe_id)).toEqual(['spiffe://example.org/entry-self']);
     await Promise.all(attackers.map((a) => a.closed));
     expect(counts.get('gate:frame_too_large')).toBe(32);
+  });
+});
+
+describe('HTTP/2 errors after the handoff', () => {
+  const DATA = 0x0;
+  const RST_STREAM = 0x3;
+  const CANCEL = 0x8;
+  let lines: Array<Record<string, unknown>>;
+  let clock: ManualClock;
+
+  beforeEach(async () => {
+    lines = [];
+    clock = new ManualClock();
+    const destination = new Writable({
+      write(chunk: Buffer, _encoding, callback) {
+        for (const line of chunk.toString().split('\n')) if (line !== '') lines.push(JSON.parse(line) as Record<string, unknown>);
+        callback();
+      },
+    });
+    await start({ logger: pino({ level: 'debug', base: undefined, timestamp: false }, destination), clock });
+  });
+
+  /** The log lines about connections (not calls). */
+  const connectionLines = (): Array<Record<string, unknown>> => lines.filter((l) => String(l['msg']).startsWith('workload connection'));
+
+  /** A raw connection with FetchX509SVID open on stream 1 and its first response received. */
+  async function openCall(): Promise<RawPeer> {
+    const peer = await rawConnect(api.socketPath);
+    const request = frame(DATA, FrameFlag.END_STREAM, 1, Buffer.alloc(5)); // one empty message
+    peer.socket.write(Buffer.concat([CONNECTION_PREFACE, SETTINGS, SETTINGS_ACK, frame(FrameType.HEADERS, FrameFlag.END_HEADERS, 1, fetchX509HeaderBlock()), request]));
+    await expect.poll(() => hasFrame(peer.received(), DATA, 1), { timeout: 5_000 }).toBe(true);
+    return peer;
+  }
+
+  it('a client that cancels its call and closes with a GOAWAY naming its own last stream (as grpc-go does) is not logged as an error', async () => {
+    const peer = await openCall();
+    const goaway = Buffer.alloc(8);
+    goaway.writeUInt32BE(1, 0); // last stream ID: the client's own stream 1 (nghttp2 rejects it)
+    peer.socket.end(Buffer.concat([frame(RST_STREAM, 0, 1, Buffer.from([0, 0, 0, CANCEL])), frame(FrameType.GOAWAY, 0, 0, goaway)]));
+    await peer.closed;
+    await expect
+      .poll(connectionLines)
+      .toEqual([{ level: 20, caller_pid: process.pid, http2_error: 'Protocol error', msg: 'workload connection ended with no call open' }]);
+  });
+
+  it('a protocol violation in the middle of a call is a workload connection error at info, once per caller per 10 s', async () => {
+    const violate = async (): Promise<void> => {
+      const peer = await openCall();
+      peer.socket.write(frame(DATA, 0, 0, Buffer.alloc(4))); // DATA on stream 0: a connection error
+      await peer.closed;
+      // The agent's socket closes after its session has reported the failure.
+      await expect.poll(() => api.server.connectionCount()).toBe(0);
+    };
+    const line = { level: 30, caller_pid: process.pid, error: 'Protocol error', calls_cut: 1, msg: 'workload connection error' };
+    await violate();
+    await expect.poll(connectionLines).toEqual([line]);
+    await violate();
+    clock.advance(10_000);
+    await violate();
+    await expect.poll(connectionLines).toEqual([line, { ...line, suppressed_since_last: 1 }]);
   });
 });
 

@@ -38,6 +38,8 @@ export const DEFAULT_STREAM_RESET_LIMIT: StreamResetLimit = Object.freeze({ burs
 export interface LimitedInjector {
   readonly injector: ReturnType<Server['createConnectionInjector']>;
   readonly limitApplied: boolean;
+  /** The HTTP/2 server grpc-js created (undefined when the limit was not applied). */
+  readonly http2Server: Http2.Http2Server | undefined;
 }
 
 type CreateServer = (options?: Http2.ServerOptions, ...rest: unknown[]) => Http2.Http2Server;
@@ -48,20 +50,20 @@ const http2Exports = createRequire(import.meta.url)('node:http2') as typeof Http
 /** Creates an insecure connection injector whose HTTP/2 sessions use `limit` for RST_STREAM. */
 export function createLimitedInjector(server: Server, limit: StreamResetLimit = DEFAULT_STREAM_RESET_LIMIT): LimitedInjector {
   const original = Reflect.get(http2Exports, 'createServer') as CreateServer;
-  let limitApplied = false;
+  let http2Server: Http2.Http2Server | undefined;
   const wrapped: CreateServer = (options, ...rest) => {
-    limitApplied = true;
     const withLimit: Http2.ServerOptions = {
       ...options,
       streamResetBurst: limit.burst,
       streamResetRate: limit.ratePerSecond,
     };
-    return original.call(http2Exports, withLimit, ...rest);
+    http2Server = original.call(http2Exports, withLimit, ...rest);
+    return http2Server;
   };
   Reflect.set(http2Exports, 'createServer', wrapped);
   try {
     const injector = server.createConnectionInjector(ServerCredentials.createInsecure());
-    return { injector, limitApplied };
+    return { injector, limitApplied: http2Server !== undefined, http2Server };
   } finally {
     Reflect.set(http2Exports, 'createServer', original);
   }

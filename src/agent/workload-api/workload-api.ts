@@ -29,6 +29,7 @@ import { assertLibcAvailable } from './libc.ts';
 import type { WorkloadApiMetrics } from './metrics.ts';
 import { PeerTracker } from './peer-tracker.ts';
 import { createWorkloadApiHandlers, workloadApiServiceDefinition } from './service.ts';
+import { isSessionFailure, watchSessionFailures } from './session-failures.ts';
 import { listenOnSocket, prepareSocketPath, removeSocketFile } from './socket-file.ts';
 import { StreamRegistry } from './stream-session.ts';
 
@@ -162,9 +163,12 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   grpcServer.addService(HealthService, createHealthHandlers(opts.source));
 
   const resetLimit = opts.streamResetLimit ?? DEFAULT_STREAM_RESET_LIMIT;
-  const { injector, limitApplied } = createLimitedInjector(grpcServer, resetLimit);
+  const { injector, limitApplied, http2Server } = createLimitedInjector(grpcServer, resetLimit);
   if (!limitApplied) {
     logger.error('grpc-js did not create its HTTP/2 server through http2.createServer: connections will be closed after ~1000 cancelled streams (grpc-node#2872)');
+  }
+  if (http2Server !== undefined) {
+    watchSessionFailures(http2Server, { logger, clock: opts.clock ?? systemClock, pidOf: (key) => tracker.pidOf(key) });
   }
 
   const sockets = new Set<Socket>();
@@ -179,7 +183,11 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     metrics?.connectionsAccepted.inc();
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
-    socket.on('error', (err) => logger.debug({ error: err.message }, 'workload connection error'));
+    socket.on('error', (err) => {
+      // A session failure is logged by watchSessionFailures, which knows whether it cut calls.
+      if (http2Server !== undefined && isSessionFailure(err)) return;
+      logger.debug({ error: err.message }, 'workload connection error');
+    });
     gateConnection(socket, (connection) => injector.injectConnection(connection), {
       logger,
       firstRequestDeadlineMs: opts.firstRequestDeadlineMs,
