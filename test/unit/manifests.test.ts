@@ -81,6 +81,30 @@ function all(kind: string): Obj[] {
   return RESOURCES.filter((d) => d.obj['kind'] === kind).map((d) => d.obj);
 }
 
+/**
+ * What `kubectl apply -k <dir>` applies: the documents of the kustomization's resources,
+ * directories followed recursively, under kustomize's load rules (a file must be in or below
+ * the kustomization's directory; a directory must not contain it, or kustomize reports a
+ * cycle). Transformers (`images:`) are not applied.
+ */
+function rendered(dir: string): Obj[] {
+  const root = join(REPO, dir);
+  const k = DOCS.find((d) => d.file === relative(REPO, join(root, 'kustomization.yaml')) && isKustomization(d));
+  if (k === undefined) throw new Error(`${dir}: no kustomization.yaml`);
+  return arr<string>(k.obj['resources']).flatMap((r) => {
+    const target = join(root, r);
+    if (statSync(target).isDirectory()) {
+      if (`${root}/`.startsWith(`${target}/`)) throw new Error(`${dir}: resource ${r} contains the kustomization (kustomize: cycle detected)`);
+      return rendered(relative(REPO, target));
+    }
+    if (!target.startsWith(`${root}/`)) throw new Error(`${dir}: file ${r} is outside the kustomization's directory (kustomize refuses it)`);
+    return RESOURCES.filter((d) => d.file === relative(REPO, target)).map((d) => d.obj);
+  });
+}
+
+/** `Kind namespace/name` of each object, for exact comparisons. */
+const ids = (objs: Obj[]): string[] => objs.map((o) => `${str(o['kind'])} ${str(at(o, 'metadata', 'namespace'))}/${str(at(o, 'metadata', 'name'))}`);
+
 /* ----------------------------------------------------------------------------------------
  * Schema validation
  * -------------------------------------------------------------------------------------- */
@@ -326,7 +350,15 @@ describe('manifests: parsing and schemas', () => {
   it('kustomizations list every manifest of their directory, and only existing files', () => {
     const kustomizations = DOCS.filter(isKustomization);
     expect(kustomizations.map((k) => k.file).sort()).toEqual(
-      ['manifests/kustomization.yaml', 'manifests/agent/kustomization.yaml', 'manifests/server/kustomization.yaml', 'manifests/csi/kustomization.yaml', 'manifests/examples/kustomization.yaml'].sort(),
+      [
+        'manifests/kustomization.yaml',
+        'manifests/agent/kustomization.yaml',
+        'manifests/server/kustomization.yaml',
+        'manifests/csi/kustomization.yaml',
+        'manifests/examples/kustomization.yaml',
+        'manifests/examples/namespace/kustomization.yaml',
+        'manifests/examples/csi/kustomization.yaml',
+      ].sort(),
     );
     for (const k of kustomizations) {
       expect(k.obj['apiVersion']).toBe('kustomize.config.k8s.io/v1beta1');
@@ -339,6 +371,22 @@ describe('manifests: parsing and schemas', () => {
     }
     const top = DOCS.find((d) => d.file === 'manifests/kustomization.yaml') as Doc;
     expect(arr<string>(top.obj['resources'])).toContain('agent');
+  });
+
+  it('kubectl apply -k manifests/examples applies the hostPath workload and no CSI volume (a cluster without the driver runs it)', () => {
+    const objs = rendered('manifests/examples');
+    expect(ids(objs)).toEqual(['Namespace /spiffe-demo', 'ServiceAccount spiffe-demo/example-workload', 'Deployment spiffe-demo/example-workload']);
+    expect(objs.flatMap((o) => arr(podSpec(o)['volumes'])).filter((v) => v['csi'] !== undefined)).toEqual([]);
+  });
+
+  it('the CSI example applies on its own (its namespace and ServiceAccount included), from manifests/examples/csi', () => {
+    const objs = rendered('manifests/examples/csi');
+    expect(ids(objs)).toEqual(['Namespace /spiffe-demo', 'ServiceAccount spiffe-demo/example-workload', 'Deployment spiffe-demo/example-workload-csi']);
+    expect(arr(podSpec(objs[2] as Obj)['volumes']).map((v) => v['csi'])).toEqual([{ driver: 'csi.spiffe.io', readOnly: true }]);
+  });
+
+  it('every kustomization renders under kustomize\'s load rules', () => {
+    for (const k of DOCS.filter(isKustomization)) expect(() => rendered(dirname(k.file))).not.toThrow();
   });
 });
 
@@ -565,6 +613,9 @@ describe('manifests: the server', () => {
     const data = mounts(SERVER).find((m) => m['mountPath'] === server.dataDir);
     const claims = arr(at(SERVER_STS, 'spec', 'volumeClaimTemplates')).map((c) => at(c, 'metadata', 'name'));
     expect(claims).toContain(data?.['name']);
+    // No storageClassName: the claim takes the cluster's default StorageClass, a requirement
+    // manifests/README.md states (with what to do on clusters without one).
+    expect(arr(at(SERVER_STS, 'spec', 'volumeClaimTemplates')).map((c) => at(c, 'spec', 'storageClassName'))).toEqual([undefined]);
     expect(server.datastorePath.startsWith(`${server.dataDir}/`)).toBe(true);
     const admin = mountAt(SERVER_POD, SERVER, dirname(server.socketPath));
     expect(admin.volume['emptyDir']).toBeDefined();
