@@ -12,6 +12,7 @@ export type SyscallResult<T> = { ok: true; value: T } | { ok: false; errno: numb
 /** errno values we branch on (Linux, all architectures Node supports). */
 export const Errno = {
   ESRCH: 3,
+  EINTR: 4,
   EBADF: 9,
   EINVAL: 22,
   ENOSYS: 38,
@@ -116,12 +117,32 @@ export function pidfdOpen(pid: number): SyscallResult<number> {
   return { ok: true, value: rc };
 }
 
+/** Tries of a call interrupted by a signal (EINTR) before its failure is returned. */
+export const EINTR_TRIES = 16;
+
+/**
+ * Calls `attempt` again while it fails with EINTR, at most {@link EINTR_TRIES} times in all.
+ * Why: poll() is never restarted after a signal handler (signal(7)), and even with a zero
+ * timeout Linux fails it with EINTR when no descriptor is ready and a signal is pending (any
+ * signal the process handles: SIGCHLD from a child, SIGPROF while profiling…). A process
+ * that is alive is exactly the "not ready" case, so callers saw spurious failures.
+ */
+export function retryOnEintr<T>(attempt: () => SyscallResult<T>): SyscallResult<T> {
+  let result = attempt();
+  for (let tries = 1; !result.ok && result.errno === Errno.EINTR && tries < EINTR_TRIES; tries++) result = attempt();
+  return result;
+}
+
 /**
  * Whether the process behind a pidfd has exited: a pidfd polls readable once its process
  * terminates (zombie or reaped), and it keeps referring to that process even if the PID is
  * reused, so "not readable" proves the original caller still runs.
  */
 export function pidfdExited(pidfd: number): SyscallResult<boolean> {
+  return retryOnEintr(() => pollPidfd(pidfd));
+}
+
+function pollPidfd(pidfd: number): SyscallResult<boolean> {
   const pollfd = Buffer.alloc(8);
   pollfd.writeInt32LE(pidfd, 0);
   pollfd.writeInt16LE(POLLIN, 4);
