@@ -78,6 +78,11 @@ describe('StreamSession', () => {
     expect(cleanups).toBe(1);
     expect(registry.size).toBe(0);
     expect(session.signal.aborted).toBe(true);
+    // One shared reason, not a DOMException (with its stack) per stream.
+    expect(session.signal.reason).toEqual(new ApiError(Code.CANCELLED, 'workload api: the stream has ended'));
+    const other = open();
+    other.call.emit('cancelled');
+    expect(other.session.signal.reason).toBe(session.signal.reason);
   });
 
   it('treats a client cancel as the end (no status written) and stops sending', () => {
