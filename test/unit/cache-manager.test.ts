@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { ManualClock } from '../../src/common/clock.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { openCertificateAuthority, type CertificateAuthority } from '../../src/server/ca/index.ts';
-import { CacheManager, type WorkloadSvidMinter } from '../../src/agent/manager/cache-manager.ts';
+import { CacheManager, MINT_PUSH_INTERVAL_MS, type WorkloadSvidMinter } from '../../src/agent/manager/cache-manager.ts';
 import type { CachedEntry } from '../../src/agent/manager/entries.ts';
 import type { CacheManagerMetrics } from '../../src/agent/manager/metrics.ts';
 import type { WorkloadState } from '../../src/agent/manager/workload-state.ts';
@@ -168,6 +168,46 @@ describe('CacheManager', () => {
     await m.mintDue();
     sync(m, []);
     expect(states.map((s) => s.identities.map((i) => i.entryId))).toEqual([['a'], ['a', 'b'], []]);
+  });
+
+  it.each([
+    { name: 'a quick run: one push at its end', msPerBatch: 0, pushes: [7] },
+    { name: 'a slow run: every MINT_PUSH_INTERVAL_MS, then at its end', msPerBatch: MINT_PUSH_INTERVAL_MS / 2, pushes: [5, 7] },
+    { name: 'batches slower than the interval: after each of them', msPerBatch: MINT_PUSH_INTERVAL_MS, pushes: [3, 5, 7] },
+  ])('pushes what a multi-batch mint run stores for $name', async ({ msPerBatch, pushes }) => {
+    const m = manager();
+    sync(m, [entry('e0', '/e0', ['unix:uid:1'])]);
+    await m.mintDue();
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    const slow = minter.batchNewX509Svid.bind(minter);
+    minter.batchNewX509Svid = async (params) => {
+      clock.advance(msPerBatch);
+      return slow(params);
+    };
+    // Six new entries for the same workload: three batches of two.
+    sync(m, Array.from({ length: 7 }, (_, i) => entry(`e${i}`, `/e${i}`, ['unix:uid:1'])));
+    await m.mintDue();
+    expect(calls.batches).toEqual([1, 2, 2, 2]);
+    // Identities in each push after the first state (the sync itself changes nothing served).
+    expect(states.slice(1).map((s) => s.identities.length)).toEqual(pushes);
+  });
+
+  it('pushes what a failed mint run stored before the failure', async () => {
+    const m = manager();
+    sync(m, [entry('e0', '/e0', ['unix:uid:1'])]);
+    await m.mintDue();
+    const { states } = collect(m, sel('unix:uid:1'));
+    await flush();
+    const real = minter.batchNewX509Svid.bind(minter);
+    let n = 0;
+    minter.batchNewX509Svid = async (params) => {
+      if (++n === 2) throw new ApiError(Code.UNAVAILABLE, 'server down');
+      return real(params);
+    };
+    sync(m, Array.from({ length: 5 }, (_, i) => entry(`e${i}`, `/e${i}`, ['unix:uid:1'])));
+    await m.mintDue();
+    expect(states.map((s) => s.identities.length)).toEqual([1, 3]);
   });
 
   it('re-mints an entry whose revision changed', async () => {
