@@ -9,7 +9,8 @@
  * Needs root (containerd, the kubelet, /etc/hosts, sysctls), Go on PATH, apt for containerd
  * and runc when they are missing. Env: E2E_ROOT (work dir, default $TMPDIR/spiffe-node-agent-e2e:
  * pki, logs — kept after the run — images, run state), E2E_KEEP=1 (leave the cluster up;
- * KUBECONFIG=$E2E_ROOT/pki/admin.kubeconfig), XDG_CACHE_HOME / K8S_BIN_DIR (see
+ * KUBECONFIG=$E2E_ROOT/pki/admin.kubeconfig), E2E_SOURCE=HEAD (build the product image from the
+ * last commit instead of the working tree), XDG_CACHE_HOME / K8S_BIN_DIR (see
  * support/k8s-build.ts), extra arguments are passed to vitest (e.g. `-t name`).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -82,10 +83,14 @@ async function main(): Promise<number> {
       await cluster.down();
     }
     ensureHostPackages();
-    const [bins, images] = await Promise.all([
+    const [binsResult, imagesResult] = await Promise.allSettled([
       ensureK8sBinaries({ log }).then((b) => (log(b.built ? `k8s binaries built in ${((b.buildMs ?? 0) / 1000).toFixed(0)} s` : `k8s binaries reused from ${b.dir}`), b)),
-      buildImages(join(root, 'images'), log),
+      buildImages(join(root, 'images'), log, process.env['E2E_SOURCE'] === 'HEAD' ? 'HEAD' : 'worktree'),
     ]);
+    if (binsResult.status === 'rejected') throw binsResult.reason;
+    if (imagesResult.status === 'rejected') throw imagesResult.reason;
+    const bins = binsResult.value;
+    const images = imagesResult.value;
     const up = new Cluster({ root, state, bin: bins.dir }, log);
     const upStart = Date.now();
     await up.up([images.pause, images.product, images.workload]);

@@ -13,8 +13,10 @@
  *  - root without CAP_SYS_RESOURCE: runc fails every sandbox ("nsexec: failed to update
  *    /proc/self/oom_score_adj: Permission denied") unless containerd restricts oom_score_adj;
  *  - the apiserver dials the kubelet by node name (exec, logs): "127.0.0.1 <node>" in /etc/hosts;
- *  - no pod network: a loopback-only CNI config, only hostNetwork pods run; the kubelet's
- *    --node-ip is 127.0.0.1 so probes and pod IPs are loopback.
+ *  - no pod network: a loopback-only CNI config, only hostNetwork pods run. The kubelet
+ *    refuses a loopback node IP ("failed to validate nodeIP: nodeIP can't be loopback
+ *    address"), so the node's InternalIP (and a hostNetwork pod's IP) is the host's address:
+ *    the overlays point probes at 127.0.0.1 and the apiserver reaches the kubelet by name.
  */
 import { spawn, execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, closeSync, rmdirSync, readlinkSync, unlinkSync } from 'node:fs';
@@ -45,6 +47,8 @@ interface State {
   sysctls?: Record<string, string>;
   iptablesChains?: string[];
   createdHostPaths?: string[];
+  /** kubepods cgroup directories that existed before `up` (left alone by `down`). */
+  cgroupsBefore?: string[];
   hostsLine?: boolean;
 }
 
@@ -118,7 +122,8 @@ export class Cluster {
     for (const k of SYSCTLS) sysctls[k] = (await exec('sysctl', ['-n', k])).trim();
     const iptablesChains = await iptablesChainList();
     const createdHostPaths = HOST_PATHS.filter((p) => !existsSync(p));
-    this.update((s) => Object.assign(s, { sysctls, iptablesChains, createdHostPaths }));
+    const cgroupsBefore = kubepodsCgroups();
+    this.update((s) => Object.assign(s, { sysctls, iptablesChains, createdHostPaths, cgroupsBefore }));
 
     // The apiserver reaches the kubelet (exec, logs) by node name.
     const hosts = readFileSync('/etc/hosts', 'utf8');
@@ -148,6 +153,8 @@ export class Cluster {
       '--allow-privileged=true', '--service-cluster-ip-range=10.0.0.0/24',
       `--kubelet-client-certificate=${p('apiserver-kubelet-client.crt')}`, `--kubelet-client-key=${p('apiserver-kubelet-client.key')}`,
       `--kubelet-certificate-authority=${p('ca.crt')}`,
+      // By name only (node1 is 127.0.0.1 in /etc/hosts): never the node's InternalIP.
+      '--kubelet-preferred-address-types=Hostname',
       `--requestheader-client-ca-file=${p('front-proxy-ca.crt')}`, '--requestheader-allowed-names=front-proxy-client',
       '--requestheader-username-headers=X-Remote-User', '--requestheader-group-headers=X-Remote-Group',
       '--requestheader-extra-headers-prefix=X-Remote-Extra-',
@@ -176,7 +183,7 @@ export class Cluster {
     mkdirSync(join(this.run, 'kubelet'), { recursive: true });
     this.start('kubelet', b('kubelet'), [
       `--config=${join(this.conf, 'kubelet.yaml')}`, `--kubeconfig=${kc('kubelet')}`,
-      `--hostname-override=${NODE_NAME}`, '--node-ip=127.0.0.1', `--root-dir=${join(this.run, 'kubelet')}`, '--v=1',
+      `--hostname-override=${NODE_NAME}`, `--root-dir=${join(this.run, 'kubelet')}`, '--v=1',
     ]);
     await this.waitFor(`node ${NODE_NAME} Ready`, 180, async () =>
       (await this.kubectl(['get', 'node', NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'])).trim() === 'True');
@@ -219,7 +226,7 @@ export class Cluster {
       .sort()
       .reverse();
     for (const m of mounts) await exec('umount', ['-l', m]).catch((err: Error) => this.log(`down: umount ${m}: ${err.message}`));
-    removeCgroupTrees(this.log);
+    if (s.cgroupsBefore !== undefined) removeCgroups(new Set(s.cgroupsBefore), this.log);
     if (s.sysctls !== undefined) {
       for (const [k, v] of Object.entries(s.sysctls)) {
         if ((await exec('sysctl', ['-n', k]).catch(() => v)).trim() !== v) await exec('sysctl', ['-q', '-w', `${k}=${v}`]).catch((err: Error) => this.log(`down: sysctl ${k}: ${err.message}`));
@@ -505,28 +512,35 @@ async function removeNewIptablesChains(before: string[], log: Log): Promise<void
   }
 }
 
-/** The kubelet's kubepods cgroup trees (cgroupfs driver), deepest first. */
-function removeCgroupTrees(log: Log): void {
-  const roots: string[] = [];
+/** The directories of the kubelet's kubepods cgroup trees (cgroupfs driver), deepest first. */
+function kubepodsCgroups(): string[] {
+  const roots: string[] = ['/sys/fs/cgroup/kubepods'];
   try {
     for (const c of readdirSync('/sys/fs/cgroup')) roots.push(join('/sys/fs/cgroup', c, 'kubepods'));
   } catch {
-    return;
+    return [];
   }
-  roots.push('/sys/fs/cgroup/kubepods');
-  const rmTree = (d: string): void => {
-    let entries: string[] = [];
+  const out: string[] = [];
+  const walk = (d: string): void => {
     try {
-      entries = readdirSync(d, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(d, e.name));
+      for (const e of readdirSync(d, { withFileTypes: true })) if (e.isDirectory()) walk(join(d, e.name));
     } catch {
       return;
     }
-    for (const e of entries) rmTree(e);
+    out.push(d);
+  };
+  for (const r of roots) if (existsSync(r)) walk(r);
+  return out;
+}
+
+/** Removes the (empty) kubepods cgroups this run created, deepest first. */
+function removeCgroups(before: Set<string>, log: Log): void {
+  for (const d of kubepodsCgroups()) {
+    if (before.has(d)) continue;
     try {
       rmdirSync(d);
     } catch (err) {
       log(`down: rmdir ${d}: ${(err as Error).message}`);
     }
-  };
-  for (const r of roots) if (existsSync(r)) rmTree(r);
+  }
 }

@@ -109,7 +109,7 @@ function baseRootfs(rootfs: string): void {
 }
 
 /** Replays the Dockerfile's stages; returns the final stage's root and its image config. */
-async function replayDockerfile(work: string, log: (l: string) => void): Promise<{ finalRoot: string; config: ImageConfig }> {
+async function replayDockerfile(work: string, context: string, log: (l: string) => void): Promise<{ finalRoot: string; config: ImageConfig }> {
   const stages = readDockerfile();
   const ignored = readDockerignore();
   const roots = new Map<string, string>();
@@ -136,14 +136,14 @@ async function replayDockerfile(work: string, log: (l: string) => void): Promise
           for (const source of sources) {
             const fromRoot = from === undefined ? undefined : roots.get(from);
             if (from !== undefined && fromRoot === undefined) throw new Error(`Dockerfile line ${ins.line}: COPY --from=${from}: no earlier stage of that name`);
-            const sourcePath = fromRoot === undefined ? join(REPO, source) : join(fromRoot, source);
+            const sourcePath = fromRoot === undefined ? join(context, source) : join(fromRoot, source);
             const isDir = statSync(sourcePath).isDirectory();
             const target = isDir || !intoDir ? destPath : join(destPath, basename(source));
             mkdirSync(isDir ? target : dirname(target), { recursive: true });
             cpSync(sourcePath, target, {
               recursive: true,
               verbatimSymlinks: true,
-              filter: from === undefined ? (s) => !ignored(relative(REPO, s).split('\\').join('/')) : undefined,
+              filter: from === undefined ? (s) => !ignored(relative(context, s).split('\\').join('/')) : undefined,
             });
           }
           break;
@@ -237,14 +237,25 @@ async function goBuild(src: string, out: string): Promise<void> {
   await run(process.env['GO'] ?? 'go', ['build', '-trimpath', '-ldflags', '-s -w', '-o', out, '.'], src, { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' });
 }
 
-/** Builds the three images into `dir` (replacing earlier ones). */
-export async function buildImages(dir: string, log: (l: string) => void): Promise<BuiltImages> {
+/**
+ * Builds the three images into `dir` (replacing earlier ones). The build context is the
+ * working tree, or with `source: 'HEAD'` the last commit (`git archive`), which leaves other
+ * people's uncommitted edits out.
+ */
+export async function buildImages(dir: string, log: (l: string) => void, source: 'worktree' | 'HEAD' = 'worktree'): Promise<BuiltImages> {
   mkdirSync(dir, { recursive: true });
   const work = mkdtempSync(join(dir, 'work-'));
   chmodSync(work, 0o755);
   try {
     const t0 = Date.now();
-    const { finalRoot, config } = await replayDockerfile(work, log);
+    let context = REPO;
+    if (source === 'HEAD') {
+      context = join(work, 'context');
+      mkdirSync(context);
+      await run('sh', ['-c', `git -C "${REPO}" archive HEAD | tar -x -C "${context}"`], REPO);
+      log(`images: build context is HEAD (${(await run('git', ['rev-parse', '--short', 'HEAD'], REPO)).trim()})`);
+    }
+    const { finalRoot, config } = await replayDockerfile(work, context, log);
     await addLibraries(finalRoot);
     const product = join(dir, 'product.tar');
     await writeDockerArchive(PRODUCT_IMAGE, finalRoot, config, product);
