@@ -319,10 +319,19 @@ export class AgentLifecycle {
 
   async #sync(): Promise<void> {
     const manager = this.#o.manager;
-    const cached = new Map([...manager.entries].map(([id, e]) => [id, { revisionNumber: e.revisionNumber, createdAt: e.createdAt, entry: e.raw }]));
-    const raw = await this.#o.api.authorizedEntries(cached);
-    const entries: CachedEntry[] = [];
-    for (const e of raw) {
+    const cached = manager.entries;
+    const synced = await this.#o.api.authorizedEntries<CachedEntry>(
+      new Map([...cached].map(([id, e]) => [id, { revisionNumber: e.revisionNumber, createdAt: e.createdAt, entry: e }])),
+    );
+    // Unchanged entries keep their objects (every sync used to rebuild all of them: garbage
+    // and CPU in proportion to the entry count, every sync interval).
+    const entries: CachedEntry[] = synced.unchanged;
+    for (const e of synced.fetched) {
+      const have = cached.get(e.id);
+      if (have !== undefined && have.revisionNumber === e.revision_number && have.createdAt === e.created_at) {
+        entries.push(have);
+        continue;
+      }
       const converted = toCachedEntry(e);
       if (typeof converted === 'string') this.#log.warn({ error: converted }, 'skipping malformed entry');
       else entries.push(converted);

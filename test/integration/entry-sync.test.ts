@@ -101,7 +101,8 @@ describe('SyncAuthorizedEntries', () => {
     entries = [entry(1), entry(2), entry(3)];
     requests.length = 0;
     const got = await syncAuthorizedEntries(client, new Map());
-    expect(ids(got)).toEqual(['entry-001', 'entry-002', 'entry-003']);
+    expect(ids(got.fetched)).toEqual(['entry-001', 'entry-002', 'entry-003']);
+    expect(got.unchanged).toEqual([]);
     expect(requests).toEqual([[]]);
   });
 
@@ -109,22 +110,27 @@ describe('SyncAuthorizedEntries', () => {
     entries = Array.from({ length: 8 }, (_, i) => entry(i));
     requests.length = 0;
     const got = await syncAuthorizedEntries(client, new Map());
-    expect(ids(got)).toEqual(entries.map((e) => e.id));
+    expect(ids(got.fetched)).toEqual(entries.map((e) => e.id));
+    expect(got.unchanged).toEqual([]);
     expect(requests).toEqual([[], ['entry-000', 'entry-001', 'entry-002'], ['entry-003', 'entry-004', 'entry-005'], ['entry-006', 'entry-007']]);
-    expect(got.find((e) => e.id === 'entry-004')?.spiffe_id).toEqual({ trust_domain: 'td', path: '/w4' });
+    expect(got.fetched.find((e) => e.id === 'entry-004')?.spiffe_id).toEqual({ trust_domain: 'td', path: '/w4' });
   });
 
   it('asks only for new or changed entries and drops the ones the server no longer lists', async () => {
     entries = Array.from({ length: 8 }, (_, i) => entry(i));
     const first = await syncAuthorizedEntries(client, new Map());
-    const cached = new Map(first.map((e) => [e.id, { revisionNumber: e.revision_number, createdAt: e.created_at, entry: e }]));
+    // The caller's own objects for cached entries: they come back as they are, never rebuilt.
+    const mine = new Map(first.fetched.map((e) => [e.id, { id: e.id }]));
+    const cached = new Map(first.fetched.map((e) => [e.id, { revisionNumber: e.revision_number, createdAt: e.created_at, entry: mine.get(e.id) as { id: string } }]));
     entries = [...entries.filter((e) => e.id !== 'entry-000'), entry(9)];
     entries[2] = entry(3, 5);
     requests.length = 0;
     const got = await syncAuthorizedEntries(client, cached);
     expect(requests).toEqual([[], ['entry-003', 'entry-009']]);
-    expect(ids(got)).toEqual(entries.map((e) => e.id).sort());
-    expect(got.find((e) => e.id === 'entry-003')?.revision_number).toBe(5);
+    expect(ids(got.fetched)).toEqual(['entry-003', 'entry-009']);
+    expect(got.fetched.find((e) => e.id === 'entry-003')?.revision_number).toBe(5);
+    expect(got.unchanged.map((e) => e.id).sort()).toEqual(['entry-001', 'entry-002', 'entry-004', 'entry-005', 'entry-006', 'entry-007']);
+    for (const e of got.unchanged) expect(e).toBe(mine.get(e.id));
   });
 
   it('refuses a mask that hides revision numbers', async () => {

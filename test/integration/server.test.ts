@@ -174,7 +174,8 @@ describe('authorized entries', () => {
   });
 
   it('SyncAuthorizedEntries returns the same set', async () => {
-    const entries = await syncAuthorizedEntries(agent.clients.entry, new Map());
+    const { fetched: entries, unchanged } = await syncAuthorizedEntries(agent.clients.entry, new Map());
+    expect(unchanged).toEqual([]);
     expect(entries.map((e) => e.id).sort()).toEqual(expected());
     const child = entries.find((e) => e.id === ids.child);
     expect(child?.spiffe_id).toEqual({ trust_domain: TD, path: '/child' });

@@ -20,8 +20,6 @@ export interface CachedEntry {
   readonly revisionNumber: number;
   /** SVIDs of store_svid entries go to an SVID store, never to the Workload API. */
   readonly storeSvid: boolean;
-  /** The entry as the server sent it (reused by the next sync when unchanged). */
-  readonly raw: Entry__Output;
 }
 
 /** Converts a synced entry, or explains why it is malformed (SPIRE skips those too). */
@@ -45,7 +43,6 @@ export function toCachedEntry(e: Entry__Output): CachedEntry | string {
     createdAt: e.created_at,
     revisionNumber: e.revision_number,
     storeSvid: e.store_svid,
-    raw: e,
   };
 }
 

@@ -23,14 +23,26 @@ export const AGENT_ENTRY_MASK: EntryMask = {
   additional_attributes: true,
 };
 
-/** What the caller has cached: revision and creation time by entry ID. */
-export type CachedRevisions = ReadonlyMap<string, { revisionNumber: number; createdAt: number; entry: Entry__Output }>;
+/** What the caller has cached: revision, creation time and its own form of each entry, by entry ID. */
+export type CachedRevisions<T> = ReadonlyMap<string, { readonly revisionNumber: number; readonly createdAt: number; readonly entry: T }>;
+
+/**
+ * The complete authorized entry list: the caller's cached entries the server listed with the
+ * same revision (`unchanged`, the caller's own objects, never rebuilt), and every entry the
+ * server sent in full (`fetched`: new or changed ones, or all of them when the server sent the
+ * whole list in its first response).
+ */
+export interface SyncedEntries<T> {
+  readonly unchanged: T[];
+  readonly fetched: Entry__Output[];
+}
 
 /** Fetches the complete authorized entry list, reusing unchanged cached entries. */
-export function syncAuthorizedEntries(client: EntryClient, cached: CachedRevisions, deadlineMs = 30_000): Promise<Entry__Output[]> {
+export function syncAuthorizedEntries<T>(client: EntryClient, cached: CachedRevisions<T>, deadlineMs = 30_000): Promise<SyncedEntries<T>> {
   return new Promise((resolve, reject) => {
     const stream = client.SyncAuthorizedEntries({ deadline: Date.now() + deadlineMs });
-    const result = new Map<string, Entry__Output>();
+    const fetched = new Map<string, Entry__Output>();
+    const unchanged: T[] = [];
     const revisions: { id: string; revision_number: number; created_at: number }[] = [];
     let phase: 'first' | 'revisions' | 'entries' = 'first';
     let chunks: string[][] = [];
@@ -45,7 +57,7 @@ export function syncAuthorizedEntries(client: EntryClient, cached: CachedRevisio
         return;
       }
       stream.end();
-      resolve([...result.values()]);
+      resolve({ unchanged, fetched: [...fetched.values()] });
     };
     const requestNextChunk = (): void => {
       const next = chunks.shift();
@@ -54,7 +66,7 @@ export function syncAuthorizedEntries(client: EntryClient, cached: CachedRevisio
     };
     stream.on('data', (msg: SyncAuthorizedEntriesResponse__Output) => {
       if (phase === 'first' && msg.entry_revisions.length === 0) {
-        for (const e of msg.entries) result.set(e.id, e);
+        for (const e of msg.entries) fetched.set(e.id, e);
         if (!msg.more) finish();
         return;
       }
@@ -67,7 +79,7 @@ export function syncAuthorizedEntries(client: EntryClient, cached: CachedRevisio
         for (const r of revisions) {
           const have = cached.get(r.id);
           if (have !== undefined && have.revisionNumber === r.revision_number && (r.created_at === 0 || have.createdAt === r.created_at)) {
-            result.set(r.id, have.entry);
+            unchanged.push(have.entry);
           } else {
             needed.push(r.id);
           }
@@ -79,7 +91,7 @@ export function syncAuthorizedEntries(client: EntryClient, cached: CachedRevisio
         requestNextChunk();
         return;
       }
-      for (const e of msg.entries) result.set(e.id, e);
+      for (const e of msg.entries) fetched.set(e.id, e);
       if (!msg.more) requestNextChunk();
     });
     stream.on('error', (err) => finish(err));
