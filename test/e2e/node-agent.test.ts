@@ -107,6 +107,31 @@ afterAll(async () => {
       note(`agent container memory after the tests: unreadable (${(err as Error).message})`);
     }
   }
+  // The agent's own counters, as Prometheus scrapes them (hostNetwork: the node's loopback).
+  try {
+    const metrics = await (await fetch('http://127.0.0.1:9988/metrics')).text();
+    for (const l of metrics.split('\n').filter((x) => x.startsWith('workload_api_rpcs_total'))) note(`agent metric ${l}`);
+  } catch (err) {
+    note(`agent metrics unreadable: ${(err as Error).message}`);
+  }
+  // Pod logs next to the cluster's logs (kept after teardown), for whoever reads a failure.
+  const logDir = process.env['E2E_LOGS'];
+  if (logDir !== undefined) {
+    for (const [ns, target, file] of [
+      ['spire-system', 'daemonset/spiffe-agent', 'pod-spiffe-agent.log'],
+      ['spire-server', 'statefulset/spiffe-server', 'pod-spiffe-server.log'],
+      ['spiffe-e2e', 'deploy/e2e-workload', 'pod-e2e-workload.log'],
+      ['spiffe-e2e', 'deploy/e2e-other', 'pod-e2e-other.log'],
+      ['spiffe-demo', 'deploy/example-workload', 'pod-example-workload.log'],
+    ] as const) {
+      const r = await kubectlResult(['-n', ns, 'logs', '--all-containers', '--prefix', target]);
+      writeFileSync(join(logDir, file), r.stdout + r.stderr);
+    }
+    const agentLog = readFileSync(join(logDir, 'pod-spiffe-agent.log'), 'utf8');
+    const counts = new Map<string, number>();
+    for (const m of agentLog.matchAll(/"level":"(warn|error)".*?"msg":"([^"]*)"/g)) counts.set(`${m[1]}: ${m[2]}`, (counts.get(`${m[1]}: ${m[2]}`) ?? 0) + 1);
+    for (const [msg, n] of counts) note(`agent log ${n}× ${msg}`);
+  }
   process.stdout.write(`\n[e2e record]\n${record.map((l) => `  ${l}`).join('\n')}\n`);
 });
 
