@@ -110,7 +110,7 @@ afterAll(async () => {
   // The agent's own counters, as Prometheus scrapes them (hostNetwork: the node's loopback).
   try {
     const metrics = await (await fetch('http://127.0.0.1:9988/metrics')).text();
-    for (const l of metrics.split('\n').filter((x) => x.startsWith('workload_api_rpcs_total'))) note(`agent metric ${l}`);
+    for (const l of metrics.split('\n').filter((x) => /^\w*workload_api_rpcs_total\{/.test(x))) note(`agent metric ${l}`);
   } catch (err) {
     note(`agent metrics unreadable: ${(err as Error).message}`);
   }
