@@ -14,6 +14,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CLUSTER, NODE, OVERLAY, TRUST_DOMAIN, containerMemory, createEntry, kubectl, kubectlResult, mib, podsOf, serverCli, waitFor, type PodInfo } from './support/kube.ts';
+import { fetchIn, logLines, type FetchOut } from './support/workload.ts';
 
 const ALIAS = `spiffe://${TRUST_DOMAIN}/k8s-cluster/${CLUSTER}`;
 const WORKLOAD_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload`;
@@ -21,33 +22,6 @@ const EXACT_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-exact`;
 const WRONG_IMAGE_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-wrong-image`;
 const EXAMPLE_ID = `spiffe://${TRUST_DOMAIN}/ns/spiffe-demo/sa/example-workload`;
 const AGENT_SELECTOR = 'app.kubernetes.io/name=spiffe-agent';
-
-interface FetchOut {
-  x509?: { id: string; ids: string[]; svidCount: number; chainLength: number; bundleTrustDomains: string[]; notAfter: string };
-  jwt?: { id: string; audience: string[]; expiry: string; validated: boolean };
-  error?: string;
-  code?: string;
-  message?: string;
-}
-
-/** Runs the go-spiffe program's one-shot fetch inside a workload container. */
-async function fetchIn(deployment: string, audience: string): Promise<FetchOut> {
-  const r = await kubectlResult(['-n', 'spiffe-e2e', 'exec', `deploy/${deployment}`, '-c', 'workload', '--', '/e2e-workload', 'fetch', '-audience', audience]);
-  const line = r.stdout.trim().split('\n').at(-1) ?? '';
-  try {
-    return JSON.parse(line) as FetchOut;
-  } catch {
-    throw new Error(`fetch in ${deployment} printed no JSON (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
-  }
-}
-
-async function logLines(namespace: string, target: string): Promise<Record<string, unknown>[]> {
-  const out = await kubectl(['-n', namespace, 'logs', target]);
-  return out
-    .split('\n')
-    .filter((l) => l.startsWith('{'))
-    .map((l) => JSON.parse(l) as Record<string, unknown>);
-}
 
 const record: string[] = [];
 const note = (line: string): void => {
@@ -94,19 +68,22 @@ beforeAll(async () => {
   firstSvidAt = Date.parse(first['time'] as string);
   note(`kubectl apply (agent) → first X509-SVID in the go-spiffe workload: ${((firstSvidAt - applyAt) / 1000).toFixed(1)} s`);
   agentPod = (await podsOf('spire-system', AGENT_SELECTOR))[0] as PodInfo;
-  const mem = containerMemory(agentPod.uid, agentPod.containers.find((c) => c.name === 'spiffe-agent')?.containerID ?? '');
-  note(`agent container memory (cgroup ${mem.path}), idle after deploy: usage ${mib(mem.usage)}, anonymous ${mib(mem.anon)}`);
+  await noteAgentMemory('idle after deploy');
 }, 900_000);
 
-afterAll(async () => {
-  if (agentPod !== undefined) {
-    try {
-      const mem = containerMemory(agentPod.uid, agentPod.containers.find((c) => c.name === 'spiffe-agent')?.containerID ?? '');
-      note(`agent container memory after the tests: usage ${mib(mem.usage)}, anonymous ${mib(mem.anon)}`);
-    } catch (err) {
-      note(`agent container memory after the tests: unreadable (${(err as Error).message})`);
-    }
+/** Records the memory the agent container is charged now. */
+async function noteAgentMemory(when: string): Promise<void> {
+  try {
+    const pod = (await podsOf('spire-system', AGENT_SELECTOR))[0] as PodInfo;
+    const mem = containerMemory(pod.uid, pod.containers.find((c) => c.name === 'spiffe-agent')?.containerID ?? '');
+    note(`agent container memory ${when}: usage ${mib(mem.usage)}, anonymous ${mib(mem.anon)} (pod ${pod.name})`);
+  } catch (err) {
+    note(`agent container memory ${when}: unreadable (${(err as Error).message})`);
   }
+}
+
+afterAll(async () => {
+  await noteAgentMemory('at the end');
   // The agent's own counters, as Prometheus scrapes them (hostNetwork: the node's loopback).
   try {
     const metrics = await (await fetch('http://127.0.0.1:9988/metrics')).text();
@@ -253,5 +230,58 @@ describe('the shipped manifests on a real node', () => {
       return out.includes(EXAMPLE_ID) ? out : undefined;
     });
     expect(logs).toContain(EXAMPLE_ID);
+  });
+});
+
+describe('changes on the running node', () => {
+  it('rollout restart of the agent DaemonSet: the workload regains its SVID without restarting; the new pod attests with its own token', async () => {
+    await noteAgentMemory('after the workload tests');
+    const [before] = await podsOf('spiffe-e2e', 'app=e2e-workload');
+    const oldAgent = (await podsOf('spire-system', AGENT_SELECTOR))[0] as PodInfo;
+    const restartAt = Date.now();
+    await kubectl(['-n', 'spire-system', 'rollout', 'restart', 'daemonset/spiffe-agent']);
+    await kubectl(['-n', 'spire-system', 'rollout', 'status', 'daemonset/spiffe-agent', '--timeout=180s'], undefined, 190_000);
+    const newAgent = await waitFor('one new agent pod', 60_000, async () => {
+      const p = await podsOf('spire-system', AGENT_SELECTOR);
+      return p.length === 1 && p[0]?.name !== oldAgent.name && p[0]?.ready === true ? p[0] : undefined;
+    });
+    // The long-running go-spiffe watch reconnects by itself and gets the SVID again.
+    const again = await waitFor('the watch to receive an X509-SVID from the new agent', 90_000, async () =>
+      (await logLines('spiffe-e2e', 'deploy/e2e-workload')).find((l) => l['event'] === 'x509' && Date.parse(l['time'] as string) > restartAt),
+    );
+    note(`agent rollout restart → the running workload's watch has its SVID again after ${((Date.parse(again['time'] as string) - restartAt) / 1000).toFixed(1)} s`);
+    expect((again['svid'] as { ids: string[] }).ids).toContain(WORKLOAD_ID);
+    const [after] = await podsOf('spiffe-e2e', 'app=e2e-workload');
+    expect([after?.uid, after?.containers[0]?.restartCount]).toEqual([before?.uid, before?.containers[0]?.restartCount]);
+    // The new pod attested with its own projected token: the server's record names it.
+    const show = await serverCli(['agent', 'show'], ['-spiffeID', `spiffe://${TRUST_DOMAIN}/spire/agent/k8s_psat/${CLUSTER}/${nodeUid}`]);
+    expect(show).toContain(`Selector          : k8s_psat:agent_pod_name:${newAgent.name}`);
+    expect(show).toContain(`Selector          : k8s_psat:agent_pod_uid:${newAgent.uid}`);
+    agentPod = newAgent;
+  });
+
+  it('takes nodes/proxy away from the agent: attestation fails and the log names the permission; given back, it recovers without a restart', async () => {
+    await kubectl(['patch', 'clusterrole', 'spiffe-agent', '--type=json', '-p', JSON.stringify([{ op: 'replace', path: '/rules/0/resources', value: ['pods', 'nodes'] }])]);
+    let denied: FetchOut | undefined;
+    try {
+      denied = await waitFor('a fetch to fail without nodes/proxy', 90_000, async () => {
+        const o = await fetchIn('e2e-workload', 'e2e-audience');
+        return o.error !== undefined ? o : undefined;
+      }, 2_000);
+    } finally {
+      // Back to the shipped ClusterRole (whatever happened above).
+      await kubectl(['apply', '-k', join(OVERLAY, 'agent')]);
+    }
+    note(`without nodes/proxy a workload gets: ${denied.code} "${denied.message}"`);
+    const log = (await kubectlResult(['-n', 'spire-system', 'logs', `pod/${agentPod.name}`, '-c', 'spiffe-agent'])).stdout;
+    expect(log).toContain('may not read pods from the kubelet');
+    expect(log).toContain('Grant it "get" on "nodes/proxy"');
+    const ok = await waitFor('a fetch to succeed with nodes/proxy back', 90_000, async () => {
+      const o = await fetchIn('e2e-workload', 'e2e-audience');
+      return o.error === undefined ? o : undefined;
+    }, 2_000);
+    expect(ok.x509?.ids).toContain(WORKLOAD_ID);
+    const [agentNow] = await podsOf('spire-system', AGENT_SELECTOR);
+    expect([agentNow?.name, agentNow?.containers.find((c) => c.name === 'spiffe-agent')?.restartCount]).toEqual([agentPod.name, 0]);
   });
 });
