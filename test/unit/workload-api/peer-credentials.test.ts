@@ -23,6 +23,11 @@ function statLine(pid: number, comm: string, start: string): string {
   return `${pid} (${comm}) ${after.join(' ')}\n`;
 }
 
+/** A stat line whose fields after the command are `3 4 5 …` (each its own number), `count` of them. */
+function fieldsAfterCommand(count: number): string {
+  return `42 (node) ${Array.from({ length: count }, (_, i) => String(i + 3)).join(' ')}\n`;
+}
+
 describe('parseStartTime', () => {
   it.each([
     { name: 'a plain command', stat: statLine(42, 'node', '123456'), start: '123456' },
@@ -39,8 +44,14 @@ describe('parseStartTime', () => {
     { name: 'no parentheses', stat: '42 node S 1 2 3' },
     { name: 'too few fields', stat: '42 (node) S 1 2 3' },
     { name: 'a non-numeric start time', stat: statLine(42, 'node', 'x') },
+    { name: 'fields up to 37 only (a pre-2.1.22 kernel)', stat: fieldsAfterCommand(35) },
+    { name: 'the start time as the last field', stat: fieldsAfterCommand(20) },
   ])('rejects $name', ({ stat }) => {
-    expect(parseStartTime(stat).ok).toBe(false);
+    expect(parseStartTime(stat)).toEqual({ ok: false, error: expect.any(String) });
+  });
+
+  it('accepts fields up to 38 (the oldest layout read), start time 22', () => {
+    expect(parseStartTime(fieldsAfterCommand(36))).toEqual({ ok: true, value: '22' });
   });
 });
 
