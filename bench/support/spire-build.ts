@@ -1,10 +1,14 @@
 /**
- * SPIRE's own `spire-server` and `spire-agent`, built from the Go module proxy into a cache
- * directory outside the repository, for benchmarks (and tests) that run the real thing:
+ * SPIRE's own `spire-server` and `spire-agent` (and, on request, `oidc-discovery-provider`),
+ * built from the Go module proxy into a cache directory outside the repository, for benchmarks
+ * (bench/side-by-side.ts) and the real-SPIRE suite (test/spire) that run the real thing:
  *
  *   <cache>/spiffe-node-agent/spire-v<version>/      a throwaway Go module ("x")
  *     go.mod, go.sum                                  `go get -tool …/cmd/spire-{server,agent}@v<version>`
+ *                                                     (and …/support/oidc-discovery-provider)
  *     bin/spire-server, bin/spire-agent               `go build -o bin/ …`
+ *     bin/oidc-discovery-provider                     built only when asked for, and only it when
+ *                                                     the other two are already there
  *     build.log                                       the last build's output
  *
  * <cache> is $XDG_CACHE_HOME, else ~/.cache (Go keeps its build cache there too, in go-build,
@@ -29,6 +33,8 @@ export const SPIRE_VERSION = '1.13.3';
 export interface SpireBinaries {
   readonly server: string;
   readonly agent: string;
+  /** `oidc-discovery-provider`, when asked for with `oidcDiscoveryProvider: true`. */
+  readonly oidcDiscoveryProvider?: string;
   /** What `spire-agent -version` printed, e.g. "1.13.3". */
   readonly version: string;
   readonly dir: string;
@@ -37,6 +43,13 @@ export interface SpireBinaries {
   /** Wall-clock time of the build, when this call built them. */
   readonly buildMs?: number;
 }
+
+/** The Go packages of the binaries, by binary name (all in the github.com/spiffe/spire module). */
+const PACKAGES: Readonly<Record<string, string>> = {
+  'spire-server': 'github.com/spiffe/spire/cmd/spire-server',
+  'spire-agent': 'github.com/spiffe/spire/cmd/spire-agent',
+  'oidc-discovery-provider': 'github.com/spiffe/spire/support/oidc-discovery-provider',
+};
 
 /** The cache directory for one SPIRE version. */
 export function spireCacheDir(version = SPIRE_VERSION): string {
@@ -56,6 +69,14 @@ async function binaryVersion(bin: string): Promise<string | undefined> {
   }
 }
 
+function paths(binDir: string, names: readonly string[]): { server: string; agent: string; oidcDiscoveryProvider?: string } {
+  return {
+    server: join(binDir, 'spire-server'),
+    agent: join(binDir, 'spire-agent'),
+    ...(names.includes('oidc-discovery-provider') ? { oidcDiscoveryProvider: join(binDir, 'oidc-discovery-provider') } : {}),
+  };
+}
+
 function run(cmd: string, args: string[], cwd: string, logFd: number, env: NodeJS.ProcessEnv): Promise<void> {
   writeFileSync(logFd, `$ ${cmd} ${args.join(' ')}\n`);
   return new Promise((resolve, reject) => {
@@ -66,30 +87,37 @@ function run(cmd: string, args: string[], cwd: string, logFd: number, env: NodeJ
 }
 
 /**
- * Returns spire-server and spire-agent of `version`, building them first when the cache has
- * none (or ones that report another version). Concurrent callers in other processes wait on
- * a lock directory rather than building twice.
+ * Returns spire-server and spire-agent of `version` (and oidc-discovery-provider with
+ * `oidcDiscoveryProvider: true`), building what is missing first: all of them when the cache
+ * has none (or ones that report another version), else only the missing ones. Concurrent
+ * callers in other processes wait on a lock directory rather than building twice.
  */
-export async function ensureSpireBinaries(opts: { version?: string; log?: (line: string) => void } = {}): Promise<SpireBinaries> {
+export async function ensureSpireBinaries(
+  opts: { version?: string; oidcDiscoveryProvider?: boolean; log?: (line: string) => void } = {},
+): Promise<SpireBinaries> {
   const version = opts.version ?? SPIRE_VERSION;
   const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const names = ['spire-server', 'spire-agent', ...(opts.oidcDiscoveryProvider === true ? ['oidc-discovery-provider'] : [])];
   const override = process.env['SPIRE_BIN_DIR'];
   if (override !== undefined && override !== '') {
-    const server = join(override, 'spire-server');
+    for (const name of names) if (!existsSync(join(override, name))) throw new Error(`SPIRE_BIN_DIR: ${join(override, name)} is missing`);
     const agent = join(override, 'spire-agent');
-    for (const b of [server, agent]) if (!existsSync(b)) throw new Error(`SPIRE_BIN_DIR: ${b} is missing`);
-    return { server, agent, version: (await binaryVersion(agent)) ?? 'unknown', dir: override, built: false };
+    return { ...paths(override, names), version: (await binaryVersion(agent)) ?? 'unknown', dir: override, built: false };
   }
 
   const dir = spireCacheDir(version);
   const binDir = join(dir, 'bin');
-  const server = join(binDir, 'spire-server');
   const agent = join(binDir, 'spire-agent');
-  const reuse = async (): Promise<SpireBinaries | undefined> => {
-    if (!existsSync(server) || !existsSync(agent)) return undefined;
+  /** The binaries still to build: none when every one is there and spire-agent reports `version`. */
+  const missing = async (): Promise<string[]> => {
+    if (!existsSync(agent)) return names;
     const got = await binaryVersion(agent);
-    if (got === undefined || !got.startsWith(version)) return undefined;
-    return { server, agent, version: got, dir, built: false };
+    if (got === undefined || !got.startsWith(version)) return names;
+    return names.filter((name) => !existsSync(join(binDir, name)));
+  };
+  const reuse = async (): Promise<SpireBinaries | undefined> => {
+    if ((await missing()).length > 0) return undefined;
+    return { ...paths(binDir, names), version: (await binaryVersion(agent)) ?? version, dir, built: false };
   };
   const cached = await reuse();
   if (cached !== undefined) return cached;
@@ -115,30 +143,30 @@ export async function ensureSpireBinaries(opts: { version?: string; log?: (line:
     }
   }
   try {
-    const again = await reuse();
-    if (again !== undefined) return again;
+    const todo = await missing();
+    if (todo.length === 0) return { ...paths(binDir, names), version: (await binaryVersion(agent)) ?? version, dir, built: false };
     const go = process.env['GO'] ?? 'go';
     const env = { ...process.env, GOFLAGS: '-mod=mod' };
     const logFd = openSync(join(dir, 'build.log'), 'w');
     const started = performance.now();
-    log(`spire-build: building spire-server and spire-agent v${version} in ${dir} (cold: 6–20 minutes on 2 cores; log: ${join(dir, 'build.log')})`);
+    log(`spire-build: building ${todo.join(', ')} v${version} in ${dir} (cold: 6–20 minutes on 2 cores; log: ${join(dir, 'build.log')})`);
     try {
       if (!existsSync(join(dir, 'go.mod'))) await run(go, ['mod', 'init', 'x'], dir, logFd, env);
-      for (const cmd of ['spire-server', 'spire-agent']) await run(go, ['get', '-tool', `github.com/spiffe/spire/cmd/${cmd}@v${version}`], dir, logFd, env);
+      for (const name of todo) await run(go, ['get', '-tool', `${PACKAGES[name]}@v${version}`], dir, logFd, env);
       // Into a fresh directory, then renamed: a half-written binary is never reused.
       const tmp = join(dir, `bin.tmp-${process.pid}`);
       rmSync(tmp, { recursive: true, force: true });
       mkdirSync(tmp);
-      await run(go, ['build', '-o', `${tmp}/`, 'github.com/spiffe/spire/cmd/spire-server', 'github.com/spiffe/spire/cmd/spire-agent'], dir, logFd, env);
+      await run(go, ['build', '-o', `${tmp}/`, ...todo.map((name) => PACKAGES[name] as string)], dir, logFd, env);
       mkdirSync(binDir, { recursive: true });
-      for (const b of ['spire-server', 'spire-agent']) renameSync(join(tmp, b), join(binDir, b));
+      for (const b of todo) renameSync(join(tmp, b), join(binDir, b));
       rmSync(tmp, { recursive: true, force: true });
     } finally {
       closeSync(logFd);
     }
     const buildMs = performance.now() - started;
     const got = await reuse();
-    if (got === undefined) throw new Error(`spire-build: built ${agent}, but its -version does not start with ${version}`);
+    if (got === undefined) throw new Error(`spire-build: built ${todo.join(', ')} in ${binDir}, but ${agent} -version does not start with ${version}`);
     log(`spire-build: built in ${(buildMs / 1000).toFixed(0)} s`);
     return { ...got, built: true, buildMs };
   } finally {

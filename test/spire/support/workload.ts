@@ -1,0 +1,88 @@
+/**
+ * A Workload API client in this process (grpc-js, the test's uid) for checks the CLIs cannot
+ * make: watching a FetchX509SVID stream for changes, reading FetchJWTBundles.
+ */
+import { X509Certificate } from 'node:crypto';
+import { Metadata, credentials, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
+import { WorkloadApiClient } from '../../../src/common/proto.ts';
+import type { X509SVIDResponse__Output } from '../../../src/gen/X509SVIDResponse.ts';
+import type { JWTBundlesResponse__Output } from '../../../src/gen/JWTBundlesResponse.ts';
+import { splitDerCertificates } from '../../support/svid-profile.ts';
+
+/** The security header every Workload API call carries. */
+export function header(): Metadata {
+  const md = new Metadata();
+  md.set('workload.spiffe.io', 'true');
+  return md;
+}
+
+export function workloadClient(socketPath: string): WorkloadApiClient {
+  return new WorkloadApiClient(`unix://${socketPath}`, credentials.createInsecure());
+}
+
+/** One SVID of an X509SVIDResponse, decoded. */
+export interface SeenSvid {
+  spiffeId: string;
+  serial: string;
+  notAfter: number;
+}
+
+/** One message of a FetchX509SVID stream, with when it arrived. */
+export interface SeenUpdate {
+  at: number;
+  svids: SeenSvid[];
+}
+
+export function decodeUpdate(res: X509SVIDResponse__Output): SeenUpdate {
+  return {
+    at: performance.now(),
+    svids: res.svids.map((s) => {
+      const leaf = new X509Certificate(splitDerCertificates(s.x509_svid)[0] as Buffer);
+      return { spiffeId: s.spiffe_id, serial: leaf.serialNumber, notAfter: Date.parse(leaf.validTo) };
+    }),
+  };
+}
+
+/** A FetchX509SVID stream that records every message; `waitFor` polls what it has seen. */
+export interface X509Watch {
+  updates: SeenUpdate[];
+  /** Resolves with the first update (at or after index `from`) that satisfies `pred`. */
+  waitFor(pred: (u: SeenUpdate) => boolean, timeoutMs: number, from?: number): Promise<SeenUpdate>;
+  close(): void;
+}
+
+export function watchX509(client: WorkloadApiClient): X509Watch {
+  const updates: SeenUpdate[] = [];
+  let failure: ServiceError | undefined;
+  const stream: ClientReadableStream<X509SVIDResponse__Output> = client.FetchX509SVID({}, header());
+  stream.on('data', (res: X509SVIDResponse__Output) => updates.push(decodeUpdate(res)));
+  stream.on('error', (err: ServiceError) => {
+    if (err.code !== 1) failure = err;
+  });
+  return {
+    updates,
+    async waitFor(pred, timeoutMs, from = 0) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = updates.slice(from).find(pred);
+        if (hit !== undefined) return hit;
+        if (failure !== undefined) throw new Error(`FetchX509SVID stream failed: ${failure.code} ${failure.details}`);
+        if (Date.now() > deadline) throw new Error(`no matching FetchX509SVID update within ${timeoutMs} ms; seen: ${JSON.stringify(updates)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+    close: () => stream.cancel(),
+  };
+}
+
+/** The first FetchJWTBundles message: trust domain ID → JWKS JSON text. */
+export function fetchJwtBundles(client: WorkloadApiClient): Promise<Record<string, string>> {
+  return new Promise((resolve, reject) => {
+    const stream = client.FetchJWTBundles({}, header());
+    stream.once('data', (res: JWTBundlesResponse__Output) => {
+      resolve(Object.fromEntries(Object.entries(res.bundles).map(([td, b]) => [td, Buffer.from(b).toString('utf8')])));
+      stream.cancel();
+    });
+    stream.on('error', (err: ServiceError) => err.code !== 1 && reject(err));
+  });
+}
