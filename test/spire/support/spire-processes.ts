@@ -29,9 +29,9 @@ export function spireBinaries(): Promise<SpireBinaries> {
 }
 
 /** Runs a binary to completion; never throws for a non-zero exit. */
-export async function runBinary(bin: string, args: string[], timeoutMs = 20_000): Promise<CliResult> {
+export async function runBinary(bin: string, args: string[], timeoutMs = 20_000, env?: Record<string, string>): Promise<CliResult> {
   try {
-    const { stdout, stderr } = await execFileAsync(bin, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 });
+    const { stdout, stderr } = await execFileAsync(bin, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, ...env } });
     return { code: 0, stdout, stderr };
   } catch (err) {
     const e = err as { code?: number | string; stdout?: string; stderr?: string };
