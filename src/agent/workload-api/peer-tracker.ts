@@ -25,6 +25,7 @@ import { CallerLedger, DEFAULT_CALLER_LIMITS, type CallerKey, type CallerLimits,
 import {
   capturePeerCredentials,
   readProcessFacts,
+  readProcessOwner,
   releasePeerCredentials,
   resourceCause,
   unavailableReason,
@@ -57,8 +58,8 @@ export type LivenessFailure =
 
 /**
  * Why the process that connected can no longer be vouched for, or undefined if it still can:
- * its pidfd must not have exited, its start time must be unchanged, and /proc/<pid> must still
- * belong to the same uid and gid.
+ * its pidfd must not have exited (without a pidfd: its start time must be unchanged), and
+ * /proc/<pid> must still belong to the same uid and gid.
  */
 export function livenessFailure(peer: ProcessPeer, procRoot: string): LivenessFailure | undefined {
   if (peer.pidfd !== undefined) {
@@ -69,13 +70,14 @@ export function livenessFailure(peer: ProcessPeer, procRoot: string): LivenessFa
     }
     if (exited.value) return gone('caller exit detected via pidfd');
   }
-  const facts = readProcessFacts(procRoot, peer.pid);
+  // A live pidfd pins the process, so its start time cannot differ (peer-credentials.ts).
+  const facts = peer.pidfd !== undefined ? readProcessOwner(procRoot, peer.pid) : readProcessFacts(procRoot, peer.pid);
   if (!facts.ok) {
     if (facts.cause === undefined) return gone(`caller exit suspected: ${facts.error}`);
     return { kind: 'unavailable', cause: facts.cause, reason: unavailableReason(`reading ${procRoot}/${peer.pid}`, facts.cause, facts.cause) };
   }
   const now = facts.value;
-  if (now.startTime !== peer.startTime) {
+  if ('startTime' in now && now.startTime !== peer.startTime) {
     return gone(`new process detected: process starttime ${now.startTime} does not match original caller ${peer.startTime}`);
   }
   if (now.uid !== peer.procUid) return gone(`new process detected: process uid ${now.uid} does not match original caller ${peer.procUid}`);

@@ -59,7 +59,9 @@ describe('livenessFailure', () => {
   let procRoot: string;
   let pidfd: number;
   const pid = process.pid;
-  const peer = (): ProcessPeer => ({ kind: 'process', pid, uid: 0, gid: 0, pidfd, startTime: '1000', procUid: 0, procGid: 0 });
+  /** The caller as captured: with a pidfd (no start time), or without one (kernels < 5.3). */
+  const peer = (): ProcessPeer => ({ kind: 'process', pid, uid: 0, gid: 0, pidfd, startTime: undefined, procUid: 0, procGid: 0 });
+  const peerWithoutPidfd = (): ProcessPeer => ({ kind: 'process', pid, uid: 0, gid: 0, pidfd: undefined, startTime: '1000', procUid: 0, procGid: 0 });
 
   beforeEach(async () => {
     procRoot = await mkdtemp(join(tmpdir(), 'fake-proc-'));
@@ -75,27 +77,47 @@ describe('livenessFailure', () => {
     await rm(procRoot, { recursive: true, force: true });
   });
 
-  it('accepts the same live process', () => {
-    expect(livenessFailure(peer(), procRoot)).toBeUndefined();
+  it.each([
+    { name: 'with a pidfd', caller: () => peer() },
+    { name: 'without a pidfd', caller: () => peerWithoutPidfd() },
+  ])('accepts the same live process ($name)', ({ caller }) => {
+    expect(livenessFailure(caller(), procRoot)).toBeUndefined();
   });
 
   it.runIf(process.geteuid?.() === 0).each([
-    { name: 'a new start time', change: () => writeFile(join(procRoot, String(pid), 'stat'), statLine(pid, 'node', '2000')), reason: 'new process detected: process starttime 2000 does not match original caller 1000' },
-    { name: 'a new owner uid', change: () => chown(join(procRoot, String(pid)), 1234, 0), reason: 'new process detected: process uid 1234 does not match original caller 0' },
-    { name: 'a new owner gid', change: () => chown(join(procRoot, String(pid)), 0, 4321), reason: 'new process detected: process gid 4321 does not match original caller 0' },
-    { name: 'a vanished /proc entry', change: () => unlink(join(procRoot, String(pid), 'stat')), reason: 'caller exit suspected: could not read <proc>/<pid>: ENOENT' },
-  ])('reports $name', async ({ change, reason }) => {
+    { name: 'a new start time', caller: peerWithoutPidfd, change: () => writeFile(join(procRoot, String(pid), 'stat'), statLine(pid, 'node', '2000')), reason: 'new process detected: process starttime 2000 does not match original caller 1000' },
+    { name: 'a new owner uid', caller: peer, change: () => chown(join(procRoot, String(pid)), 1234, 0), reason: 'new process detected: process uid 1234 does not match original caller 0' },
+    { name: 'a new owner gid', caller: peer, change: () => chown(join(procRoot, String(pid)), 0, 4321), reason: 'new process detected: process gid 4321 does not match original caller 0' },
+    { name: 'a new owner uid, without a pidfd', caller: peerWithoutPidfd, change: () => chown(join(procRoot, String(pid)), 1234, 0), reason: 'new process detected: process uid 1234 does not match original caller 0' },
+    { name: 'a vanished /proc entry', caller: peer, change: () => rm(join(procRoot, String(pid)), { recursive: true }), reason: 'caller exit suspected: could not read <proc>/<pid>: ENOENT' },
+    { name: 'a vanished stat file, without a pidfd', caller: peerWithoutPidfd, change: () => unlink(join(procRoot, String(pid), 'stat')), reason: 'caller exit suspected: could not read <proc>/<pid>: ENOENT' },
+  ])('reports $name', async ({ caller, change, reason }) => {
     await change();
-    expect(livenessFailure(peer(), procRoot)).toEqual({ kind: 'gone', reason: reason.replace('<proc>', procRoot).replace('<pid>', String(pid)) });
+    expect(livenessFailure(caller(), procRoot)).toEqual({ kind: 'gone', reason: reason.replace('<proc>', procRoot).replace('<pid>', String(pid)) });
+  });
+
+  it('does not read the start time while a pidfd vouches for the process (it cannot differ)', async () => {
+    await writeFile(join(procRoot, String(pid), 'stat'), statLine(pid, 'node', '2000'));
+    expect(livenessFailure({ ...peer(), startTime: '1000' }, procRoot)).toBeUndefined();
+    await unlink(join(procRoot, String(pid), 'stat'));
+    expect(livenessFailure(peer(), procRoot)).toBeUndefined();
   });
 
   it('reports a /proc entry the agent cannot read (not ENOENT) as its own problem, not as a vanished caller', async () => {
     await unlink(join(procRoot, String(pid), 'stat'));
     await mkdir(join(procRoot, String(pid), 'stat'));
-    expect(livenessFailure(peer(), procRoot)).toEqual({
+    expect(livenessFailure(peerWithoutPidfd(), procRoot)).toEqual({
       kind: 'unavailable',
       cause: 'other',
       reason: `could not identify the caller: reading ${procRoot}/${pid} failed with other`,
+    });
+    // With a pidfd only the owner is read: a /proc root that is not a directory (ENOTDIR).
+    const notADirectory = join(procRoot, 'file');
+    await writeFile(notADirectory, '');
+    expect(livenessFailure(peer(), notADirectory)).toEqual({
+      kind: 'unavailable',
+      cause: 'other',
+      reason: `could not identify the caller: reading ${notADirectory}/${pid} failed with other`,
     });
   });
 
@@ -140,7 +162,7 @@ describe('capturePeerCredentials', () => {
     return { client, socket: await accepted };
   }
 
-  it('reads pid, uid, gid, a pidfd and the start time of the connecting process', async () => {
+  it('reads pid, uid, gid, a pidfd and the /proc owner of the connecting process (no start time: the pidfd pins it)', async () => {
     const { client, socket } = await acceptOne();
     const creds = capturePeerCredentials(socket, '/proc');
     const facts = readProcessFacts('/proc', process.pid);
@@ -149,7 +171,9 @@ describe('capturePeerCredentials', () => {
       pid: process.pid,
       uid: process.geteuid?.(),
       gid: process.getegid?.(),
-      startTime: facts.ok ? facts.value.startTime : 'unreadable',
+      startTime: undefined,
+      procUid: facts.ok ? facts.value.uid : -1,
+      procGid: facts.ok ? facts.value.gid : -1,
     });
     expect(creds.kind === 'process' && creds.pidfd !== undefined).toBe(true);
     releasePeerCredentials(creds);
@@ -157,14 +181,24 @@ describe('capturePeerCredentials', () => {
     socket.destroy();
   });
 
-  it.each([
-    { name: 'no descriptor left for the pidfd', spare: 0, reason: 'could not identify the caller: opening a pidfd (SO_PEERPIDFD) failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)' },
-    { name: 'no descriptor left to read /proc', spare: 1, reason: 'could not identify the caller: reading /proc/<pid> failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)' },
-  ])('at the open-files limit ($name), a live caller is reported Unavailable with the cause, not as gone', async ({ spare, reason }) => {
+  it('at the open-files limit (no descriptor left for the pidfd), a live caller is reported Unavailable with the cause, not as gone', async () => {
     const { client, socket } = await acceptOne();
-    const creds = await withDescriptorsExhausted(spare, () => capturePeerCredentials(socket, '/proc'));
+    const creds = await withDescriptorsExhausted(0, () => capturePeerCredentials(socket, '/proc'));
     releasePeerCredentials(creds);
-    expect(creds).toEqual({ kind: 'unavailable', cause: 'EMFILE', reason: reason.replace('<pid>', String(process.pid)) });
+    expect(creds).toEqual({
+      kind: 'unavailable',
+      cause: 'EMFILE',
+      reason: 'could not identify the caller: opening a pidfd (SO_PEERPIDFD) failed with EMFILE: the agent is out of file descriptors (raise its open-files limit)',
+    });
+    client.destroy();
+    socket.destroy();
+  });
+
+  it('with one descriptor left (the pidfd takes it), still identifies the caller: /proc is read without opening a file', async () => {
+    const { client, socket } = await acceptOne();
+    const creds = await withDescriptorsExhausted(1, () => capturePeerCredentials(socket, '/proc'));
+    releasePeerCredentials(creds);
+    expect(creds).toMatchObject({ kind: 'process', pid: process.pid });
     client.destroy();
     socket.destroy();
   });
