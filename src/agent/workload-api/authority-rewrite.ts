@@ -11,6 +11,7 @@
  * header block is decoded and re-encoded, every other frame passes through unchanged, piece
  * by piece as it arrives (see http2-frame-reader.ts for what is buffered and checked).
  */
+import { firstBlockAuthorities } from './hpack-authority.ts';
 import { HpackBudget } from './hpack-budget.ts';
 import { HpackDecoder, HpackEncoder, type HeaderField } from './hpack.ts';
 import { Http2FrameReader, Http2InboundError, type HeaderBlock } from './http2-frame-reader.ts';
@@ -27,9 +28,24 @@ export function isAcceptableAuthority(value: string): boolean {
   return /^[A-Za-z0-9\-._~%!$&'()*+,;=:@[\]]*$/.test(value);
 }
 
-/** Whether any authority field in a decoded block would be rejected. */
-export function needsAuthorityRewrite(fields: readonly HeaderField[]): boolean {
-  return fields.some((f) => (f.name === ':authority' || f.name === 'host') && !isAcceptableAuthority(f.value));
+/**
+ * Whether a connection's first header block carries an authority Node would reject: the
+ * block is charged to a fresh budget first (over budget: ENHANCE_YOUR_CALM, before any
+ * decoding), then only its authority fields are decoded (malformed: COMPRESSION_ERROR).
+ */
+export function firstBlockNeedsRewrite(block: Buffer): boolean {
+  try {
+    new HpackBudget().charge(block);
+  } catch (err) {
+    throw new Http2InboundError(Http2ErrorCode.ENHANCE_YOUR_CALM, (err as Error).message);
+  }
+  let authorities: string[];
+  try {
+    authorities = firstBlockAuthorities(block);
+  } catch (err) {
+    throw new Http2InboundError(Http2ErrorCode.COMPRESSION_ERROR, (err as Error).message);
+  }
+  return authorities.some((value) => !isAcceptableAuthority(value));
 }
 
 /** The fields with every rejected authority replaced by {@link REPLACEMENT_AUTHORITY}. */

@@ -29,9 +29,7 @@
  */
 import { Socket } from 'node:net';
 import type { Logger } from '../../common/logger.ts';
-import { decodeBounded, InboundHeaderRewriter, needsAuthorityRewrite } from './authority-rewrite.ts';
-import { HpackBudget } from './hpack-budget.ts';
-import { HpackDecoder } from './hpack.ts';
+import { firstBlockNeedsRewrite, InboundHeaderRewriter } from './authority-rewrite.ts';
 import { Http2FrameReader, Http2InboundError, type HeaderBlock } from './http2-frame-reader.ts';
 import { EMPTY_SETTINGS_FRAME, goawayFrame, Http2ErrorCode, isSettingsAck } from './http2-frames.ts';
 import { unixSocketPair } from './libc.ts';
@@ -142,7 +140,7 @@ export function gateConnection(socket: Socket, inject: (connection: Socket) => v
   const decide = (): void => {
     let repair: boolean;
     try {
-      repair = needsAuthorityRewrite(decodeBounded(new HpackBudget(), new HpackDecoder(), (start.firstBlock as HeaderBlock).block));
+      repair = firstBlockNeedsRewrite((start.firstBlock as HeaderBlock).block);
     } catch (err) {
       const violation = err as Http2InboundError;
       refuse(refusalOf(violation), violation.errorCode, violation.message);

@@ -32,11 +32,13 @@ export const DEFAULT_MAX_HEADER_LIST_SIZE = 64 * 1024;
 const ENTRY_OVERHEAD = 32;
 
 interface StaticEntry {
+  readonly name: string;
+  readonly value: string;
   readonly nameSize: number;
   readonly totalSize: number;
 }
 /** RFC 7541 Appendix A, as hpack.js ships it (index 1 is element 0). */
-const STATIC_TABLE = (createRequire(import.meta.url)('hpack.js/lib/hpack/static-table.js') as { table: StaticEntry[] }).table;
+export const STATIC_TABLE = (createRequire(import.meta.url)('hpack.js/lib/hpack/static-table.js') as { table: StaticEntry[] }).table;
 
 /** Sizes (upper bounds) of one field. */
 interface FieldBound {
@@ -44,7 +46,8 @@ interface FieldBound {
   readonly value: number;
 }
 
-class BlockCursor {
+/** A read position in a header block: HPACK integers and string literals (RFC 7541 §5). */
+export class BlockCursor {
   readonly buf: Buffer;
   offset = 0;
 
@@ -71,6 +74,15 @@ class BlockCursor {
       value += (b & 0x7f) * 2 ** shift;
       if ((b & 0x80) === 0) return value;
     }
+  }
+
+  /** Skips a string literal (§5.2) and returns where it starts (its H bit) and ends. */
+  span(): { readonly start: number; readonly end: number } {
+    const start = this.offset;
+    const length = this.int(7);
+    if (this.offset + length > this.buf.length) throw new Error('hpack: truncated string literal');
+    this.offset += length;
+    return { start, end: this.offset };
   }
 
   /** Skips a string literal (§5.2) and returns an upper bound of its decoded length. */
