@@ -14,7 +14,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { CLUSTER, NODE, OVERLAY, TRUST_DOMAIN, containerMemory, createEntry, kubectl, kubectlResult, mib, podsOf, serverCli, waitFor, type PodInfo } from './support/kube.ts';
-import { fetchIn, logLines, type FetchOut } from './support/workload.ts';
+import { fetchIn, hostLogLines, logLines, type FetchOut } from './support/workload.ts';
 
 const ALIAS = `spiffe://${TRUST_DOMAIN}/k8s-cluster/${CLUSTER}`;
 const WORKLOAD_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload`;
@@ -273,9 +273,11 @@ describe('changes on the running node', () => {
       await kubectl(['apply', '-k', join(OVERLAY, 'agent')]);
     }
     note(`without nodes/proxy a workload gets: ${denied.code} "${denied.message}"`);
-    const log = (await kubectlResult(['-n', 'spire-system', 'logs', `pod/${agentPod.name}`, '-c', 'spiffe-agent'])).stdout;
-    expect(log).toContain('may not read pods from the kubelet');
-    expect(log).toContain('Grant it "get" on "nodes/proxy"');
+    const failures = (await logLines('spire-system', `pod/${agentPod.name}`, 'spiffe-agent')).filter((l) => l['msg'] === 'workload attestor failed');
+    const message = (failures.at(-1)?.['err'] as { message?: string } | undefined)?.message ?? '';
+    expect(message).toMatch(/^kubelet: GET https:\/\/node1:10250\/pods returned 403 \(Forbidden \(user=system:serviceaccount:spire-system:spire-agent, verb=get, resource=nodes, subresource\(s\)=\[pods proxy\]\)\)/);
+    expect(message).toContain('may not read pods from the kubelet. Grant it "get" on "nodes/proxy"');
+    expect(denied.code).toBe('Unavailable');
     const ok = await waitFor('a fetch to succeed with nodes/proxy back', 90_000, async () => {
       const o = await fetchIn('e2e-workload', 'e2e-audience');
       return o.error === undefined ? o : undefined;
@@ -283,5 +285,30 @@ describe('changes on the running node', () => {
     expect(ok.x509?.ids).toContain(WORKLOAD_ID);
     const [agentNow] = await podsOf('spire-system', AGENT_SELECTOR);
     expect([agentNow?.name, agentNow?.containers.find((c) => c.name === 'spiffe-agent')?.restartCount]).toEqual([agentPod.name, 0]);
+  });
+
+  it('answers a container missing from the kubelet status (slow postStart) with pod-level selectors within the bound, with its container selectors once listed', async () => {
+    const LATE_ID = `spiffe://${TRUST_DOMAIN}/e2e/late-container`;
+    await createEntry({ spiffeId: LATE_ID, selectors: ['k8s:ns:spiffe-e2e', 'k8s:sa:e2e-workload', 'k8s:container-name:late'] });
+    await kubectl(['apply', '-k', join(OVERLAY, 'late')]);
+    // Its process runs at once; the kubelet lists the container only after the 45 s hook.
+    const started = await waitFor('the late container to start', 60_000, async () => hostLogLines('spiffe-e2e', 'e2e-late', 'late').find((l) => l['event'] === 'start'));
+    const startedAt = Date.parse(started['time'] as string);
+    const first = await waitFor('the late container\'s watch to receive an X509-SVID', 90_000, async () =>
+      hostLogLines('spiffe-e2e', 'e2e-late', 'late').find((l) => l['event'] === 'x509'),
+    );
+    const firstAt = Date.parse(first['time'] as string);
+    const before = hostLogLines('spiffe-e2e', 'e2e-late', 'late').filter((l) => l['event'] === 'error' && Date.parse(l['time'] as string) < firstAt);
+    note(`late container: first X509-SVID ${((firstAt - startedAt) / 1000).toFixed(1)} s after its process started (hook: 45 s), ids ${JSON.stringify((first['svid'] as { ids: string[] }).ids)}; errors before it: ${before.map((e) => `${e['code']} "${e['message']}"`).join(', ') || 'none'}`);
+    // Pod-level selectors (ns, sa) while the container is unlisted: the ns/sa entry, not the container-name one.
+    expect((first['svid'] as { ids: string[] }).ids).toEqual([WORKLOAD_ID]);
+    expect(firstAt - startedAt).toBeLessThan(45_000);
+    // Once the kubelet lists it, a new caller in it gets its container selectors too.
+    await kubectl(['-n', 'spiffe-e2e', 'rollout', 'status', 'deployment/e2e-late', '--timeout=120s']);
+    const listed = await waitFor('the late container to get its container-level entry', 60_000, async () => {
+      const o = await fetchIn('e2e-late', 'e2e-audience', 'late');
+      return o.x509?.ids.includes(LATE_ID) ? o : undefined;
+    }, 2_000);
+    expect(listed.x509?.ids).toEqual([LATE_ID, WORKLOAD_ID].sort());
   });
 });

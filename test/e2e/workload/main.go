@@ -9,6 +9,7 @@
 //	                                {"x509":{…},"jwt":{…}} or {"error":…,"code":…}; exit 1 on error
 //	e2e-workload ready              exit 0 when /tmp/ready exists (the readiness probe: the image
 //	                                has no shell)
+//	e2e-workload sleep SECONDS      sleeps (a slow postStart hook)
 package main
 
 import (
@@ -96,6 +97,12 @@ func main() {
 		os.Exit(2)
 	}
 	switch os.Args[1] {
+	case "sleep":
+		d, err := time.ParseDuration(os.Args[len(os.Args)-1] + "s")
+		if err != nil {
+			os.Exit(2)
+		}
+		time.Sleep(d)
 	case "ready":
 		if _, err := os.Stat(readyFile); err != nil {
 			os.Exit(1)
