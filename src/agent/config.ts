@@ -29,7 +29,7 @@ export interface UnixAttestorConfig {
 }
 
 /** plugin_data of `WorkloadAttestor "k8s"`, in SPIRE's names (see README). */
-export type K8sWorkloadAttestorConfig = Omit<K8sAttestorOptions, 'logger' | 'procRoot' | 'clock' | 'dispatcher' | 'baseUrl' | 'env' | 'kubeletTimeoutMs'>;
+export type K8sWorkloadAttestorConfig = Omit<K8sAttestorOptions, 'logger' | 'procRoot' | 'clock' | 'transport' | 'baseUrl' | 'env' | 'kubeletTimeoutMs'>;
 
 /** Reads `WorkloadAttestor "k8s" { plugin_data { … } }`; relative paths resolve against `cwd`. */
 export function parseK8sWorkloadAttestorConfig(data: ConfigReader, cwd: string): K8sWorkloadAttestorConfig {

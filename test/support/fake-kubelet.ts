@@ -51,6 +51,9 @@ export interface FakeKubelet {
   /** Requests received on /pods, and the largest number ever in flight at once. */
   readonly requests: number;
   readonly maxInFlight: number;
+  /** TLS connections accepted so far, and those still open (to see keep-alive and closing). */
+  readonly connections: number;
+  readonly openConnections: number;
   /** The Authorization header of the last request. */
   readonly lastAuthorization: string | undefined;
   /** Delay before answering, ms (to make concurrent callers overlap). */
@@ -79,6 +82,8 @@ export async function startFakeKubelet(options: FakeKubeletOptions = {}): Promis
   let inFlight = 0;
   let maxInFlight = 0;
   let lastAuthorization: string | undefined;
+  let connections = 0;
+  let openConnections = 0;
 
   const server: Server = createServer(
     {
@@ -125,6 +130,11 @@ export async function startFakeKubelet(options: FakeKubeletOptions = {}): Promis
       else answer();
     },
   );
+  server.on('secureConnection', (socket: TLSSocket) => {
+    connections++;
+    openConnections++;
+    socket.once('close', () => openConnections--);
+  });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
   const { port } = server.address() as AddressInfo;
@@ -141,6 +151,12 @@ export async function startFakeKubelet(options: FakeKubeletOptions = {}): Promis
     },
     get maxInFlight() {
       return maxInFlight;
+    },
+    get connections() {
+      return connections;
+    },
+    get openConnections() {
+      return openConnections;
     },
     get lastAuthorization() {
       return lastAuthorization;

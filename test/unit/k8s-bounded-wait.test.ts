@@ -1,13 +1,13 @@
 /**
  * The k8s attestor's bounded wait with SPIRE's defaults (60 attempts, 500 ms apart), driven
- * by a manual clock and undici's MockAgent, so "about 30 s" is checked exactly and instantly.
+ * by a manual clock and a fake kubelet transport, so "about 30 s" is checked exactly and instantly.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MockAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createK8sAttestor, type K8sWorkloadAttestor } from '../../src/attestors/workload/k8s/k8s.ts';
+import type { KubeletResponse, KubeletTransport } from '../../src/attestors/workload/k8s/kubelet-client.ts';
 import { ManualTimerClock, settle } from '../support/manual-timer-clock.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { createLogger } from '../../src/common/logger.ts';
@@ -46,26 +46,23 @@ afterAll(async () => {
   await rm(root, { recursive: true, force: true });
 });
 
-function setup(reply: (n: number, clock: ManualTimerClock) => { statusCode: number; data: string }): {
+function setup(reply: (n: number, clock: ManualTimerClock) => KubeletResponse): {
   attestor: K8sWorkloadAttestor;
   clock: ManualTimerClock;
   requests: () => number;
 } {
   const clock = new ManualTimerClock();
-  const agent = new MockAgent();
-  agent.disableNetConnect();
   let requests = 0;
-  agent
-    .get('https://node-a:10250')
-    .intercept({ path: '/pods', method: 'GET' })
-    .reply(() => reply(++requests, clock))
-    .persist();
+  const transport: KubeletTransport = async (url) => {
+    if (url !== 'https://node-a:10250/pods') throw new Error(`unexpected request: GET ${url}`);
+    return reply(++requests, clock);
+  };
   const attestor = createK8sAttestor({
     logger: createLogger({ name: 'test', level: 'silent' }),
     procRoot: join(root, 'proc'),
     tokenPath: join(root, 'token'),
     nodeName: 'node-a',
-    dispatcher: agent,
+    transport,
     clock,
     env: {},
   });
@@ -83,7 +80,7 @@ async function failure(promise: Promise<unknown>): Promise<ApiError> {
 
 describe('bounded wait with the default 60 × 500 ms', () => {
   it('container never listed: 60 pod lists over 29.5 s, then pod-level selectors', async () => {
-    const { attestor, clock, requests } = setup(() => ({ statusCode: 200, data: podList(false) }));
+    const { attestor, clock, requests } = setup(() => ({ statusCode: 200, body: podList(false) }));
     const values = await settle(attestor.attest(PID, new AbortController().signal), clock);
     expect(requests()).toBe(60);
     expect(clock.now()).toBe(59 * 500);
@@ -93,7 +90,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
   });
 
   it('container listed on the 7th pod list: found 3 s in', async () => {
-    const { attestor, clock, requests } = setup((n) => ({ statusCode: 200, data: podList(n >= 7) }));
+    const { attestor, clock, requests } = setup((n) => ({ statusCode: 200, body: podList(n >= 7) }));
     const values = await settle(attestor.attest(PID, new AbortController().signal), clock);
     expect(requests()).toBe(7);
     expect(clock.now()).toBe(3000);
@@ -102,7 +99,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
   });
 
   it('pod never listed: Unavailable after 60 attempts over 29.5 s', async () => {
-    const { attestor, clock } = setup(() => ({ statusCode: 200, data: podList(false, false) }));
+    const { attestor, clock } = setup(() => ({ statusCode: 200, body: podList(false, false) }));
     const err = await failure(settle(attestor.attest(PID, new AbortController().signal), clock));
     expect(err.code).toBe(Code.UNAVAILABLE);
     expect(err.message).toBe(`k8s: pod ${POD_UID} (of container ${CID}) is not in the kubelet pod list after 60 attempts over 29.5s`);
@@ -110,7 +107,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
   });
 
   it('a kubelet that keeps failing: Unavailable with its last error', async () => {
-    const { attestor, clock, requests } = setup(() => ({ statusCode: 500, data: 'internal error' }));
+    const { attestor, clock, requests } = setup(() => ({ statusCode: 500, body: 'internal error' }));
     const err = await failure(settle(attestor.attest(PID, new AbortController().signal), clock));
     expect(err.code).toBe(Code.UNAVAILABLE);
     expect(requests()).toBe(60);
@@ -124,7 +121,7 @@ describe('bounded wait with the default 60 × 500 ms', () => {
   it('a slow kubelet (2 s per list) is not waited on for longer than about 30 s in total', async () => {
     const { attestor, clock, requests } = setup((_, c) => {
       c.advance(2000);
-      return { statusCode: 200, data: podList(false) };
+      return { statusCode: 200, body: podList(false) };
     });
     await settle(attestor.attest(PID, new AbortController().signal), clock);
     expect(requests()).toBe(15);

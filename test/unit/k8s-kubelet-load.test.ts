@@ -2,14 +2,14 @@
  * How often the k8s attestor asks the kubelet for `/pods` (issue 10 item 4): a known
  * container in a known pod is answered from the shared pod index up to `podListMaxAgeMs`;
  * an unknown pod or container triggers one shared refetch; refetches start at least
- * `poll_retry_interval` apart whoever asks. Driven by a manual clock and undici's MockAgent.
+ * `poll_retry_interval` apart whoever asks. Driven by a manual clock and a fake kubelet transport.
  */
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { MockAgent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createK8sAttestor, type K8sAttestorOptions, type K8sWorkloadAttestor } from '../../src/attestors/workload/k8s/k8s.ts';
+import type { KubeletTransport } from '../../src/attestors/workload/k8s/kubelet-client.ts';
 import { ManualTimerClock, settle } from '../support/manual-timer-clock.ts';
 import { createLogger } from '../../src/common/logger.ts';
 
@@ -56,46 +56,41 @@ interface Harness {
 
 function setup(overrides: Partial<K8sAttestorOptions> = {}): Harness {
   const clock = new ManualTimerClock();
-  const agent = new MockAgent();
-  agent.disableNetConnect();
   const state = { late: false, gone: false };
   let requests = 0;
-  agent
-    .get('https://node-a:10250')
-    .intercept({ path: '/pods', method: 'GET' })
-    .reply(() => {
-      requests++;
-      const items: unknown[] = [
-        {
-          metadata: { uid: POD, name: 'web', namespace: 'demo', labels: { app: 'web' } },
-          spec: { serviceAccountName: 'web', nodeName: 'node-a' },
-          status: {
-            phase: 'Running',
-            containerStatuses: [
-              status('web', CALLERS.web.container),
-              status('sidecar', CALLERS.sidecar.container),
-              ...(state.late ? [status('late', CALLERS.late.container)] : []),
-            ],
-          },
+  const transport: KubeletTransport = async (url) => {
+    if (url !== 'https://node-a:10250/pods') throw new Error(`unexpected request: GET ${url}`);
+    requests++;
+    const items: unknown[] = [
+      {
+        metadata: { uid: POD, name: 'web', namespace: 'demo', labels: { app: 'web' } },
+        spec: { serviceAccountName: 'web', nodeName: 'node-a' },
+        status: {
+          phase: 'Running',
+          containerStatuses: [
+            status('web', CALLERS.web.container),
+            status('sidecar', CALLERS.sidecar.container),
+            ...(state.late ? [status('late', CALLERS.late.container)] : []),
+          ],
         },
-      ];
-      if (!state.gone) {
-        items.push({
-          metadata: { uid: GONE_POD, name: 'job', namespace: 'demo' },
-          spec: { serviceAccountName: 'job', nodeName: 'node-a' },
-          status: { phase: 'Running', containerStatuses: [status('job', CALLERS.gone.container)] },
-        });
-      }
-      return { statusCode: 200, data: JSON.stringify({ items }) };
-    })
-    .persist();
+      },
+    ];
+    if (!state.gone) {
+      items.push({
+        metadata: { uid: GONE_POD, name: 'job', namespace: 'demo' },
+        spec: { serviceAccountName: 'job', nodeName: 'node-a' },
+        status: { phase: 'Running', containerStatuses: [status('job', CALLERS.gone.container)] },
+      });
+    }
+    return { statusCode: 200, body: JSON.stringify({ items }) };
+  };
   const counts = { hits: 0, misses: 0 };
   const attestor = createK8sAttestor({
     logger: createLogger({ name: 'test', level: 'silent' }),
     procRoot: join(root, 'proc'),
     tokenPath: join(root, 'token'),
     nodeName: 'node-a',
-    dispatcher: agent,
+    transport,
     clock,
     env: {},
     maxPollAttempts: 4,

@@ -70,7 +70,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     timeoutMs: options.kubeletTimeoutMs,
     logger,
     metrics: metrics.kubelet,
-    dispatcher: options.dispatcher,
+    transport: options.transport,
     baseUrl: options.baseUrl,
   });
   const index = createPodIndex({

@@ -3,8 +3,10 @@
  * opaque "403 Forbidden" (spire#3152); these name the missing permission, the kubelet
  * flag, and which identity the agent presented.
  */
+import { X509Certificate } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
 import { ApiError, Code } from '../../../common/errors.ts';
-import type { Target } from './kubelet-client.ts';
+import type { Auth, Target } from './kubelet-client.ts';
 
 /** TLS errors that mean "the certificate does not chain to the configured CA". */
 const CHAIN_ERRORS = new Set([
@@ -23,9 +25,7 @@ const MAX_BODY_IN_MESSAGE = 300;
 
 /** Maps a failed connection or request to an ApiError. */
 export function describeTransportError(err: unknown, target: Target): ApiError {
-  const code = errorCode(err);
-  // Node appends advice about the system CA store, which is beside the point for a kubelet CA.
-  const reason = (err instanceof Error ? err.message : String(err)).replace(/; if the root CA is installed locally.*$/s, '');
+  const { code, reason } = codeAndReason(err);
   if (code !== undefined && CHAIN_ERRORS.has(code)) {
     return new ApiError(
       Code.FAILED_PRECONDITION,
@@ -87,14 +87,55 @@ export function describeHttpFailure(status: number, body: string, target: Target
   return new ApiError(Code.UNAVAILABLE, `kubelet: ${answer}`);
 }
 
-function errorCode(err: unknown): string | undefined {
-  // undici may wrap the socket error; look one level down too.
-  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 3; depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && code !== 'UND_ERR_SOCKET' && code !== 'UND_ERR_CONNECT') return code;
-    e = (e as { cause?: unknown }).cause;
+/** The credentials presented, for {@link describeHttpFailure}: never the secret itself. */
+export async function describeIdentity(auth: Auth): Promise<string> {
+  return auth.kind === 'token' ? await tokenClaims(auth.tokenPath) : await certificateSubject(auth);
+}
+
+/** The identity a token claims (never the token): for error messages only, unverified. */
+async function tokenClaims(path: string): Promise<string> {
+  let token: string;
+  try {
+    token = (await readFile(path, 'utf8')).trim();
+  } catch {
+    return `the bearer token from ${path}`;
   }
-  return undefined;
+  const payload = token.split('.')[1];
+  if (payload === undefined) return `the bearer token from ${path} (not a JWT)`;
+  try {
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { sub?: unknown; aud?: unknown };
+    const sub = typeof claims.sub === 'string' ? claims.sub : '?';
+    const aud = Array.isArray(claims.aud) ? claims.aud.join(',') : typeof claims.aud === 'string' ? claims.aud : '?';
+    return `the bearer token from ${path} (sub "${sub}", aud "${aud}")`;
+  } catch {
+    return `the bearer token from ${path} (unreadable claims)`;
+  }
+}
+
+async function certificateSubject(auth: Auth): Promise<string> {
+  if (auth.kind !== 'certificate') return 'no credentials (use_anonymous_authentication)';
+  try {
+    const cert = new X509Certificate(await readFile(auth.certificatePath));
+    return `the client certificate from ${auth.certificatePath} (subject "${cert.subject.replaceAll('\n', ', ')}")`;
+  } catch {
+    return `the client certificate from ${auth.certificatePath}`;
+  }
+}
+
+/**
+ * The error's code and message, as the TLS layer reports them. Node's https client writes the
+ * request before the TLS handshake has finished, so a handshake that fails on what the server
+ * sent (a plain-HTTP port: "wrong version number") can surface as the failed write instead:
+ * `write EPROTO <OpenSSL error text>`, where the handshake itself would have said
+ * ERR_SSL_<REASON>. That code is recovered here so that both say the same.
+ */
+function codeAndReason(err: unknown): { code: string | undefined; reason: string } {
+  const own = (err as { code?: unknown } | null | undefined)?.code;
+  // Node appends advice about the system CA store, which is beside the point for a kubelet CA.
+  const message = (err instanceof Error ? err.message : String(err)).replace(/; if the root CA is installed locally.*$/s, '');
+  const ssl = own === 'EPROTO' ? /^\w+ EPROTO (.*:SSL routines:[^:]*:([^:]+):.*)$/s.exec(message) : null;
+  if (ssl !== null) return { code: `ERR_SSL_${(ssl[2] as string).toUpperCase().replaceAll(' ', '_')}`, reason: ssl[1] as string };
+  return { code: typeof own === 'string' ? own : undefined, reason: message };
 }
 
 /** The start of a response body on one line, for an error message. */

@@ -3,9 +3,9 @@
  * Field names follow SPIRE's `plugin_data` keys for `WorkloadAttestor "k8s"`
  * (`doc/plugin_agent_workloadattestor_k8s.md`), shown in parentheses.
  */
-import type { Dispatcher } from 'undici';
 import { ApiError, Code } from '../../../common/errors.ts';
 import type { Logger } from '../../../common/logger.ts';
+import type { KubeletTransport } from './kubelet-client.ts';
 import type { K8sAttestorMetrics } from './metrics.ts';
 import type { TimerClock } from './pod-index.ts';
 
@@ -60,8 +60,8 @@ export interface K8sAttestorOptions {
   procRoot?: string;
   /** Test seam: time and timers of the pod index and the bounded wait. */
   clock?: TimerClock;
-  /** Test seam: the undici dispatcher for kubelet requests (replaces the TLS setup). */
-  dispatcher?: Dispatcher;
+  /** Test seam: sends the kubelet requests instead of node:https (replaces the TLS setup). */
+  transport?: KubeletTransport;
   /** Test seam: `https://127.0.0.1:<port>` to connect to instead of `https://<node>:<port>`; TLS names are unchanged. */
   baseUrl?: string;
   /** Test seam: the environment read for `nodeNameEnv` and `HOST_PROC`. Default `process.env`. */
