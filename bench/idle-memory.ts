@@ -91,7 +91,7 @@ const MODULE_STEPS: readonly (readonly [name: string, code: string])[] = [
   ['+ the CLI commands (dist/agent/cli/*)', "await import('./dist/agent/cli/api-commands.js'); await import('./dist/agent/cli/run-command.js');"],
   ['(not loaded idle) + prom-client (telemetry block)', "await import('prom-client');"],
   ['(not loaded idle) + jose (first JWT validation)', "await import('jose');"],
-  ['(in a pod) + the k8s workload attestor (dist/attestors/workload/k8s/k8s.js, with undici)', "await import('./dist/attestors/workload/k8s/k8s.js');"],
+  ['(in a pod) + the k8s workload attestor (dist/attestors/workload/k8s/k8s.js, kubelet client over node:https)', "await import('./dist/attestors/workload/k8s/k8s.js');"],
   ['(not loaded idle) + @peculiar/x509', "await import('reflect-metadata'); await import('@peculiar/x509');"],
   ['(not loaded idle) + @kubernetes/client-node', "await import('@kubernetes/client-node');"],
 ];
