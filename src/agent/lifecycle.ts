@@ -20,7 +20,8 @@ import { certificatesToPem, decodePemCertificates } from '../common/pem.ts';
 import { fromSpiffeBundleJson } from '../common/spiffe-bundle.ts';
 import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
 import type { AgentConfig } from './config.ts';
-import { connectToServer, type ServerClients } from './server-client/connection.ts';
+import { checkSpiffeIdentity, connectToServer, type ServerClients } from './server-client/connection.ts';
+import { ServerTlsSelector } from './server-client/tls-fallback.ts';
 import { attestAgent } from './server-client/attest.ts';
 import { ServerApi } from './server-client/server-api.ts';
 import { agentSvid, isUsable, type AgentSvid } from './agent-svid.ts';
@@ -98,6 +99,8 @@ export class AgentLifecycle {
   #rootsSource: RootsSource;
   #clients: ServerClients | undefined;
   #clientsKey = '';
+  /** TLS 1.2 without tickets once the server shows spiffe/spire#7076 (tls-fallback.ts). */
+  readonly #tls: ServerTlsSelector;
   #stopped = false;
   #wake: (() => void) | undefined;
   /** Failed attempts since the last successful sync. */
@@ -114,6 +117,7 @@ export class AgentLifecycle {
     this.#metrics = opts.metrics ?? NOOP_LIFECYCLE_METRICS;
     this.#roots = bootstrapRoots;
     this.#rootsSource = bootstrapRoots === undefined ? 'insecure' : 'bootstrap';
+    this.#tls = new ServerTlsSelector(opts.logger, () => opts.clock.now());
     this.done = this.#run();
   }
 
@@ -121,7 +125,8 @@ export class AgentLifecycle {
   clients(): ServerClients {
     const identity = this.#identity;
     const rootsPem = this.#roots === undefined ? undefined : certificatesToPem(this.#roots);
-    const key = `${identity?.certChainPem ?? ''}|${rootsPem ?? ''}`;
+    const tlsMode = this.#tls.mode;
+    const key = `${identity?.certChainPem ?? ''}|${rootsPem ?? ''}|${tlsMode}`;
     if (this.#clients === undefined || key !== this.#clientsKey) {
       this.#clients?.close();
       this.#clients = connectToServer({
@@ -130,6 +135,7 @@ export class AgentLifecycle {
         rootsPem,
         ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
         reconnectBackoffMaxMs: this.#o.config.syncIntervalMs,
+        tlsMode,
       });
       this.#clientsKey = key;
     }
@@ -240,12 +246,16 @@ export class AgentLifecycle {
     // asked, and are always retried.
     const payload = await attestor.payload();
     const { privateKey, csr } = newKeyAndCsr();
-    // AttestAgent runs on its own connection without a client certificate, so a valid SVID
-    // we already hold stays in use if (re-)attestation fails.
+    // AttestAgent runs on its own connection, so a valid SVID we already hold stays in use if
+    // (re-)attestation fails. It runs without a client certificate, except on a server that
+    // needs TLS 1.2 (spiffe/spire#7076): there TLS 1.2 requires one, and AttestAgent ignores it.
+    const tlsMode = this.#tls.mode;
+    const current = this.#identity !== undefined && isUsable(this.#identity, this.#o.clock.now()) ? this.#identity : undefined;
     const anonymous = connectToServer({
       address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
       trustDomain: this.#o.config.trustDomain,
       rootsPem: this.#roots === undefined ? undefined : certificatesToPem(this.#roots),
+      ...(tlsMode === 'default' || current === undefined ? {} : { identity: { certChainPem: current.certChainPem, keyPem: current.keyPem }, tlsMode }),
     });
     let result: Awaited<ReturnType<typeof attestAgent>>;
     try {
@@ -409,6 +419,7 @@ export class AgentLifecycle {
       case 'retry':
         break;
     }
+    if (apiError.code === Code.UNAVAILABLE) await this.#checkTlsMode();
     if (this.#failures === 0) this.#failingSince = this.#o.clock.now();
     this.#failures++;
     const waitMs = this.#retryDelay();
@@ -426,6 +437,20 @@ export class AgentLifecycle {
     }
     await this.#sleep(waitMs);
     return undefined;
+  }
+
+  /** After an Unavailable failure: whether the server needs TLS 1.2 (spiffe/spire#7076). */
+  async #checkTlsMode(): Promise<void> {
+    const identity = this.#identity !== undefined && isUsable(this.#identity, this.#o.clock.now()) ? this.#identity : undefined;
+    const expected = `spiffe://${this.#o.config.trustDomain}/spire/server`;
+    const changed = await this.#tls.afterUnavailable({
+      address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
+      trustDomain: this.#o.config.trustDomain,
+      rootsPem: this.#roots === undefined ? undefined : certificatesToPem(this.#roots),
+      ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
+      checkServerIdentity: (cert) => checkSpiffeIdentity(cert, expected),
+    });
+    if (changed) this.#dropClients();
   }
 
   async #run(): Promise<LifecycleEnd> {

@@ -5,8 +5,10 @@
  */
 import { uriSans } from '../../common/peer-certificate.ts';
 import type { PeerCertificate } from 'node:tls';
+import { createSecureContext } from 'node:tls';
 import { credentials, type ChannelOptions } from '@grpc/grpc-js';
 import { AgentClient, BundleClient, EntryClient, SvidClient } from '../../common/proto.ts';
+import { tlsModeOptions, type ServerTlsMode } from './tls-fallback.ts';
 
 export interface ServerConnectionOptions {
   /** host:port of the server's TLS listener. */
@@ -25,6 +27,11 @@ export interface ServerConnectionOptions {
    * within about one interval of the server's return.
    */
   reconnectBackoffMaxMs?: number;
+  /**
+   * `tls12-no-tickets` for servers that close TLS 1.3 connections after the handshake
+   * (spiffe/spire#7076, see tls-fallback.ts); default: Node's TLS defaults.
+   */
+  tlsMode?: ServerTlsMode;
 }
 
 /** Typed clients on one channel. */
@@ -46,18 +53,21 @@ export function checkSpiffeIdentity(cert: PeerCertificate, expected: string): Er
 /** Opens clients to the server (lazily: the first call connects). */
 export function connectToServer(opts: ServerConnectionOptions): ServerClients {
   const expected = `spiffe://${opts.trustDomain}/spire/server`;
-  const creds = credentials.createSsl(
-    opts.rootsPem === undefined ? null : Buffer.from(opts.rootsPem),
-    opts.identity === undefined ? null : Buffer.from(opts.identity.keyPem),
-    opts.identity === undefined ? null : Buffer.from(opts.identity.certChainPem),
-    {
-      checkServerIdentity: (_host, cert) => checkSpiffeIdentity(cert, expected),
-      // insecure_bootstrap only: trust on first use, as SPIRE. Node calls checkServerIdentity
-      // only after the chain verified, so without roots the server is not checked at all
-      // (an ID check would add nothing: anyone can sign a certificate naming that ID).
-      ...(opts.rootsPem === undefined ? { rejectUnauthorized: false } : {}),
-    },
-  );
+  const { minVersion, maxVersion, secureOptions } = tlsModeOptions(opts.tlsMode ?? 'default');
+  const context = createSecureContext({
+    ...(opts.rootsPem === undefined ? {} : { ca: opts.rootsPem }),
+    ...(opts.identity === undefined ? {} : { cert: opts.identity.certChainPem, key: opts.identity.keyPem }),
+    ...(minVersion === undefined ? {} : { minVersion }),
+    ...(maxVersion === undefined ? {} : { maxVersion }),
+    ...(secureOptions === undefined ? {} : { secureOptions }),
+  });
+  const creds = credentials.createFromSecureContext(context, {
+    checkServerIdentity: (_host, cert) => checkSpiffeIdentity(cert, expected),
+    // insecure_bootstrap only: trust on first use, as SPIRE. Node calls checkServerIdentity
+    // only after the chain verified, so without roots the server is not checked at all
+    // (an ID check would add nothing: anyone can sign a certificate naming that ID).
+    ...(opts.rootsPem === undefined ? { rejectUnauthorized: false } : {}),
+  });
   const channelOptions: ChannelOptions = {
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
     // Each identity gets its own channel: never reuse a connection made with another SVID.

@@ -1,0 +1,168 @@
+/**
+ * Recognises spire-server builds hit by spiffe/spire#7076 and picks the TLS mode they accept.
+ *
+ * spire-server 1.15.0–1.15.1 built with Go ≥ 1.26 disables session tickets on its listener's
+ * outer `tls.Config` but not on the per-client config its `GetConfigForClient` returns. Go then
+ * takes the ticket keys from the outer config (none) and the decision to send a ticket from
+ * the inner one (yes), so every handshake whose ClientHello could use a ticket fails right
+ * after the client has finished it ("tls: internal error: session ticket keys unavailable"),
+ * and the client sees its connection reset:
+ * - TLS 1.3: a ticket is sent whenever the ClientHello offers `psk_dhe_ke`, which OpenSSL (so
+ *   Node) always does; `SSL_OP_NO_TICKET` does not remove it.
+ * - TLS 1.2: a ticket is sent when the ClientHello has the session_ticket extension, which
+ *   `SSL_OP_NO_TICKET` does remove. So TLS 1.2 without tickets completes.
+ * - But under TLS 1.2 an empty client Certificate message reaches spire-server's
+ *   VerifyPeerCertificate hook as an empty, non-nil list, and the hook skips verification only
+ *   for nil (what TLS 1.3 passes), so a client without a certificate gets alert 42
+ *   (bad_certificate). TLS 1.2 therefore works only with a client certificate: every call of an
+ *   agent that holds an SVID (AttestAgent included, which ignores the certificate), but never
+ *   the first attestation. Such a server has to be upgraded (1.15.2) for new agents.
+ *
+ * The fallback still verifies the server's chain against the trust bundle and its SPIFFE ID.
+ */
+import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
+import { constants } from 'node:crypto';
+import { isIP } from 'node:net';
+import type { Logger } from '../../common/logger.ts';
+
+/** How the agent dials the server: Node's default, or TLS 1.2 without session tickets. */
+export type ServerTlsMode = 'default' | 'tls12-no-tickets';
+
+/** What one probe handshake showed. */
+export type ProbeOutcome =
+  /** The handshake completed and the server then spoke HTTP/2. */
+  | 'ok'
+  /** The handshake completed (server verified) and the server then closed without a byte. */
+  | 'closed-after-handshake'
+  /** The handshake did not complete (refused, alert, verification failure, timeout). */
+  | 'failed';
+
+export interface ProbeTarget {
+  /** host:port, as given to grpc-js. */
+  address: string;
+  trustDomain: string;
+  /** PEM roots; `undefined` skips chain verification (insecure bootstrap). */
+  rootsPem: string | undefined;
+  /** Client certificate chain and key (PEM), presented when set. */
+  identity?: { certChainPem: string; keyPem: string };
+  /** Checks the server's leaf; returns an Error to refuse it. */
+  checkServerIdentity: (cert: PeerCertificate) => Error | undefined;
+}
+
+/** The HTTP/2 client preface and an empty SETTINGS frame: any HTTP/2 server answers it. */
+const H2_PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]);
+
+/** The Node TLS options of a mode, beyond roots and identity. */
+export function tlsModeOptions(mode: ServerTlsMode): Pick<ConnectionOptions, 'minVersion' | 'maxVersion' | 'secureOptions'> {
+  return mode === 'default' ? {} : { minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2', secureOptions: constants.SSL_OP_NO_TICKET };
+}
+
+/** Splits `host:port` (`[v6]:port` too). */
+function splitAddress(address: string): { host: string; port: number } {
+  const i = address.lastIndexOf(':');
+  const host = address.slice(0, i).replace(/^\[(.*)\]$/, '$1');
+  return { host, port: Number(address.slice(i + 1)) };
+}
+
+/** Makes one TLS connection in `mode`, as the gRPC channel would, and reports what happened. */
+export function probeServerTls(target: ProbeTarget, mode: ServerTlsMode, timeoutMs = 5_000): Promise<{ outcome: ProbeOutcome; detail: string }> {
+  const { host, port } = splitAddress(target.address);
+  return new Promise((resolve) => {
+    let handshaken = false;
+    let settled = false;
+    const socket = connect({
+      host,
+      port,
+      // As the channel: SNI carries the trust domain (never an IP address).
+      ...(isIP(target.trustDomain) === 0 ? { servername: target.trustDomain } : {}),
+      ALPNProtocols: ['h2'],
+      ...(target.rootsPem === undefined ? { rejectUnauthorized: false } : { ca: target.rootsPem }),
+      ...(target.identity === undefined ? {} : { cert: target.identity.certChainPem, key: target.identity.keyPem }),
+      checkServerIdentity: (_host, cert) => target.checkServerIdentity(cert),
+      ...tlsModeOptions(mode),
+    });
+    const finish = (outcome: ProbeOutcome, detail: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ outcome, detail });
+    };
+    const timer = setTimeout(() => finish('failed', `no answer within ${timeoutMs} ms`), timeoutMs);
+    socket.on('secureConnect', () => {
+      handshaken = true;
+      socket.write(H2_PREFACE);
+    });
+    socket.on('data', () => finish('ok', `${socket.getProtocol() ?? 'TLS'} connection answered`));
+    socket.on('error', (err) => finish(handshaken ? 'closed-after-handshake' : 'failed', err.message));
+    socket.on('close', () => finish(handshaken ? 'closed-after-handshake' : 'failed', 'connection closed'));
+  });
+}
+
+/** Least time between two probes: a server that is down is not probed at every retry. */
+export const PROBE_SPACING_MS = 30_000;
+
+/**
+ * The TLS mode for one server, chosen once: `default` until a failed call's probe shows the
+ * #7076 signature (a TLS 1.3 handshake that completes and is then closed without a byte) and
+ * a TLS 1.2 handshake without tickets works; then `tls12-no-tickets` for the process's life.
+ * Each finding is logged once. Probes are at least {@link PROBE_SPACING_MS} apart.
+ */
+export class ServerTlsSelector {
+  readonly #log: Logger;
+  readonly #now: () => number;
+  #mode: ServerTlsMode = 'default';
+  #lastProbeAt: number | undefined;
+  #warnedAnonymous = false;
+  #warnedNoFallback = false;
+
+  constructor(logger: Logger, now: () => number = Date.now) {
+    this.#log = logger;
+    this.#now = now;
+  }
+
+  get mode(): ServerTlsMode {
+    return this.#mode;
+  }
+
+  /**
+   * Called after a call failed as Unavailable: probes the server and switches to TLS 1.2
+   * without tickets when that is what it needs. Returns whether the mode changed.
+   */
+  async afterUnavailable(target: ProbeTarget): Promise<boolean> {
+    if (this.#mode !== 'default') return false;
+    const now = this.#now();
+    if (this.#lastProbeAt !== undefined && now - this.#lastProbeAt < PROBE_SPACING_MS) return false;
+    this.#lastProbeAt = now;
+    const normal = await probeServerTls(target, 'default');
+    if (normal.outcome !== 'closed-after-handshake') return false;
+    const server = `spiffe://${target.trustDomain}/spire/server`;
+    if (target.identity === undefined) {
+      if (!this.#warnedAnonymous) {
+        this.#warnedAnonymous = true;
+        this.#log.error(
+          { server: target.address, error: normal.detail, issue: 'https://github.com/spiffe/spire/issues/7076' },
+          `${server} closes every TLS 1.3 connection right after the handshake (spire-server 1.15.0-1.15.1 built with Go 1.26, spiffe/spire#7076), and it refuses TLS 1.2 without a client certificate: an agent without an SVID cannot attest to it; upgrade the server to 1.15.2 or later`,
+        );
+      }
+      return false;
+    }
+    const legacy = await probeServerTls(target, 'tls12-no-tickets');
+    if (legacy.outcome !== 'ok') {
+      if (!this.#warnedNoFallback) {
+        this.#warnedNoFallback = true;
+        this.#log.error(
+          { server: target.address, error: normal.detail, tls12_error: legacy.detail, issue: 'https://github.com/spiffe/spire/issues/7076' },
+          `${server} closes every TLS 1.3 connection right after the handshake (spiffe/spire#7076) and TLS 1.2 without session tickets failed too`,
+        );
+      }
+      return false;
+    }
+    this.#mode = 'tls12-no-tickets';
+    this.#log.warn(
+      { server: target.address, error: normal.detail, issue: 'https://github.com/spiffe/spire/issues/7076' },
+      `${server} closes every TLS 1.3 connection right after the handshake (spire-server 1.15.0-1.15.1 built with Go 1.26, spiffe/spire#7076): using TLS 1.2 without session tickets for it from now on, still verifying its certificate chain and SPIFFE ID`,
+    );
+    return true;
+  }
+}

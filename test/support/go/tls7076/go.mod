@@ -1,0 +1,3 @@
+module tls7076
+
+go 1.26

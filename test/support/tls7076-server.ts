@@ -1,0 +1,104 @@
+/**
+ * The Go server of test/support/go/tls7076 (a gRPC-over-TLS listener configured as
+ * spire-server 1.15.0–1.15.1, reproducing spiffe/spire#7076): built once per input hash and
+ * Go version, cached next to the interop builds, and started in a temporary directory.
+ */
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { chmod, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { cacheRoot, hashOf, mkdirShared, pruneSiblings, timed, type Toolchain } from './interop-builds.ts';
+import { REPO } from './server-process.ts';
+
+const execFileAsync = promisify(execFile);
+
+export const TLS7076_DIR = join(REPO, 'test/support/go/tls7076');
+
+/** Whether `go` is new enough: the condition exists only in Go >= 1.26's crypto/tls. */
+export function goReproduces7076(go: Toolchain): { ok: boolean; reason: string } {
+  if (!go.ok) return { ok: false, reason: go.reason };
+  const [major, minor] = (/^go(\d+)\.(\d+)/.exec(go.version) ?? []).slice(1).map(Number);
+  if (major === 1 && minor !== undefined && minor < 26) {
+    return { ok: false, reason: `spiffe/spire#7076 needs Go >= 1.26's crypto/tls (older versions take the ticket keys from the per-client config), found ${go.version}` };
+  }
+  return { ok: true, reason: '' };
+}
+
+/** Builds the server once per (go.mod, main.go, Go version); returns the binary. */
+export async function buildTls7076(go: Toolchain): Promise<string> {
+  const inputs = ['go.mod', 'main.go'].map((f) => readFileSync(join(TLS7076_DIR, f)));
+  const dir = join(cacheRoot(), `tls7076-${hashOf([go.version, ...inputs])}`);
+  const bin = join(dir, 'tls7076');
+  if (existsSync(bin)) return bin;
+  await mkdirShared(dir);
+  const env: NodeJS.ProcessEnv = { ...process.env, GOFLAGS: '-mod=readonly -buildvcs=false', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' };
+  if (env['HOME'] === undefined && env['GOCACHE'] === undefined) env['GOCACHE'] = join(cacheRoot(), 'gocache');
+  const tmp = `${bin}.tmp-${process.pid}`;
+  try {
+    await timed(`go build tls7076 (${go.version})`, () => execFileAsync(go.bin, ['build', '-o', tmp, '.'], { cwd: TLS7076_DIR, env, timeout: 300_000 }));
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`go build tls7076 failed: ${e.stderr ?? e.message}`);
+  }
+  await chmod(tmp, 0o755);
+  await rename(tmp, bin);
+  await pruneSiblings(dir);
+  return bin;
+}
+
+/** A running tls7076 server. */
+export interface Tls7076Server {
+  /** 127.0.0.1:port */
+  address: string;
+  port: number;
+  /** Where ca.pem, agent.pem and agent-key.pem are. */
+  dir: string;
+  caPem: string;
+  /** The agent SVID the server's CA issued (`spiffe://<td>/spire/agent/join_token/tls7076`). */
+  agentPem: string;
+  agentKeyPem: string;
+  /** The server's log so far (ClientHellos, handshake errors, RPCs). */
+  logs(): string;
+  stop(): Promise<void>;
+}
+
+/** Starts the server for trust domain `td`. */
+export async function startTls7076(bin: string, td: string): Promise<Tls7076Server> {
+  const dir = await mkdtemp(join(tmpdir(), 'tls7076-'));
+  const child: ChildProcess = spawn(bin, ['-td', td, '-out', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let log = '';
+  child.stderr?.on('data', (d: Buffer) => (log += d.toString()));
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tls7076 did not start: ${log}`)), 10_000);
+    child.stdout?.on('data', (d: Buffer) => {
+      out += d.toString();
+      const m = /listening (\S+)\n/.exec(out);
+      if (m?.[1] !== undefined) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`tls7076 exited (${code}): ${log}`)));
+  });
+  const read = (name: string): Promise<string> => readFile(join(dir, name), 'utf8');
+  return {
+    address,
+    port: Number(address.split(':')[1]),
+    dir,
+    caPem: await read('ca.pem'),
+    agentPem: await read('agent.pem'),
+    agentKeyPem: await read('agent-key.pem'),
+    logs: () => log,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
