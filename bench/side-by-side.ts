@@ -17,11 +17,13 @@
  * RssAnon before and with all open, time to open); the interleaved rounds; the bundle push
  * (--bundle-streams K streams open on each agent at once, then `spire-server localauthority
  * x509 prepare` adds an X.509 authority to the bundle; each stream records when the changed
- * bundle reached it); churn (optional, below); entries (last, so no other step carries them:
- * cumulative batches up to each size in --entries, one subscriber holding a FetchX509SVID
- * stream throughout, time from `entry create -data` to a response carrying all N+1 SVIDs and
- * RssAnon against the same reading before the first batch; ours first, then its entries are
- * deleted, then spire-agent).
+ * bundle reached it); churn (optional, below); entries (last, on a second pair of agents
+ * started for it, so both start from idle and no other step carries the entries:
+ * cumulative batches up to each size in --entries, each created out of the agents' sight and
+ * then handed to the agent at once by one bridge entry (see entrySizes), one subscriber holding
+ * a FetchX509SVID stream throughout; time from the bridge's `entry create` to a response
+ * carrying all N+1 SVIDs, RssAnon against the same reading before the first batch; ours first,
+ * then its entries are deleted, then spire-agent).
  *
  * --churn S adds connection churn (off by default): --churn-clients Go clients each loop new
  * connection → FetchX509SVID → first response → close for S seconds against one agent, then the
@@ -33,6 +35,7 @@
  * bench/RESULTS.md. SPIRE v1.13.3 is built on first use into
  * $XDG_CACHE_HOME/spiffe-node-agent (see support/spire-build.ts; SPIRE_BIN_DIR=<dir> uses
  * prebuilt binaries). Needs Go ≥ 1.24 on PATH (or GO=…) and npm (for `npm ci --omit=dev`).
+ * SBS_LOG_LEVEL=DEBUG sets both agents' log_level (default INFO) for a look at --keep's logs.
  *
  * Our agent runs with
  *   experimental { workload_api_limits { connections_per_process = 1000, connections_per_pod = 1000,
@@ -41,7 +44,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, symlinkSync, chmodSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { cleanupAll, stopChild, trackChild, trackDir } from './support/cleanup.ts';
@@ -93,7 +96,7 @@ function run(cmd: string, argv: string[], opts: { cwd?: string; env?: NodeJS.Pro
   return new Promise((resolve, reject) => {
     const child = execFile(cmd, argv, { cwd: opts.cwd, env: opts.env, timeout: opts.timeout ?? 300_000, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
       if (err === null) resolve(stdout);
-      else reject(new Error(`${cmd} ${argv.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
+      else reject(new Error(`${cmd} ${argv.join(' ')} failed (${err.killed ? `killed after ${opts.timeout ?? 300_000} ms, ` : ''}code ${err.code}, signal ${err.signal}): ${err.message}\n${stdout.slice(-3000)}\n${stderr.slice(-3000)}`));
     });
     trackChild(child);
   });
@@ -323,11 +326,11 @@ async function churn(client: string, agent: Agent, seconds: number, clients: num
 
 interface EntryStep {
   readonly size: number;
-  /** Entries this step created (the batch on top of the previous size). */
+  /** Entries this step added (the batch on top of the previous size). */
   readonly added: number;
-  /** From just before `entry create` to the first response carrying all size + 1 SVIDs. */
+  /** From just before the bridge entry's `entry create` to the first response carrying all size + 1 SVIDs. */
   readonly ms: number;
-  /** How long `entry create` itself took. */
+  /** How long creating the batch took (before the bridge: not part of `ms`). */
   readonly createMs: number;
   readonly svids: number;
   /** Size of that response (protobuf bytes). */
@@ -339,8 +342,10 @@ interface EntryRun {
   /** RssAnon with the one bench entry, the subscriber already holding its stream. */
   readonly before: Memory;
   readonly steps: EntryStep[];
-  /** IDs of every entry created (for deleting them). */
-  readonly ids: string[];
+  /** Entries created (batches and bridges). */
+  readonly created: number;
+  /** When asked to delete them afterwards: from the start of `entry delete` to the subscriber's response with 1 SVID. */
+  readonly deleteMs?: number;
 }
 
 /** Entry IDs from `entry create -output json`; throws if any failed. */
@@ -357,14 +362,55 @@ function createdIds(json: string): string[] {
 }
 
 /**
- * Cumulative batches up to each of `sizesUp` entries for this agent's uid, with one subscriber
- * (the client's `wait -hold`) holding a FetchX509SVID stream from before the first batch to the
- * end, so neither agent may evict the SVIDs; RssAnon is read after each size with all held.
+ * The unix selectors both agents' attestors give this process's children (SPIRE's list: uid,
+ * user, gid, group, supplementary_gid, supplementary_group; from /proc and /etc like theirs), one
+ * per entry in turn.
+ * spire-server's similar-entry check on create scans every entry sharing a selector, so a
+ * single selector makes creating 20,000 entries quadratic (minutes); six spread it.
  */
-async function entrySizes(client: string, agent: Agent, sizesUp: readonly number[], dir: string, serverCli: ServerCli): Promise<EntryRun> {
-  const targets = [1, ...sizesUp.map((n) => n + 1)];
-  const holder = new JsonLineChild(client, ['-socket', agent.socket, '-mode', 'wait', '-count', targets.join(','), '-hold', '-timeout', '3600s']);
+function workloadSelectors(): { type: 'unix'; value: string }[] {
+  const groups = new Map<number, string>();
+  try {
+    for (const line of readFileSync('/etc/group', 'utf8').split('\n')) {
+      const [name, , gid] = line.split(':');
+      if (name !== undefined && name !== '' && gid !== undefined && !groups.has(Number(gid))) groups.set(Number(gid), name);
+    }
+  } catch {
+    // no names: the numeric selectors remain
+  }
+  const gid = process.getgid?.() ?? 0;
+  let user: string | undefined;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = undefined;
+  }
+  const values = [`uid:${UID}`, ...(user === undefined ? [] : [`user:${user}`]), `gid:${gid}`, ...(groups.has(gid) ? [`group:${groups.get(gid)}`] : [])];
+  // Supplementary groups as both attestors read them (process.getgroups() can add the egid).
+  const supplementary = (/^Groups:[ \t]*(.*)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '').split(/\s+/).filter((g) => g !== '').map(Number);
+  for (const g of supplementary) {
+    values.push(`supplementary_gid:${g}`);
+    if (groups.has(g)) values.push(`supplementary_group:${groups.get(g)}`);
+  }
+  return [...new Set(values)].map((value) => ({ type: 'unix', value }));
+}
+
+/**
+ * Cumulative batches up to each of `sizesUp` entries matching this process's children, with
+ * one subscriber (the client's `wait -hold`) holding a FetchX509SVID stream from before the
+ * first batch to the end, so neither agent may evict the SVIDs; RssAnon is read after each
+ * size with all held. Each batch is created under a parent no agent has
+ * (spiffe://…/bench/<agent>/batch-<size>), then one bridge entry (parent: the agent, SPIFFE ID:
+ * that parent, a selector no workload has) hands the whole batch to the agent at once — the
+ * server returns an agent's entries' descendants too — so the time measured is the agent's
+ * (plus the server's entry cache and signing), not spire-server's SQLite inserts. With
+ * `deleteAfter`, deletes them all at the end and waits until the subscriber is back at 1 SVID.
+ */
+async function entrySizes(client: string, agent: Agent, sizesUp: readonly number[], dir: string, serverCli: ServerCli, deleteAfter: boolean): Promise<EntryRun> {
+  const counts = [1, ...sizesUp.map((n) => n + 1), ...(deleteAfter ? [1] : [])];
+  const holder = new JsonLineChild(client, ['-socket', agent.socket, '-mode', 'wait', '-count', counts.join(','), '-hold', '-timeout', '7200s']);
   type WaitLine = { count: number; svids: number; bytes: number; done_unix_ms: number };
+  const selectors = workloadSelectors();
   try {
     await holder.next<WaitLine>(`${agent.name}: subscribe`, 60_000);
     await sleep(1_000);
@@ -374,17 +420,20 @@ async function entrySizes(client: string, agent: Agent, sizesUp: readonly number
     let prev = 0;
     for (const size of sizesUp) {
       const added = size - prev;
+      const batchId = `spiffe://${TD}/bench/${agent.name}/batch-${size}`;
       log(`entries: ${agent.name} ${count(size)} (+${count(added)})`);
       const file = join(dir, `entries-${agent.name}-${size}.json`);
       writeFileSync(
         file,
         JSON.stringify({
-          entries: Array.from({ length: added }, (_, j) => ({ parent_id: agent.id, spiffe_id: `spiffe://${TD}/bench/${agent.name}/many/${prev + j}`, selectors: [{ type: 'unix', value: `uid:${UID}` }] })),
+          entries: Array.from({ length: added }, (_, j) => ({ parent_id: batchId, spiffe_id: `spiffe://${TD}/bench/${agent.name}/many/${prev + j}`, selectors: [selectors[(prev + j) % selectors.length]] })),
         }),
       );
+      const c0 = Date.now();
+      ids.push(...createdIds(await serverCli(['entry', 'create', '-data', file, '-output', 'json'], 1_800_000)));
+      const createMs = Date.now() - c0;
       const t0 = Date.now();
-      ids.push(...createdIds(await serverCli(['entry', 'create', '-data', file, '-output', 'json'], 600_000)));
-      const createMs = Date.now() - t0;
+      ids.push(...createdIds(await serverCli(['entry', 'create', '-parentID', agent.id, '-spiffeID', batchId, '-selector', 'unix:user:sna-bench-no-such-user', '-output', 'json'])));
       // spire-server signs at most 500 X509-SVIDs per second per IP: allow four times that.
       const done = await holder.next<WaitLine>(`${agent.name}: a response with ${size + 1} SVIDs`, 120_000 + added * 8);
       await sleep(1_000);
@@ -392,28 +441,19 @@ async function entrySizes(client: string, agent: Agent, sizesUp: readonly number
       steps.push({ size, added, ms: done.done_unix_ms - t0, createMs, svids: done.svids, bytes: done.bytes, after });
       prev = size;
     }
-    return { before, steps, ids };
+    if (!deleteAfter) return { before, steps, created: ids.length };
+    log(`entries: deleting the ${count(ids.length)} of ${agent.name} and waiting until it serves one SVID again`);
+    const d0 = Date.now();
+    const file = join(dir, `delete-${agent.name}.json`);
+    writeFileSync(file, JSON.stringify({ ids }));
+    const out = JSON.parse(await serverCli(['entry', 'delete', '-file', file, '-output', 'json'], 1_800_000)) as { results?: { status?: { code?: number } }[] };
+    const failed = (out.results ?? []).filter((r) => (r.status?.code ?? 0) !== 0).length;
+    if (failed > 0) throw new Error(`entry delete: ${failed} of ${ids.length} failed`);
+    const dropped = await holder.next<WaitLine>(`${agent.name}: back to 1 SVID after the delete`, 300_000);
+    return { before, steps, created: ids.length, deleteMs: dropped.done_unix_ms - d0 };
   } finally {
     await holder.close();
   }
-}
-
-/** How many SVIDs one FetchX509SVID response of the agent carries now. */
-async function svidCount(client: string, agent: Agent): Promise<number> {
-  const out = await run(client, ['-socket', agent.socket, '-mode', 'warm', '-n', '1', '-warmup', '0', '-timeout', '60s']);
-  return (JSON.parse(lastLine(out)) as ClientResult).svids;
-}
-
-/** Deletes entries by ID in one `entry delete -file`, then waits until the agent serves only its one bench entry. */
-async function deleteEntries(client: string, agent: Agent, ids: readonly string[], dir: string, serverCli: ServerCli): Promise<number> {
-  const t0 = Date.now();
-  const file = join(dir, `delete-${agent.name}.json`);
-  writeFileSync(file, JSON.stringify({ ids }));
-  const out = JSON.parse(await serverCli(['entry', 'delete', '-file', file, '-output', 'json'], 600_000)) as { results?: { status?: { code?: number } }[] };
-  const failed = (out.results ?? []).filter((r) => (r.status?.code ?? 0) !== 0).length;
-  if (failed > 0) throw new Error(`entry delete: ${failed} of ${ids.length} failed`);
-  await waitUntil(`${agent.name} did not drop ${ids.length} deleted entries`, 120_000, async () => (await svidCount(client, agent)) === 1, agent.logFile);
-  return Date.now() - t0;
 }
 
 async function main(): Promise<void> {
@@ -499,7 +539,7 @@ plugins {
   server_port = "${port}"
   socket_path = "${socket}"
   data_dir = "${join(dir, name, 'data')}"
-  log_level = "INFO"
+  log_level = "${process.env['SBS_LOG_LEVEL'] ?? 'INFO'}"
   trust_bundle_path = "${bundlePath}"
   join_token = "${joinToken}"
 ${extra}}
@@ -529,14 +569,16 @@ plugins {
     }
   }
 `;
-  const startAgent = async (name: Name): Promise<Agent> => {
+  /** Starts an agent with a new join token, in `<dir>/<name>[-<phase>]`. */
+  const startAgent = async (name: Name, phase?: string): Promise<Agent> => {
     const joinToken = await token();
-    const { conf, socket } = agentConf(name, joinToken, name === 'ours' ? ourLimits : '');
-    const logFile = join(dir, name, 'agent.log');
+    const home = phase === undefined ? name : `${name}-${phase}`;
+    const { conf, socket } = agentConf(home, joinToken, name === 'ours' ? ourLimits : '');
+    const logFile = join(dir, home, 'agent.log');
     const proc =
       name === 'ours'
         ? spawnLogged(NODE, [join(app, 'bin/spiffe-agent.js'), 'run', '-config', conf], logFile, { cwd: app, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', NODE_ENV: 'production' } })
-        : spawnLogged(spire.agent, ['run', '-config', conf], logFile, { cwd: join(dir, name) });
+        : spawnLogged(spire.agent, ['run', '-config', conf], logFile, { cwd: join(dir, home) });
     if (proc.pid === undefined) throw new Error(`${name} did not spawn`);
     await waitUntil(`${name} socket did not appear`, 60_000, () => {
       if (proc.exitCode !== null) throw new Error(`${name} exited with ${proc.exitCode}\n${readFileSync(logFile, 'utf8').slice(-3000)}`);
@@ -544,21 +586,31 @@ plugins {
     }, logFile);
     return { name, proc, pid: proc.pid, socket, logFile, id: `spiffe://${TD}/spire/agent/join_token/${joinToken}` };
   };
+  /**
+   * spire-agent, then ours, each with one entry for this uid; returns once both serve it and
+   * have settled (right after start-up Node's heap still holds start-up garbage that V8's
+   * memory reducer collects after a few idle seconds).
+   */
+  const startPair = async (phase?: string): Promise<readonly [Agent, Agent]> => {
+    const theirs = await startAgent('spire-agent', phase);
+    const ours = await startAgent('ours', phase);
+    const pair = [ours, theirs] as const;
+    for (const a of pair) {
+      await serverCli(['entry', 'create', '-parentID', a.id, '-spiffeID', `spiffe://${TD}/bench/${a.name}`, '-selector', `unix:uid:${UID}`]);
+    }
+    // Both serve the entry: the first fetch after the entry sync.
+    await Promise.all(pair.map((a) => run(client, ['-socket', a.socket, '-mode', 'wait', '-count', '1', '-timeout', '60s'])));
+    log(`both agents serve their entry; settling ${args.settle} s`);
+    await sleep(Number(args.settle) * 1_000);
+    return pair;
+  };
+  const isAlive = (a: Agent): boolean => a.proc.exitCode === null && a.proc.signalCode === null;
   log('starting spire-server, spire-agent and our agent');
-  const theirs = await startAgent('spire-agent');
-  const ours = await startAgent('ours');
-  const agents = [ours, theirs] as const;
-  for (const a of agents) {
-    await serverCli(['entry', 'create', '-parentID', a.id, '-spiffeID', `spiffe://${TD}/bench/${a.name}`, '-selector', `unix:uid:${UID}`]);
-  }
-  // Both serve the entry: the first fetch after the entry sync.
-  await Promise.all(agents.map((a) => run(client, ['-socket', a.socket, '-mode', 'wait', '-count', '1', '-timeout', '60s'])));
-  // Settle first: right after start-up Node's heap still holds start-up garbage that V8's
-  // memory reducer collects after a few idle seconds.
-  log(`both agents serve their entry; settling ${args.settle} s, then idle memory over ${args.idle} s`);
-  await sleep(Number(args.settle) * 1_000);
+  const agents = await startPair();
+  const [ours] = agents;
 
   // --- idle memory: both at the same time
+  log(`idle memory over ${args.idle} s`);
   const idleMem = await Promise.all(agents.map((a) => memoryOver(a.pid, Number(args.idle))));
 
   // --- streams, right after idle, per size (ours, spire, ours, spire): the first pass of the
@@ -605,23 +657,24 @@ plugins {
     }
   }
 
-  // --- entries, last: ours up to the largest size, its entries deleted, then spire-agent
-  const entryRuns: Partial<Record<Name, EntryRun>> = {};
-  let deleteMs = NaN;
-  if (entrySizesUp.length > 0) {
-    for (const a of agents) {
-      entryRuns[a.name] = await entrySizes(client, a, entrySizesUp, dir, serverCli);
-      if (a === ours) {
-        log(`entries: deleting ours' ${count(entryRuns.ours?.ids.length ?? 0)} and waiting until it serves one SVID again`);
-        deleteMs = await deleteEntries(client, a, entryRuns.ours?.ids ?? [], dir, serverCli);
-        await sleep(5_000);
-      }
-    }
-  }
-
-  // Alive at the end?
-  const alive = agents.map((a) => a.proc.exitCode === null && a.proc.signalCode === null);
+  const alive = agents.map(isAlive);
   await Promise.all(agents.map((a) => stopChild(a.proc)));
+
+  // --- entries, on a fresh pair (new join tokens) so both start from their idle state, not
+  // from whatever the steps above left in their heaps: ours up to the largest size, its
+  // entries deleted, then spire-agent
+  const entryRuns: Partial<Record<Name, EntryRun>> = {};
+  let entryAlive: boolean[] = [];
+  if (entrySizesUp.length > 0) {
+    log('entries: starting a fresh spire-agent and our agent');
+    const fresh = await startPair('entries');
+    for (const a of fresh) {
+      entryRuns[a.name] = await entrySizes(client, a, entrySizesUp, dir, serverCli, a.name === 'ours');
+      if (a.name === 'ours') await sleep(5_000);
+    }
+    entryAlive = fresh.map(isAlive);
+    await Promise.all(fresh.map((a) => stopChild(a.proc)));
+  }
   await stopChild(server);
 
   // --- report
@@ -686,7 +739,7 @@ plugins {
       const s = es.steps[i];
       if (s === undefined) return;
       const lbl = `${count(o.size)} entries${o.added === o.size ? '' : ` (+${count(o.added)})`}`;
-      add(`${lbl}: time from \`entry create\` to a response with all ${count(o.size + 1)} SVIDs`, o.ms, s.ms, secs);
+      add(`${lbl}: time from handing them to the agent to a response with all ${count(o.size + 1)} SVIDs`, o.ms, s.ms, secs);
       add(`${lbl}: RssAnon with all held`, o.after.anonKiB, s.after.anonKiB, mib);
       add(`${lbl}: RssAnon growth since 1 entry`, o.after.anonKiB - eo.before.anonKiB, s.after.anonKiB - es.before.anonKiB, mib);
       add(`${lbl}: RssAnon growth per 1,000 entries`, ((o.after.anonKiB - eo.before.anonKiB) * 1_000) / o.size, ((s.after.anonKiB - es.before.anonKiB) * 1_000) / s.size, mib);
@@ -699,7 +752,7 @@ plugins {
     runs.map((s) => `${s.open} open${s.failed > 0 ? `, ${s.failed} FAILED (${s.firstError})` : ''}, RssAnon ${mib(s.before.anonKiB)} → ${mib(s.held.anonKiB)}`).join('; ');
   const series = (c: ChurnRun): string => `${c.series.map((v) => (v / 1024).toFixed(1)).join(' ')} MiB`;
   const entryNotes = (e: EntryRun): string =>
-    `${mib(e.before.anonKiB)} → ${e.steps.map((s) => `${mib(s.after.anonKiB)} (${count(s.svids)} SVIDs, response ${(s.bytes / 1024 / 1024).toFixed(1)} MiB, \`entry create\` ${secs(s.createMs)})`).join(' → ')}`;
+    `${mib(e.before.anonKiB)} → ${e.steps.map((s) => `${mib(s.after.anonKiB)} (${count(s.svids)} SVIDs, response ${(s.bytes / 1024 / 1024).toFixed(1)} MiB; creating the batch took ${secs(s.createMs)})`).join(' → ')}`;
   const out = [
     `### Side by side (\`npm run bench:spire\` → \`bench/side-by-side.ts\`)`,
     '',
@@ -723,16 +776,16 @@ plugins {
       : []),
     ...(co !== undefined && cs !== undefined
       ? [
-          `- churn (after the bundle push, ours then spire-agent; each cycle: new connection → FetchX509SVID → first response → cancel → close): RssAnon before → right after → after ${restSeconds} s rest: ours ${mib(co.before.anonKiB)} → ${mib(co.after.anonKiB)} → ${mib(co.rested.anonKiB)} (${co.cycles} cycles, ${co.errors} failed); spire-agent ${mib(cs.before.anonKiB)} → ${mib(cs.after.anonKiB)} → ${mib(cs.rested.anonKiB)} (${cs.cycles} cycles, ${cs.errors} failed)`,
+          `- churn (after the rounds and the bundle push, ours then spire-agent; each cycle: new connection → FetchX509SVID → first response → cancel → close): RssAnon before → right after → after ${restSeconds} s rest: ours ${mib(co.before.anonKiB)} → ${mib(co.after.anonKiB)} → ${mib(co.rested.anonKiB)} (${co.cycles} cycles, ${co.errors} failed); spire-agent ${mib(cs.before.anonKiB)} → ${mib(cs.after.anonKiB)} → ${mib(cs.rested.anonKiB)} (${cs.cycles} cycles, ${cs.errors} failed)`,
           `- churn RssAnon series (a reading at the start, every ${seriesSeconds} s, and at the end): ours ${series(co)}; spire-agent ${series(cs)}`,
         ]
       : []),
     ...(eo !== undefined && es !== undefined
       ? [
-          `- entries (last step; ours, then spire-agent): cumulative batches (${entrySizesUp.map((n, i) => (i === 0 ? count(n) : `+${count(n - (entrySizesUp[i - 1] ?? 0))}`)).join(', ')}), each one \`spire-server entry create -data\`; one subscriber holds a FetchX509SVID stream from before the first batch to the end (so no SVID is evicted; x509_svid_cache_max_size does not apply to subscribed entries in either agent); each time runs from just before \`entry create\` to the first response carrying all SVIDs, and includes waiting for the agent's next sync and spire-server's CSR rate limit (500 SVIDs/s per IP, so ≥ 30 s for +15,000); growth is against a reading before the first batch (the subscriber holding its 1 SVID), with all SVIDs held. Before → after each size: ours ${entryNotes(eo)}; spire-agent ${entryNotes(es)}. Ours' ${count(eo.ids.length)} entries were deleted (\`entry delete -file\`) before spire-agent's step; ours served 1 SVID again ${secs(deleteMs)} after the delete started`,
+          `- entries (last, on a second pair of agents started for it with new join tokens, settled ${args.settle} s, so both start from their idle state; ours, then spire-agent): cumulative batches (${entrySizesUp.map((n, i) => (i === 0 ? count(n) : `+${count(n - (entrySizesUp[i - 1] ?? 0))}`)).join(', ')}) matching the client (its ${workloadSelectors().length} unix selectors, one per entry in turn: spire-server's similar-entry check makes creating many entries with one shared selector quadratic). Each batch is created (one \`entry create -data\`) under a parent no agent has, then one bridge entry (parent: the agent; SPIFFE ID: that parent; a selector no workload has) hands the whole batch to the agent at once; the time runs from just before the bridge's \`entry create\` to the first response carrying all SVIDs, so it includes spire-server's entry cache refresh, the agent's next sync (every 5 s) and the server's CSR rate limit (500 SVIDs/s per IP: ≥ 30 s for +15,000), not the SQLite inserts. One subscriber holds a FetchX509SVID stream from before the first batch to the end (so no SVID is evicted: x509_svid_cache_max_size does not apply to subscribed entries in either agent); growth is against a reading before the first batch (the subscriber holding its 1 SVID), with all SVIDs held. Before → after each size: ours ${entryNotes(eo)}; spire-agent ${entryNotes(es)}. Ours' ${count(eo.created)} entries were deleted (one \`entry delete -file\`) before spire-agent's step; its subscriber was back at 1 SVID ${secs(eo.deleteMs ?? NaN)} after the delete started`,
         ]
       : []),
-    `- agents alive at the end: ours ${alive[0] ? 'yes' : 'NO'}, spire-agent ${alive[1] ? 'yes' : 'NO'}; whole run ${((performance.now() - started) / 1000).toFixed(0)} s`,
+    `- agents alive at the end: ours ${alive[0] ? 'yes' : 'NO'}, spire-agent ${alive[1] ? 'yes' : 'NO'}${entryAlive.length > 0 ? `; the entries pair: ours ${entryAlive[0] ? 'yes' : 'NO'}, spire-agent ${entryAlive[1] ? 'yes' : 'NO'}` : ''}; whole run ${((performance.now() - started) / 1000).toFixed(0)} s`,
     '',
   ];
   const text = `${out.join('\n')}\n`;

@@ -14,7 +14,8 @@
 //	wlclient -socket PATH -mode wait -count M[,M2,…] [-hold]
 //	                                              waits until a FetchX509SVID response carries ≥ M SVIDs
 //	                                              (retrying PermissionDenied), prints the time it happened;
-//	                                              with a list, one line per target in turn (same stream);
+//	                                              with a list, one line per count in turn (same stream; a
+//	                                              count below the one before waits for ≤ that many SVIDs);
 //	                                              -hold keeps the stream open after the last target until
 //	                                              stdin closes (the agent keeps serving a subscriber)
 //	wlclient -socket PATH -mode bundle -k 1000 -conns 10 [-change-timeout 60s]
@@ -323,27 +324,44 @@ func bundleWatch() {
 	}
 }
 
-func parseCounts(list string) []int {
-	var counts []int
-	for _, f := range strings.Split(list, ",") {
-		c, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil || c < 1 || (len(counts) > 0 && c <= counts[len(counts)-1]) {
-			fail("-count %q: want ascending positive integers", list)
-		}
-		counts = append(counts, c)
-	}
-	return counts
+// target is one step of wait mode: a response carrying ≥ n SVIDs (up) or ≤ n (down).
+type target struct {
+	n  int
+	up bool
 }
 
-// waitFor prints a line as a response first carries ≥ each count in turn, on one stream
+func (t target) met(svids int) bool {
+	if t.up {
+		return svids >= t.n
+	}
+	return svids <= t.n
+}
+
+// parseCounts reads -count: each count above the one before it waits for at least that many
+// SVIDs, each below it for at most that many (the first: at least).
+func parseCounts(list string) []target {
+	var ts []target
+	prev := 0
+	for _, f := range strings.Split(list, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c < 0 || c == prev {
+			fail("-count %q: want counts, each different from the one before", list)
+		}
+		ts = append(ts, target{n: c, up: c > prev})
+		prev = c
+	}
+	return ts
+}
+
+// waitFor prints a line as a response first meets each count in turn, on one stream
 // (reopened while the agent answers PermissionDenied or Unavailable).
 func waitFor() {
-	counts := parseCounts(*count)
+	targets := parseCounts(*count)
 	cc := dial()
 	defer cc.Close()
 	deadline := time.Now().Add(*timeout)
 	start := time.Now()
-	best := 0
+	last := 0
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithDeadline(secured(context.Background()), deadline)
 		stream, err := workload.NewSpiffeWorkloadAPIClient(cc).FetchX509SVID(ctx, &workload.X509SVIDRequest{})
@@ -353,14 +371,12 @@ func waitFor() {
 			if err != nil {
 				break
 			}
-			if len(resp.Svids) > best {
-				best = len(resp.Svids)
+			last = len(resp.Svids)
+			for len(targets) > 0 && targets[0].met(len(resp.Svids)) {
+				emit(map[string]any{"mode": "wait", "count": targets[0].n, "svids": len(resp.Svids), "bytes": proto.Size(resp), "done_unix_ms": float64(time.Now().UnixNano()) / 1e6, "waited_ms": ms(time.Since(start))})
+				targets = targets[1:]
 			}
-			for len(counts) > 0 && len(resp.Svids) >= counts[0] {
-				emit(map[string]any{"mode": "wait", "count": counts[0], "svids": len(resp.Svids), "bytes": proto.Size(resp), "done_unix_ms": float64(time.Now().UnixNano()) / 1e6, "waited_ms": ms(time.Since(start))})
-				counts = counts[1:]
-			}
-			if len(counts) == 0 {
+			if len(targets) == 0 {
 				if *hold {
 					// Keep the subscription (draining updates) until stdin closes.
 					go func() {
@@ -382,7 +398,7 @@ func waitFor() {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	fail("wait: only %d of %d SVIDs after %s", best, counts[0], *timeout)
+	fail("wait: the last response carried %d SVIDs, waiting for %d after %s", last, targets[0].n, *timeout)
 }
 
 func main() {
