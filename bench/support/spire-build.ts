@@ -10,6 +10,8 @@
  *     bin/oidc-discovery-provider                     built only when asked for, and only it when
  *                                                     the other two are already there
  *     build.log                                       the last build's output
+ *     download.log                                    the last downloadSpireModules() output
+ *                                                     (`go get -tool` only, for CI to run early)
  *
  * <cache> is $XDG_CACHE_HOME, else ~/.cache (Go keeps its build cache there too, in go-build,
  * unless GOCACHE says otherwise). A cold build downloads SPIRE's dependencies and
@@ -82,7 +84,7 @@ function run(cmd: string, args: string[], cwd: string, logFd: number, env: NodeJ
   return new Promise((resolve, reject) => {
     const child = spawn(cmd, args, { cwd, env, stdio: ['ignore', logFd, logFd] });
     child.once('error', reject);
-    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? code}); see ${join(cwd, 'build.log')}`))));
+    child.once('exit', (code, signal) => (code === 0 ? resolve() : reject(new Error(`${cmd} ${args.join(' ')} failed (${signal ?? code}); see build.log or download.log in ${cwd}`))));
   });
 }
 
@@ -123,25 +125,8 @@ export async function ensureSpireBinaries(
   if (cached !== undefined) return cached;
 
   mkdirSync(dir, { recursive: true });
-  const lock = join(dir, '.build-lock');
-  for (;;) {
-    try {
-      mkdirSync(lock);
-      writeFileSync(join(lock, 'pid'), String(process.pid));
-      break;
-    } catch {
-      // Someone else is building (or died doing so: a lock whose pid is gone is stale).
-      const pid = Number(readFileSync(join(lock, 'pid'), { encoding: 'utf8', flag: 'a+' }) || NaN);
-      if (Number.isFinite(pid) && !existsSync(`/proc/${pid}`)) {
-        rmSync(lock, { recursive: true, force: true });
-        continue;
-      }
-      log(`spire-build: waiting for the build in progress in ${dir}`);
-      await new Promise((r) => setTimeout(r, 5_000));
-      const done = await reuse();
-      if (done !== undefined) return done;
-    }
-  }
+  const release = await acquireBuildLock(dir, log, async () => (await reuse()) !== undefined);
+  if (release === undefined) return (await reuse()) as SpireBinaries;
   try {
     const todo = await missing();
     if (todo.length === 0) return { ...paths(binDir, names), version: (await binaryVersion(agent)) ?? version, dir, built: false };
@@ -170,6 +155,63 @@ export async function ensureSpireBinaries(
     log(`spire-build: built in ${(buildMs / 1000).toFixed(0)} s`);
     return { ...got, built: true, buildMs };
   } finally {
-    rmSync(lock, { recursive: true, force: true });
+    release();
   }
+}
+
+/**
+ * Takes the build lock of `dir` (a directory holding the owner's pid; a lock whose process is
+ * gone is stale and taken over). While another process holds it, polls `done` every 5 s and
+ * returns undefined once that says the work is done; else returns the release function.
+ */
+async function acquireBuildLock(dir: string, log: (line: string) => void, done: () => Promise<boolean>): Promise<(() => void) | undefined> {
+  const lock = join(dir, '.build-lock');
+  for (;;) {
+    try {
+      mkdirSync(lock);
+      writeFileSync(join(lock, 'pid'), String(process.pid));
+      return () => rmSync(lock, { recursive: true, force: true });
+    } catch {
+      const pid = Number(readFileSync(join(lock, 'pid'), { encoding: 'utf8', flag: 'a+' }) || NaN);
+      if (Number.isFinite(pid) && !existsSync(`/proc/${pid}`)) {
+        rmSync(lock, { recursive: true, force: true });
+        continue;
+      }
+      log(`spire-build: waiting for the build (or download) in progress in ${dir}`);
+      await new Promise((r) => setTimeout(r, 5_000));
+      if (await done()) return undefined;
+    }
+  }
+}
+
+/**
+ * Downloads the Go modules the SPIRE build needs (`go get -tool`, network-bound, little CPU)
+ * without building, so CI can fetch them while other tests run; a later ensureSpireBinaries()
+ * then only compiles. Does nothing when the binaries are cached or another process holds the
+ * build lock. Resolves with the time it took in ms (0 when it did nothing).
+ */
+export async function downloadSpireModules(opts: { version?: string; log?: (line: string) => void } = {}): Promise<number> {
+  const version = opts.version ?? SPIRE_VERSION;
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  if (process.env['SPIRE_BIN_DIR']) return 0;
+  const dir = spireCacheDir(version);
+  const names = Object.keys(PACKAGES);
+  if (names.every((name) => existsSync(join(dir, 'bin', name)))) return 0;
+  mkdirSync(dir, { recursive: true });
+  const release = await acquireBuildLock(dir, log, async () => true);
+  if (release === undefined) return 0;
+  const started = performance.now();
+  const go = process.env['GO'] ?? 'go';
+  const env = { ...process.env, GOFLAGS: '-mod=mod' };
+  const logFd = openSync(join(dir, 'download.log'), 'w');
+  try {
+    if (!existsSync(join(dir, 'go.mod'))) await run(go, ['mod', 'init', 'x'], dir, logFd, env);
+    for (const name of names) await run(go, ['get', '-tool', `${PACKAGES[name]}@v${version}`], dir, logFd, env);
+  } finally {
+    closeSync(logFd);
+    release();
+  }
+  const ms = performance.now() - started;
+  log(`spire-build: downloaded the modules of ${names.join(', ')} v${version} in ${(ms / 1000).toFixed(0)} s`);
+  return ms;
 }
