@@ -25,21 +25,36 @@ export interface SeenSvid {
   spiffeId: string;
   serial: string;
   notAfter: number;
+  leaf: X509Certificate;
+  /** The own trust domain's roots sent with it. */
+  bundle: X509Certificate[];
 }
 
 /** One message of a FetchX509SVID stream, with when it arrived. */
 export interface SeenUpdate {
   at: number;
   svids: SeenSvid[];
+  /** Federated bundles: trust domain ID → roots. */
+  federated: Record<string, X509Certificate[]>;
 }
+
+const certs = (der: Uint8Array): X509Certificate[] => splitDerCertificates(der).map((d) => new X509Certificate(d));
 
 export function decodeUpdate(res: X509SVIDResponse__Output): SeenUpdate {
   return {
     at: performance.now(),
     svids: res.svids.map((s) => {
-      const leaf = new X509Certificate(splitDerCertificates(s.x509_svid)[0] as Buffer);
-      return { spiffeId: s.spiffe_id, serial: leaf.serialNumber, notAfter: Date.parse(leaf.validTo) };
+      const leaf = certs(s.x509_svid)[0] as X509Certificate;
+      return { spiffeId: s.spiffe_id, serial: leaf.serialNumber, notAfter: Date.parse(leaf.validTo), leaf, bundle: certs(s.bundle) };
     }),
+    federated: Object.fromEntries(Object.entries(res.federated_bundles).map(([td, der]) => [td, certs(der)])),
+  };
+}
+
+function summary(u: SeenUpdate): unknown {
+  return {
+    svids: u.svids.map((s) => ({ id: s.spiffeId, serial: s.serial, issuer: s.leaf.issuer, bundle: s.bundle.length })),
+    federated: Object.keys(u.federated),
   };
 }
 
@@ -67,7 +82,7 @@ export function watchX509(client: WorkloadApiClient): X509Watch {
         const hit = updates.slice(from).find(pred);
         if (hit !== undefined) return hit;
         if (failure !== undefined) throw new Error(`FetchX509SVID stream failed: ${failure.code} ${failure.details}`);
-        if (Date.now() > deadline) throw new Error(`no matching FetchX509SVID update within ${timeoutMs} ms; seen: ${JSON.stringify(updates)}`);
+        if (Date.now() > deadline) throw new Error(`no matching FetchX509SVID update within ${timeoutMs} ms; seen: ${JSON.stringify(updates.map(summary))}`);
         await new Promise((r) => setTimeout(r, 20));
       }
     },
