@@ -17,10 +17,10 @@ export type AgentAuthorization =
   | { ok: true; promoteNewSerial: boolean }
   | { ok: false; reason: AgentDenialReason; message: string };
 
-/** Normalises certificate serials (hex, any case, optional colons or leading zeros) for comparison. */
+/** Normalises decimal certificate serials (as SPIRE records them) for comparison: no leading zeros. */
 export function normaliseSerial(serial: string): string {
-  const hex = serial.replace(/:/g, '').toLowerCase().replace(/^0+/, '');
-  return hex === '' ? '0' : hex;
+  const digits = serial.replace(/^0+/, '');
+  return digits === '' ? '0' : digits;
 }
 
 /**

@@ -55,11 +55,6 @@ export interface RunningServer {
 /** How long stop() lets in-flight calls finish before cutting them. */
 const STOP_GRACE_MS = 2_000;
 
-/** Converts the CA's decimal serial to the lowercase hex TLS peers report. */
-function hexSerial(decimal: string): string {
-  return BigInt(decimal).toString(16);
-}
-
 /** Builds the node attestors the config enables. */
 function nodeAttestors(config: ServerConfig, datastore: Datastore, clock: Clock): Map<string, NodeAttestor> {
   const out = new Map<string, NodeAttestor>();
@@ -244,7 +239,7 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
         signer: {
           signAgentSvid(csr, agentId) {
             const svid = ca.signX509SvidFromCsr({ csrDer: csr, spiffeId: agentId, ttlMs: config.agentTtlMs });
-            return { certChain: svid.certChain, expiresAt: svid.expiresAt, serialNumber: hexSerial(svid.serialNumber) };
+            return { certChain: svid.certChain, expiresAt: svid.expiresAt, serialNumber: svid.serialNumber };
           },
         },
       }),

@@ -336,7 +336,7 @@ describe('registration entries through the CLI', () => {
     const before = await entryCount();
     const out = await server.cli('entry', 'create', ...args);
     expect(out.code).toBe(1);
-    expect(out.stderr).toContain('ALREADY_EXISTS');
+    expect(out.stderr).toContain('Failed to create the following entry (code: AlreadyExists, msg: ');
     expect(await entryCount()).toBe(before);
   });
 

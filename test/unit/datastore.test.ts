@@ -391,6 +391,18 @@ describe('opening', () => {
     expect(err.message).toContain('has schema version 999, newer than this program supports');
   });
 
+  it('migrates agent serials stored in hex (schema 1) to decimal, as SPIRE stores them', () => {
+    ds.createAttestedAgent({ spiffeId: AGENT, attestationType: 'join_token', serialNumber: 'x', newSerialNumber: '', expiresAt: 1, banned: false, canReattest: false, selectors: [] });
+    ds.close();
+    const raw = new DatabaseSync(path);
+    // What schema 1 wrote: lowercase hex, '' for no pending serial.
+    raw.prepare('UPDATE agents SET serial_number = ?, new_serial_number = ? WHERE spiffe_id = ?').run('e3b0c44298fc1c149afbf4c8996fb924', '', AGENT);
+    raw.exec('UPDATE schema_version SET version = 1');
+    raw.close();
+    const again = open();
+    expect(again.getAttestedAgent(AGENT)).toMatchObject({ serialNumber: '302652579918965577886386472538583578916', newSerialNumber: '' });
+  });
+
   it('uses WAL and creates the file owner-only', async () => {
     const { statSync } = await import('node:fs');
     expect(statSync(path).mode & 0o777).toBe(0o600);

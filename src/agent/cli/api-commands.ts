@@ -87,7 +87,7 @@ function fetchX509Command(name: string, summary: string, options: AgentCliOption
         const elapsedMs = clock.now() - start;
         checkKeys(context);
         if (v.bools.get('silent') !== true) {
-          io.out(formatX509Context(context, { elapsedMs, nowMs: clock.now(), federatedLabel: trustDomainId }));
+          io.out(formatX509Context(context, { elapsedMs, federatedLabel: trustDomainId }));
         }
         const dir = v.strings.get('write');
         if (dir !== undefined && dir !== '') await writeX509Context(dir, context, (line) => io.out(line));
@@ -176,7 +176,7 @@ function watchCommand(options: AgentCliOptions): Command {
           await client.watchX509(
             (context) => {
               const now = clock.now();
-              io.out(formatX509Context(context, { elapsedMs: now - last, nowMs: now, receivedAtMs: now, federatedLabel: (td) => td }));
+              io.out(formatX509Context(context, { elapsedMs: now - last, federatedLabel: (td) => td }));
               last = now;
             },
             interrupt.signal,

@@ -32,7 +32,8 @@ export function tlsPeerOf(call: ServerSurfaceCall): TlsPeer | undefined {
   if (uris.length !== 1 || !(uris[0] as string).startsWith('spiffe://')) return undefined;
   return {
     spiffeId: uris[0] as string,
-    serialNumber: cert.serialNumber,
+    // Node reports the serial in hex; SPIRE records and compares it in decimal.
+    serialNumber: BigInt(`0x${cert.serialNumber.replace(/:/g, '') || '0'}`).toString(10),
     expiresAt: Math.floor(Date.parse(cert.valid_to) / 1000),
   };
 }

@@ -14,6 +14,7 @@ import { certificatesToPem, decodePemCertificates } from '../../common/pem.ts';
 import type { Agent__Output } from '../../gen/spire/api/types/Agent.ts';
 import type { Bundle__Output } from '../../gen/spire/api/types/Bundle.ts';
 import type { SPIFFEID } from '../../gen/spire/api/types/SPIFFEID.ts';
+import { formatGoTime } from '../../common/go-time.ts';
 import { connectAdmin, socketPathFlag, type AdminClients } from './admin-client.ts';
 
 async function withAdmin(v: FlagValues, fn: (admin: AdminClients) => Promise<number>): Promise<number> {
@@ -33,18 +34,18 @@ function requiredId(v: FlagValues, flag: string): SPIFFEID {
   return { trust_domain: parsed.value.trustDomain, path: parsed.value.path };
 }
 
-function formatAgent(a: Agent__Output): string {
+/**
+ * One agent as `spire-server agent list|show` prints it (`printAgents`): the expiration time
+ * in Go's `time.Time` format and local zone, "Banned" in place of the (empty) serial of a
+ * banned agent, the agent version when known, and a blank line after each agent.
+ */
+export function formatAgent(a: Agent__Output): string {
   const id = a.id === null ? '' : `spiffe://${a.id.trust_domain}${a.id.path}`;
-  const lines = [
-    `SPIFFE ID         : ${id}`,
-    `Attestation type  : ${a.attestation_type}`,
-    `Expiration time   : ${new Date(a.x509svid_expires_at * 1000).toISOString()}`,
-    `Serial number     : ${a.x509svid_serial_number}`,
-    `Can re-attest     : ${a.can_reattest}`,
-  ];
-  if (a.banned) lines.push('Banned            : true');
-  for (const s of a.selectors) lines.push(`Selector          : ${s.type}:${s.value}`);
-  return `${lines.join('\n')}\n`;
+  const lines = [`SPIFFE ID         : ${id}`, `Attestation type  : ${a.attestation_type}`, `Expiration time   : ${formatGoTime(a.x509svid_expires_at * 1000)}`];
+  lines.push(a.banned ? 'Banned            : true' : `Serial number     : ${a.x509svid_serial_number}`);
+  lines.push(`Can re-attest     : ${a.can_reattest}`);
+  if (a.agent_version !== '') lines.push(`Agent version     : ${a.agent_version}`);
+  return `${lines.join('\n')}\n\n`;
 }
 
 function bundleContent(b: Bundle__Output): BundleContent {
@@ -87,6 +88,7 @@ export const adminCommands: readonly Command[] = [
           agent_id: v.strings.has('spiffeID') ? requiredId(v, 'spiffeID') : null,
         });
         io.out(`Token: ${res.value}`);
+        if (!v.strings.has('spiffeID')) io.out('Warning: Missing SPIFFE ID.');
         return EXIT_OK;
       }),
   },
@@ -98,7 +100,7 @@ export const adminCommands: readonly Command[] = [
       withAdmin(v, async (admin) => {
         const res = await unaryCall(admin.agent, 'ListAgents', {});
         const n = res.agents.length;
-        io.out(n === 0 ? 'No attested agents found' : `Found ${n} attested ${n === 1 ? 'agent' : 'agents'}:\n\n${res.agents.map(formatAgent).join('\n')}`);
+        io.out(n === 0 ? 'No attested agents found' : `Found ${n} attested ${n === 1 ? 'agent' : 'agents'}:\n\n${res.agents.map(formatAgent).join('')}`);
         return EXIT_OK;
       }),
   },
@@ -120,7 +122,8 @@ export const adminCommands: readonly Command[] = [
     run: (v, io) =>
       withAdmin(v, async (admin) => {
         const agent = await unaryCall(admin.agent, 'GetAgent', { id: requiredId(v, 'spiffeID') });
-        io.out(`Found an attested agent given its SPIFFE ID\n\n${formatAgent(agent)}`);
+        const selectors = agent.selectors.map((s) => `Selectors         : ${s.type}:${s.value}\n`).join('');
+        io.out(`Found an attested agent given its SPIFFE ID\n\n${formatAgent(agent)}${selectors}`);
         return EXIT_OK;
       }),
   },
@@ -254,14 +257,19 @@ export const adminCommands: readonly Command[] = [
     flags: { shallow: { kind: 'bool', usage: 'Perform a less stringent health check' }, verbose: { kind: 'bool', usage: 'Print verbose information' }, socketPath: socketPathFlag },
     run: (v, io) =>
       withAdmin(v, async (admin) => {
+        // spire-server's texts: "Error: server is unhealthy: …" on stderr, and with -verbose a
+        // "Checking server health..." line first and the RPC error before the verdict.
+        const verbose = v.bools.get('verbose') === true;
+        if (verbose) io.out('Checking server health...');
         try {
           const res = await unaryCall(admin.health, 'Check', { service: '' }, { deadlineMs: 5000 });
           if (res.status !== 'SERVING') {
-            io.err(`Server is unhealthy: ${res.status}`);
+            io.err(`Error: server is unhealthy: server returned status "${res.status}"`);
             return EXIT_FAILURE;
           }
         } catch (err) {
-          io.err(`Server is unhealthy: unable to determine health${v.bools.get('verbose') === true ? `: ${err instanceof Error ? err.message : String(err)}` : ''}`);
+          if (verbose) io.err(`Failed to check health: ${err instanceof Error ? err.message : String(err)}`);
+          io.err('Error: server is unhealthy: unable to determine health');
           return EXIT_FAILURE;
         }
         io.out('Server is healthy.');

@@ -9,7 +9,11 @@ import { ApiError, Code } from '../../common/errors.ts';
 import { parseSpiffeId } from '../../common/spiffe-id.ts';
 import type { Entry, Entry__Output } from '../../gen/spire/api/types/Entry.ts';
 import type { SPIFFEID } from '../../gen/spire/api/types/SPIFFEID.ts';
+import { readFile } from 'node:fs/promises';
+import { goCodeNameOf } from '../../common/code-names.ts';
+import { formatGoTimeUtc } from '../../common/go-time.ts';
 import { connectAdmin, socketPathFlag } from './admin-client.ts';
+import { parseEntryData } from './entry-data.ts';
 
 const entryFieldFlags: FlagSpecs = {
   spiffeID: { kind: 'string', usage: 'The SPIFFE ID that this record represents' },
@@ -85,21 +89,88 @@ function ttl(seconds: number): string {
 export function formatEntry(e: Entry__Output): string {
   const id = (x: Entry__Output['spiffe_id']): string => (x === null ? '' : `spiffe://${x.trust_domain}${x.path}`);
   const lines = [
-    `Entry ID         : ${e.id}`,
+    `Entry ID         : ${e.id === '' ? '(none)' : e.id}`,
     `SPIFFE ID        : ${id(e.spiffe_id)}`,
     `Parent ID        : ${id(e.parent_id)}`,
     `Revision         : ${e.revision_number}`,
   ];
   if (e.downstream) lines.push('Downstream       : true');
   lines.push(`X509-SVID TTL    : ${ttl(e.x509_svid_ttl)}`, `JWT-SVID TTL     : ${ttl(e.jwt_svid_ttl)}`);
-  if (e.expires_at > 0) lines.push(`Expiration time  : ${new Date(e.expires_at * 1000).toISOString()}`);
+  if (e.expires_at > 0) lines.push(`Expiration time  : ${formatGoTimeUtc(e.expires_at * 1000)}`);
   for (const s of e.selectors) lines.push(`Selector         : ${s.type}:${s.value}`);
   for (const td of e.federates_with) lines.push(`FederatesWith    : ${td}`);
   for (const dns of e.dns_names) lines.push(`DNS name         : ${dns}`);
   if (e.admin) lines.push('Admin            : true');
   if (e.store_svid) lines.push('StoreSvid        : true');
   if (e.hint !== '') lines.push(`Hint             : ${e.hint}`);
-  return `${lines.join('\n')}\n`;
+  // A blank line ends each entry, as spire-server's printEntry.
+  return `${lines.join('\n')}\n\n`;
+}
+
+/** An entry as sent, with the defaults the API fills in: what SPIRE prints for a failed create. */
+function asOutput(e: Entry): Entry__Output {
+  return {
+    id: e.id ?? '',
+    spiffe_id: (e.spiffe_id as Entry__Output['spiffe_id']) ?? null,
+    parent_id: (e.parent_id as Entry__Output['parent_id']) ?? null,
+    selectors: (e.selectors ?? []).map((s) => ({ type: s.type ?? '', value: s.value ?? '' })),
+    x509_svid_ttl: e.x509_svid_ttl ?? 0,
+    federates_with: e.federates_with ?? [],
+    admin: e.admin ?? false,
+    downstream: e.downstream ?? false,
+    expires_at: Number(e.expires_at ?? 0),
+    dns_names: e.dns_names ?? [],
+    revision_number: Number(e.revision_number ?? 0),
+    store_svid: e.store_svid ?? false,
+    jwt_svid_ttl: e.jwt_svid_ttl ?? 0,
+    hint: e.hint ?? '',
+    created_at: Number(e.created_at ?? 0),
+  };
+}
+
+function compareStrings(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function compareSelectors(a: { type: string; value: string }, b: { type: string; value: string }): number {
+  return compareStrings(a.type, b.type) || compareStrings(a.value, b.value);
+}
+
+/**
+ * Sorts entries (and each entry's selectors) as `spire-server entry show` does
+ * (`util.SortTypesEntries`): SPIFFE ID, parent ID, X509-SVID TTL, JWT-SVID TTL, selectors.
+ */
+export function sortEntriesForDisplay(entries: Entry__Output[]): Entry__Output[] {
+  const withSorted = entries.map((e) => ({ ...e, selectors: [...e.selectors].sort(compareSelectors) }));
+  const idKey = (x: Entry__Output['spiffe_id']): [string, string] => [x?.trust_domain ?? '', x?.path ?? ''];
+  return withSorted.sort((a, b) => {
+    const [aTd, aPath] = idKey(a.spiffe_id);
+    const [bTd, bPath] = idKey(b.spiffe_id);
+    const [apTd, apPath] = idKey(a.parent_id);
+    const [bpTd, bpPath] = idKey(b.parent_id);
+    const byIds = compareStrings(aTd, bTd) || compareStrings(aPath, bPath) || compareStrings(apTd, bpTd) || compareStrings(apPath, bpPath);
+    if (byIds !== 0) return byIds;
+    if (a.x509_svid_ttl !== b.x509_svid_ttl) return a.x509_svid_ttl - b.x509_svid_ttl;
+    if (a.jwt_svid_ttl !== b.jwt_svid_ttl) return a.jwt_svid_ttl - b.jwt_svid_ttl;
+    if (a.selectors.length !== b.selectors.length) return a.selectors.length - b.selectors.length;
+    for (let i = 0; i < a.selectors.length; i++) {
+      const c = compareSelectors(a.selectors[i] as Entry__Output['selectors'][number], b.selectors[i] as Entry__Output['selectors'][number]);
+      if (c !== 0) return c;
+    }
+    return 0;
+  });
+}
+
+/** Reads `-data`: a file, or stdin for "-". */
+async function readData(path: string): Promise<string> {
+  if (path !== '-') {
+    return readFile(path, 'utf8').catch((err: unknown) => {
+      throw new ApiError(Code.INVALID_ARGUMENT, `cannot read ${path}: ${err instanceof Error ? err.message : String(err)}`);
+    });
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks).toString('utf8');
 }
 
 function statusError(status: { code: number; message: string } | null): string | undefined {
@@ -112,20 +183,36 @@ export const entryCommands: readonly Command[] = [
   {
     name: 'entry create',
     summary: 'Creates registration entries',
-    flags: { ...entryFieldFlags, entryID: { kind: 'string', usage: 'A custom ID for this registration entry (optional)' } },
+    flags: {
+      ...entryFieldFlags,
+      entryID: { kind: 'string', usage: 'A custom ID for this registration entry (optional)' },
+      data: { kind: 'string', usage: "Path to a file containing registration JSON (optional). If set to '-', read the JSON from stdin." },
+    },
     async run(v, io) {
-      const entry = entryFromFlags(v, true);
+      // With -data every other entry flag is ignored, as in spire-server.
+      const dataPath = v.strings.get('data');
+      const entries = dataPath === undefined ? [entryFromFlags(v, true)] : parseEntryData(await readData(dataPath));
       const admin = connectAdmin(v.strings.get('socketPath') as string);
       try {
-        const res = await unaryCall(admin.entry, 'BatchCreateEntry', { entries: [entry] });
-        const result = res.results[0];
-        const failure = statusError(result?.status ?? null);
-        if (failure !== undefined || result?.entry === null || result === undefined) {
-          io.err(`Failed to create the following entry (code: ${failure ?? 'unknown'}):\n${result?.entry ? formatEntry(result.entry) : ''}`);
-          return EXIT_FAILURE;
-        }
-        io.out(formatEntry(result.entry));
-        return EXIT_OK;
+        const res = await unaryCall(admin.entry, 'BatchCreateEntry', { entries });
+        // As spire-server: created entries on stdout, then each failure on stderr with the
+        // entry as it was sent (the API returns none for it).
+        const failed: string[] = [];
+        let out = '';
+        res.results.forEach((r, i) => {
+          const code = r.status?.code ?? Code.UNKNOWN;
+          if (code === Code.OK && r.entry !== null) out += formatEntry(r.entry);
+          else {
+            const sent = entries[i];
+            failed.push(
+              `Failed to create the following entry (code: ${goCodeNameOf(code) ?? `Code(${code})`}, msg: ${JSON.stringify(r.status?.message ?? '')}):\n${sent === undefined ? '' : formatEntry(asOutput(sent))}`,
+            );
+          }
+        });
+        if (out !== '') io.out(out);
+        if (failed.length === 0) return EXIT_OK;
+        io.err(`${failed.join('')}Error: failed to create one or more entries`);
+        return EXIT_FAILURE;
       } finally {
         admin.close();
       }
@@ -215,7 +302,7 @@ export const entryCommands: readonly Command[] = [
           });
           entries = res.entries;
         }
-        io.out(`Found ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}\n${entries.map(formatEntry).join('\n')}`);
+        io.out(`Found ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}\n${sortEntriesForDisplay(entries).map(formatEntry).join('')}`);
         return EXIT_OK;
       } finally {
         admin.close();

@@ -7,11 +7,25 @@ import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { ApiError, Code } from '../../common/errors.ts';
 
+/** One schema step: SQL, or a function for what SQL cannot do. */
+type Migration = string | ((db: DatabaseSync) => void);
+
+/**
+ * Agent SVID serials were stored as lowercase hex; SPIRE stores and reports them in decimal
+ * (Go's `big.Int.String()`), so they become decimal. Every stored serial was written as hex.
+ */
+function agentSerialsToDecimal(db: DatabaseSync): void {
+  const rows = db.prepare('SELECT spiffe_id, serial_number, new_serial_number FROM agents').all();
+  const update = db.prepare('UPDATE agents SET serial_number = ?, new_serial_number = ? WHERE spiffe_id = ?');
+  const decimal = (hex: unknown): string => (hex === '' ? '' : BigInt(`0x${String(hex)}`).toString(10));
+  for (const r of rows) update.run(decimal(r.serial_number), decimal(r.new_serial_number), String(r.spiffe_id));
+}
+
 /**
  * Schema migrations, applied in order; index i brings the schema from version i to i + 1.
  * Append only: never edit a released step.
  */
-const MIGRATIONS: readonly string[] = [
+const MIGRATIONS: readonly Migration[] = [
   `
   CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -94,6 +108,7 @@ const MIGRATIONS: readonly string[] = [
   ) WITHOUT ROWID;
   CREATE INDEX join_tokens_expires_at ON join_tokens (expires_at);
   `,
+  agentSerialsToDecimal,
 ];
 
 /** The schema version this program writes. */
@@ -175,7 +190,11 @@ function migrate(db: DatabaseSync, path: string): void {
         `datastore: ${JSON.stringify(path)} has schema version ${version}, newer than this program supports (${SCHEMA_VERSION})`,
       );
     }
-    for (let v = version; v < SCHEMA_VERSION; v++) db.exec(MIGRATIONS[v] ?? '');
+    for (let v = version; v < SCHEMA_VERSION; v++) {
+      const step = MIGRATIONS[v] ?? '';
+      if (typeof step === 'string') db.exec(step);
+      else step(db);
+    }
     if (version === 0) db.prepare('INSERT INTO schema_version (version) VALUES (?)').run(SCHEMA_VERSION);
     else if (version !== SCHEMA_VERSION) db.prepare('UPDATE schema_version SET version = ?').run(SCHEMA_VERSION);
   });
