@@ -119,4 +119,11 @@ describe('our agent against the real spire-server: federation, restart, CA rotat
     const ours = await eventually(() => runOk(NODE, [AGENT_BIN, 'api', 'fetch', 'x509', '-socketPath', agent.socketPath]), 10_000);
     expect(ours).toMatch(new RegExp(`SPIFFE ID:\\s+${WORKLOAD}\\n`));
   });
+
+  // Not yet: SPIRE's agent, seeing a bundle key marked tainted (`localauthority x509 taint`),
+  // re-mints the SVIDs that key signed and rotates its own SVID at once. Ours does neither (a
+  // workload SVID still came from the tainted CA 12 s later), so after `localauthority x509
+  // revoke` spire-server refuses our agent's SVID (TLS alert 42, bad certificate) on every sync
+  // while the agent keeps serving SVIDs from the revoked CA. The fix belongs in src/agent/manager.
+  it.todo('re-mints SVIDs signed by a tainted X.509 authority and rotates its own SVID before the authority is revoked');
 });

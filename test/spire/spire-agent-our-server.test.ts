@@ -29,6 +29,8 @@ let entryId: string;
 let bundlePath: string;
 let client: WorkloadApiClient;
 let watch: X509Watch | undefined;
+/** The agent SVID serial our server listed first. */
+let firstSerial: string;
 
 /** The real `spire-server` CLI against our admin socket (TZ=UTC: it prints local times). */
 function spireServerCli(...args: string[]): Promise<CliResult> {
@@ -53,7 +55,8 @@ const idString = (id: SpireId): string => `spiffe://${id.trust_domain}${id.path}
 
 beforeAll(async () => {
   spireServerBin = (await spireBinaries()).server;
-  server = await startServerProcess({ trustDomain: TD });
+  // agent_ttl 60s: spire-agent renews its own SVID (RenewAgent) while the suite runs.
+  server = await startServerProcess({ trustDomain: TD, serverBlock: '  agent_ttl = "60s"' });
   bundlePath = join(server.dir, 'data', 'ca', 'bundle.pem');
   const token = await generateJoinToken(server);
   agentId = `spiffe://${TD}/spire/agent/join_token/${token}`;
@@ -70,9 +73,11 @@ afterAll(async () => {
 
 describe('the real spire-agent against our server', () => {
   it('attests with join_token; spire-server agent list (on our admin socket) shows exactly that agent', async () => {
+    expect(spireAgent.logs()).toMatch(new RegExp(`msg="Node attestation was successful"[^\\n]*spiffe_id="${agentId}"`));
     const json = await spireServerJson<{ agents: { id: SpireId; attestation_type: string; x509svid_serial_number: string; x509svid_expires_at: string; banned: boolean; can_reattest: boolean }[] }>('agent', 'list');
     expect(json.agents.map((a) => [idString(a.id), a.attestation_type, a.banned, a.can_reattest])).toEqual([[agentId, 'join_token', false, false]]);
     const a = json.agents[0] as (typeof json.agents)[number];
+    firstSerial = a.x509svid_serial_number;
     const expires = Number(a.x509svid_expires_at);
     expect(expires * 1000).toBeGreaterThan(Date.now());
     const pretty = await spireServerCli('agent', 'list');
@@ -156,6 +161,34 @@ describe('the real spire-agent against our server', () => {
     expect((rotated.svids[0] as { notAfter: number }).notAfter).toBeGreaterThan(old.notAfter);
   });
 
+  it('spire-agent renews its agent SVID with our server (RenewAgent, agent_ttl 60s): agent list shows the new serial', async () => {
+    await eventually(async () => {
+      if (!/"Successfully rotated agent SVID"|msg="Successfully rotated agent SVID"/.test(spireAgent.logs())) throw new Error('not rotated yet');
+    }, 45_000, 500);
+    expect(spireAgent.logs()).toMatch(new RegExp(`msg="Successfully rotated agent SVID"[^\n]*spiffe_id="${agentId}"`));
+    const json = await spireServerJson<{ agents: { id: SpireId; x509svid_serial_number: string }[] }>('agent', 'list');
+    expect(json.agents.map((a) => idString(a.id))).toEqual([agentId]);
+    expect(json.agents[0]?.x509svid_serial_number).not.toBe(firstSerial);
+  });
+
+  it('spire-agent restarts on its stored SVID (no second attestation: the token is spent) and serves again', async () => {
+    expect(await spireAgent.stop()).toBe(0);
+    const from = spireAgent.logs().length;
+    await spireAgent.start();
+    const out = await eventually(async () => {
+      const r = await spireAgentApi('fetch', 'x509', '-output', 'json');
+      if (r.code !== 0) throw new Error(r.stderr);
+      return r;
+    }, 20_000);
+    expect((JSON.parse(out.stdout) as { svids: { spiffe_id: string }[] }).svids.map((s) => s.spiffe_id)).toEqual([WORKLOAD]);
+    expect(spireAgent.logs().slice(from)).toMatch(new RegExp(`msg="SVID loaded"[^\\n]*spiffe_id="${agentId}"`));
+    expect(spireAgent.logs().slice(from)).not.toMatch(/Node attestation was successful/);
+    const json = await spireServerJson<{ agents: { id: SpireId }[] }>('agent', 'list');
+    expect(json.agents.map((a) => idString(a.id))).toEqual([agentId]);
+    watch?.close();
+    watch = undefined;
+  });
+
   it('spire-server entry delete on our admin socket: spire-agent stops serving the identity', async () => {
     const del = await spireServerJson<{ results: { status: { code: number }; id: string }[] }>('entry', 'delete', '-entryID', entryId);
     expect(del.results.map((r) => [r.status.code, r.id])).toEqual([[0, entryId]]);
@@ -169,6 +202,23 @@ describe('the real spire-agent against our server', () => {
     expect(denied.stderr).toMatch(/rpc error: code = PermissionDenied desc = no identity issued/);
     const count = await spireServerCli('entry', 'count');
     expect(count.stdout).toBe('0 registration entries\n');
+  });
+
+  it('spire-server agent ban on our admin socket: spire-agent removes its SVID and shuts down', async () => {
+    const from = spireAgent.logs().length;
+    const exited = spireAgent.exited();
+    const ban = await spireServerCli('agent', 'ban', '-spiffeID', agentId);
+    expect([ban.code, ban.stdout]).toEqual([0, 'Agent banned successfully\n']);
+    const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r('still running'), 20_000))]);
+    expect(code).not.toBe('still running');
+    expect(code).not.toBe(0);
+    const line = /[^\n]*Agent is banned: removing SVID and shutting down[^\n]*/.exec(spireAgent.logs().slice(from))?.[0];
+    expect(line, spireAgent.logs().slice(from).slice(-3000)).toBeDefined();
+    console.log(`spire-agent after the ban (exit ${String(code)}): ${line}`);
+    // Our server's refusal carries PermissionDeniedDetails{reason: AGENT_BANNED}, which is what spire-agent acts on.
+    expect(line).toMatch(/error="[^"]*PermissionDenied/);
+    const json = await spireServerJson<{ agents: { id: SpireId; banned: boolean }[] }>('agent', 'list');
+    expect(json.agents.map((a) => [idString(a.id), a.banned])).toEqual([[agentId, true]]);
   });
 });
 

@@ -180,7 +180,12 @@ export interface SpireAgentHandle {
   logs(): string;
   /** Runs `spire-agent <args>` (add `-socketPath` yourself). */
   cli(...args: string[]): Promise<CliResult>;
+  /** SIGTERM and wait; resolves with the exit code. */
   stop(): Promise<number | null>;
+  /** Starts it again on the same config and data dir; resolves once healthy. */
+  start(): Promise<void>;
+  /** Resolves with the exit code once the current process has exited by itself. */
+  exited(): Promise<number | null>;
   cleanup(): Promise<void>;
 }
 
@@ -233,14 +238,24 @@ plugins {
   );
   const proc: Proc = { child: undefined, output: '' };
   const cli = (...args: string[]): Promise<CliResult> => runBinary(bins.agent, args);
-  launch(proc, bins.agent, ['run', '-config', configPath]);
-  await waitUntil(proc, 'spire-agent', async () => (await cli('healthcheck', '-socketPath', socketPath)).code === 0);
+  const start = async (): Promise<void> => {
+    launch(proc, bins.agent, ['run', '-config', configPath]);
+    await waitUntil(proc, 'spire-agent', async () => (await cli('healthcheck', '-socketPath', socketPath)).code === 0);
+  };
+  await start();
   return {
     dir,
     socketPath,
     logs: () => proc.output,
     cli,
     stop: () => stopProc(proc),
+    start,
+    exited: () => {
+      const child = proc.child;
+      if (child === undefined) return Promise.resolve(null);
+      if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
+      return new Promise((r) => child.once('exit', (code) => r(code)));
+    },
     async cleanup() {
       await stopProc(proc);
       await rm(dir, { recursive: true, force: true });
