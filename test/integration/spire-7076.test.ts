@@ -164,16 +164,68 @@ describe.skipIf(!IN_CI && !GO.ok)('spiffe/spire#7076: a server that closes TLS 1
   });
 
   it('the agent process: without an SVID it explains once; with a stored SVID it syncs over TLS 1.2', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'sna-7076-'));
-    const dataDir = join(dir, 'data');
-    const configPath = join(dir, 'agent.conf');
-    await writeFile(join(dir, 'bundle.pem'), server.caPem);
-    await writeFile(
-      configPath,
-      `agent {
+    const agent = await agentProcess(server);
+    try {
+      // A fresh agent: attestation fails on every try; the reason is logged once.
+      agent.run();
+      await eventually(async () => expect(agent.count('node attestation failed')).toBeGreaterThanOrEqual(3), 20_000);
+      expect(agent.count('an agent without an SVID cannot attest to it')).toBe(1);
+      await agent.stop();
+
+      // An agent that attested before the server was upgraded to the affected release.
+      await agent.storeSvid(server, false);
+      const from = server.logs().length;
+      agent.run();
+      await eventually(async () => expect(agent.count('"msg":"synced with the server again"')).toBe(1), 20_000);
+      expect(agent.count('using TLS 1.2 without session tickets for it from now on')).toBe(1);
+      const rpcs = rpcLines(from);
+      expect(rpcs).toContain(`rpc /spire.api.server.entry.v1.Entry/SyncAuthorizedEntries version=TLS 1.2 peer=${AGENT_ID}`);
+      expect(rpcs).toContain(`rpc /spire.api.server.bundle.v1.Bundle/GetBundle version=TLS 1.2 peer=${AGENT_ID}`);
+      expect(rpcs.every((l) => l.endsWith(`version=TLS 1.2 peer=${AGENT_ID}`))).toBe(true);
+    } finally {
+      await agent.cleanup();
+    }
+  }, 60_000);
+
+  it('the agent process: a reattestable agent re-attests over TLS 1.2, presenting its SVID', async () => {
+    // Agent SVIDs valid for 10 minutes from an hour ago: past half-life, so rotation is due.
+    const shortLived = await startTls7076(await buildTls7076(detectGo()), TD, '10m');
+    const agent = await agentProcess(shortLived);
+    try {
+      await agent.storeSvid(shortLived, true);
+      const from = shortLived.logs().length;
+      agent.run();
+      await eventually(async () => expect(agent.count('"msg":"node attested"')).toBeGreaterThanOrEqual(1), 20_000);
+      await eventually(async () => expect(agent.count('"msg":"synced with the server again"')).toBe(1), 20_000);
+      expect(agent.count('using TLS 1.2 without session tickets for it from now on')).toBe(1);
+      const rpcs = shortLived.logs().slice(from).split('\n').filter((l) => l.startsWith('rpc '));
+      expect(rpcs).toContain(`rpc /spire.api.server.agent.v1.Agent/AttestAgent version=TLS 1.2 peer=${AGENT_ID}`);
+      expect(rpcs.every((l) => l.endsWith(`version=TLS 1.2 peer=${AGENT_ID}`))).toBe(true);
+    } finally {
+      await agent.cleanup();
+      await shortLived.stop();
+    }
+  }, 60_000);
+});
+
+/** The real agent process, configured for `target` (join_token, 300 ms sync), not yet started. */
+async function agentProcess(target: Tls7076Server): Promise<{
+  run(): void;
+  stop(): Promise<void>;
+  count(text: string): number;
+  storeSvid(from: Tls7076Server, reattestable: boolean): Promise<void>;
+  cleanup(): Promise<void>;
+}> {
+  const dir = await mkdtemp(join(tmpdir(), 'sna-7076-'));
+  const dataDir = join(dir, 'data');
+  const configPath = join(dir, 'agent.conf');
+  await writeFile(join(dir, 'bundle.pem'), target.caPem);
+  await writeFile(
+    configPath,
+    `agent {
   trust_domain = "${TD}"
   server_address = "127.0.0.1"
-  server_port = ${server.port}
+  server_port = ${target.port}
   socket_path = "${join(dir, 'agent.sock')}"
   data_dir = "${dataDir}"
   log_level = "DEBUG"
@@ -195,50 +247,36 @@ plugins {
   }
 }
 `,
-    );
-    let child: ChildProcess | undefined;
-    let output = '';
-    const run = (): void => {
+  );
+  let child: ChildProcess | undefined;
+  let output = '';
+  const stop = async (): Promise<void> => {
+    const proc = child;
+    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await exited;
+  };
+  return {
+    run() {
       output = '';
       child = spawn(NODE, [AGENT_BIN, 'run', '-config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });
       child.stdout?.on('data', (d: Buffer) => (output += d.toString()));
       child.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-    };
-    const stop = async (): Promise<void> => {
-      const proc = child;
-      if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
-      const exited = new Promise((r) => proc.once('exit', r));
-      proc.kill('SIGTERM');
-      await exited;
-    };
-    const count = (text: string): number => output.split(text).length - 1;
-    try {
-      // A fresh agent: attestation fails on every try; the reason is logged once.
-      run();
-      await eventually(async () => expect(count('node attestation failed')).toBeGreaterThanOrEqual(3), 20_000);
-      expect(count('an agent without an SVID cannot attest to it')).toBe(1);
-      await stop();
-
-      // An agent that attested before the server was upgraded to the affected release.
-      await saveState(dataDir, {
+    },
+    stop,
+    count: (text) => output.split(text).length - 1,
+    storeSvid: (from, reattestable) =>
+      saveState(dataDir, {
         trustDomain: TD,
-        svid: decodePemCertificates(server.agentPem),
-        key: createPrivateKey(server.agentKeyPem),
-        bundle: decodePemCertificates(server.caPem),
-        reattestable: false,
-      });
-      const from = server.logs().length;
-      run();
-      await eventually(async () => expect(output).toContain('synced with the server again'), 20_000);
-      await eventually(async () => expect(count('"msg":"synced with the server again"')).toBe(1), 5_000);
-      expect(count('using TLS 1.2 without session tickets for it from now on')).toBe(1);
-      const rpcs = rpcLines(from);
-      expect(rpcs).toContain(`rpc /spire.api.server.entry.v1.Entry/SyncAuthorizedEntries version=TLS 1.2 peer=${AGENT_ID}`);
-      expect(rpcs).toContain(`rpc /spire.api.server.bundle.v1.Bundle/GetBundle version=TLS 1.2 peer=${AGENT_ID}`);
-      expect(rpcs.every((l) => l.endsWith(`version=TLS 1.2 peer=${AGENT_ID}`))).toBe(true);
-    } finally {
+        svid: decodePemCertificates(from.agentPem),
+        key: createPrivateKey(from.agentKeyPem),
+        bundle: decodePemCertificates(from.caPem),
+        reattestable,
+      }),
+    async cleanup() {
       await stop();
       await rm(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
-});
+    },
+  };
+}

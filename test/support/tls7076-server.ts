@@ -64,10 +64,10 @@ export interface Tls7076Server {
   stop(): Promise<void>;
 }
 
-/** Starts the server for trust domain `td`. */
-export async function startTls7076(bin: string, td: string): Promise<Tls7076Server> {
+/** Starts the server for trust domain `td`; agent SVIDs are valid for `agentTtl` (Go duration) from an hour ago. */
+export async function startTls7076(bin: string, td: string, agentTtl = '24h'): Promise<Tls7076Server> {
   const dir = await mkdtemp(join(tmpdir(), 'tls7076-'));
-  const child: ChildProcess = spawn(bin, ['-td', td, '-out', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn(bin, ['-td', td, '-out', dir, '-agent-ttl', agentTtl], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let log = '';
   child.stderr?.on('data', (d: Buffer) => (log += d.toString()));

@@ -9,10 +9,11 @@
 // configuration, and SPIRE's client-certificate policy: RequestClientCert with a
 // VerifyPeerCertificate hook that skips verification only when rawCerts is nil.
 //
-// It makes its own CA, server SVID (spiffe://<td>/spire/server) and agent SVID, writes them
+// It makes its own CA, server SVID (spiffe://<td>/spire/server) and agent SVID (valid for
+// -agent-ttl, from an hour ago), writes them
 // as PEM into -out (ca.pem, agent.pem, agent-key.pem), prints "listening <addr>" on stdout, and logs each ClientHello, each
 // handshake failure and each request on stderr. Every RPC gets an empty response, except
-// Agent/AttestAgent, which returns an SVID result.
+// Bundle/GetBundle (the CA) and Agent/AttestAgent (an agent SVID for the request's CSR).
 package main
 
 import (
@@ -44,6 +45,7 @@ const extensionPSKModes = 45
 func main() {
 	td := flag.String("td", "example.org", "trust domain")
 	out := flag.String("out", "", "directory for ca.pem, agent.pem, agent-key.pem")
+	agentTTL := flag.Duration("agent-ttl", 24*time.Hour, "how long agent SVIDs stay valid (they start an hour in the past)")
 	flag.Parse()
 	if *out == "" {
 		log.Fatal("tls7076: -out is required")
@@ -51,8 +53,11 @@ func main() {
 	logger := log.New(os.Stderr, "", 0)
 
 	caKey, caCert := mustCA()
-	serverKey, serverDER := mustLeaf(caKey, caCert, "spiffe://"+*td+"/spire/server", x509.ExtKeyUsageServerAuth)
-	agentKey, agentDER := mustLeaf(caKey, caCert, "spiffe://"+*td+"/spire/agent/join_token/tls7076", x509.ExtKeyUsageClientAuth)
+	serverKey := mustKey()
+	serverDER := mustLeaf(caKey, caCert, &serverKey.PublicKey, "spiffe://"+*td+"/spire/server", x509.ExtKeyUsageServerAuth, 24*time.Hour)
+	agentID := "spiffe://" + *td + "/spire/agent/join_token/tls7076"
+	agentKey := mustKey()
+	agentDER := mustLeaf(caKey, caCert, &agentKey.PublicKey, agentID, x509.ExtKeyUsageClientAuth, *agentTTL)
 	mustWrite(filepath.Join(*out, "ca.pem"), pemBlock("CERTIFICATE", caCert.Raw))
 	mustWrite(filepath.Join(*out, "agent.pem"), pemBlock("CERTIFICATE", agentDER))
 	mustWrite(filepath.Join(*out, "agent-key.pem"), pemBlock("PRIVATE KEY", mustPKCS8(agentKey)))
@@ -83,7 +88,15 @@ func main() {
 		log.Fatal(err)
 	}
 	srv := &http.Server{
-		Handler:  http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { serveRPC(w, r, logger, *td, caCert.Raw, agentDER) }),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			serveRPC(w, r, logger, *td, caCert.Raw, func(csr []byte) ([]byte, error) {
+				req, err := x509.ParseCertificateRequest(csr)
+				if err != nil {
+					return nil, err
+				}
+				return mustLeaf(caKey, caCert, req.PublicKey, agentID, x509.ExtKeyUsageClientAuth, *agentTTL), nil
+			})
+		}),
 		ErrorLog: logger,
 		// No TLSConfig here: the listener does TLS, and with none net/http serves HTTP/2 to
 		// connections that negotiated h2.
@@ -129,7 +142,7 @@ func spireVerify(roots *x509.CertPool, td string) func([][]byte, [][]*x509.Certi
 // serveRPC answers one gRPC call after reading its first request message, and logs the
 // method, the TLS version and the client's SPIFFE ID ("none" without a certificate).
 // Bundle/GetBundle returns the CA, Agent/AttestAgent an SVID, everything else an empty message.
-func serveRPC(w http.ResponseWriter, r *http.Request, logger *log.Logger, td string, caDER, agentDER []byte) {
+func serveRPC(w http.ResponseWriter, r *http.Request, logger *log.Logger, td string, caDER []byte, signAgent func(csr []byte) ([]byte, error)) {
 	peer := "none"
 	if len(r.TLS.PeerCertificates) > 0 && len(r.TLS.PeerCertificates[0].URIs) == 1 {
 		peer = r.TLS.PeerCertificates[0].URIs[0].String()
@@ -143,7 +156,8 @@ func serveRPC(w http.ResponseWriter, r *http.Request, logger *log.Logger, td str
 		w.Header().Set("Grpc-Status", "13")
 		return
 	}
-	if _, err := io.CopyN(io.Discard, r.Body, int64(binary.BigEndian.Uint32(hdr[1:]))); err != nil {
+	msg := make([]byte, binary.BigEndian.Uint32(hdr[1:]))
+	if _, err := io.ReadFull(r.Body, msg); err != nil {
 		w.WriteHeader(http.StatusOK)
 		w.Header().Set("Grpc-Status", "13")
 		return
@@ -151,7 +165,15 @@ func serveRPC(w http.ResponseWriter, r *http.Request, logger *log.Logger, td str
 	var body []byte
 	switch r.URL.Path {
 	case "/spire.api.server.agent.v1.Agent/AttestAgent":
-		body = attestResult(td, agentDER)
+		// AttestAgentRequest{params(1){params(2): AgentX509SVIDParams{csr(1)}}}
+		der, err := signAgent(get(get(get(msg, 1), 2), 1))
+		if err != nil {
+			logger.Printf("attest: %v", err)
+			w.WriteHeader(http.StatusOK)
+			w.Header().Set("Grpc-Status", "3")
+			return
+		}
+		body = attestResult(td, der)
 	case "/spire.api.server.bundle.v1.Bundle/GetBundle":
 		// Bundle{trust_domain(1), x509_authorities(2): X509Certificate{asn1(1)}}
 		body = append(field(1, []byte(td)), field(2, field(1, caDER))...)
@@ -169,6 +191,37 @@ func attestResult(td string, der []byte) []byte {
 	svid = append(svid, 0x18) // expires_at (3), varint
 	svid = binary.AppendUvarint(svid, uint64(time.Now().Add(time.Hour).Unix()))
 	return field(1, field(1, svid))
+}
+
+// get returns the first length-delimited field `num` of a protobuf message (nil if absent).
+func get(msg []byte, num int) []byte {
+	for len(msg) > 0 {
+		key, n := binary.Uvarint(msg)
+		if n <= 0 {
+			return nil
+		}
+		msg = msg[n:]
+		switch key & 7 {
+		case 0:
+			_, n = binary.Uvarint(msg)
+			if n <= 0 {
+				return nil
+			}
+			msg = msg[n:]
+		case 2:
+			size, n := binary.Uvarint(msg)
+			if n <= 0 || uint64(len(msg)-n) < size {
+				return nil
+			}
+			if int(key>>3) == num {
+				return msg[n : n+int(size)]
+			}
+			msg = msg[n+int(size):]
+		default:
+			return nil
+		}
+	}
+	return nil
 }
 
 func field(num int, data []byte) []byte {
@@ -207,8 +260,7 @@ func mustCA() (*ecdsa.PrivateKey, *x509.Certificate) {
 	return key, cert
 }
 
-func mustLeaf(caKey *ecdsa.PrivateKey, ca *x509.Certificate, id string, usage x509.ExtKeyUsage) (*ecdsa.PrivateKey, []byte) {
-	key := mustKey()
+func mustLeaf(caKey *ecdsa.PrivateKey, ca *x509.Certificate, pub any, id string, usage x509.ExtKeyUsage, ttl time.Duration) []byte {
 	u, err := url.Parse(id)
 	if err != nil {
 		log.Fatal(err)
@@ -218,17 +270,17 @@ func mustLeaf(caKey *ecdsa.PrivateKey, ca *x509.Certificate, id string, usage x5
 		SerialNumber:          serial,
 		Subject:               pkix.Name{Organization: []string{"SPIRE"}},
 		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
+		NotAfter:              time.Now().Add(ttl),
 		URIs:                  []*url.URL{u},
 		BasicConstraintsValid: true,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment | x509.KeyUsageKeyAgreement,
 		ExtKeyUsage:           []x509.ExtKeyUsage{usage},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, pub, caKey)
 	if err != nil {
 		log.Fatal(err)
 	}
-	return key, der
+	return der
 }
 
 func mustKey() *ecdsa.PrivateKey {
