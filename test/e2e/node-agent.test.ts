@@ -311,4 +311,24 @@ describe('changes on the running node', () => {
     }, 2_000);
     expect(listed.x509?.ids).toEqual([LATE_ID, WORKLOAD_ID].sort());
   });
+
+  it('pushes rotations to the running workload: an entry with a 30 s X509-SVID TTL reaches its open watch renewed before expiry', async () => {
+    const ROTATE_ID = `spiffe://${TRUST_DOMAIN}/e2e/rotating`;
+    const createdAt = Date.now();
+    await createEntry({ spiffeId: ROTATE_ID, selectors: ['k8s:ns:spiffe-e2e', 'k8s:pod-label:app:e2e-workload'], ttlSeconds: 30 });
+    type Svid = { ids: string[]; notAfters: Record<string, string> };
+    const expiries = await waitFor('two X509-SVIDs of the 30 s entry on the open watch', 90_000, async () => {
+      const seen = (await logLines('spiffe-e2e', 'deploy/e2e-workload'))
+        .filter((l) => l['event'] === 'x509' && Date.parse(l['time'] as string) >= createdAt - 1_000)
+        .map((l) => ({ at: Date.parse(l['time'] as string), notAfter: (l['svid'] as Svid).notAfters?.[ROTATE_ID] }))
+        .filter((e): e is { at: number; notAfter: string } => e.notAfter !== undefined);
+      const distinct = seen.filter((e, i) => i === 0 || e.notAfter !== seen[i - 1]?.notAfter);
+      return distinct.length >= 2 ? distinct : undefined;
+    }, 2_000);
+    const [a, b] = expiries as [{ at: number; notAfter: string }, { at: number; notAfter: string }];
+    note(`rotation: the 30 s SVID (expiring ${a.notAfter}) was replaced on the open stream at ${new Date(b.at).toISOString()} by one expiring ${b.notAfter}`);
+    expect(Date.parse(b.notAfter)).toBeGreaterThan(Date.parse(a.notAfter));
+    // Pushed before the old one expired.
+    expect(b.at).toBeLessThan(Date.parse(a.notAfter));
+  });
 });

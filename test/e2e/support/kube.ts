@@ -67,8 +67,9 @@ export async function serverCli(command: string[], flags: string[] = []): Promis
 }
 
 /** Creates a registration entry; returns its entry ID. */
-export async function createEntry(opts: { spiffeId: string; parentId?: string; selectors: string[]; node?: boolean }): Promise<string> {
+export async function createEntry(opts: { spiffeId: string; parentId?: string; selectors: string[]; node?: boolean; ttlSeconds?: number }): Promise<string> {
   const flags = ['-spiffeID', opts.spiffeId, ...opts.selectors.flatMap((s) => ['-selector', s])];
+  if (opts.ttlSeconds !== undefined) flags.push('-x509SVIDTTL', String(opts.ttlSeconds));
   if (opts.node === true) flags.push('-node');
   else flags.push('-parentID', opts.parentId ?? `spiffe://${TRUST_DOMAIN}/k8s-cluster/${CLUSTER}`);
   const out = await serverCli(['entry', 'create'], flags);

@@ -37,7 +37,9 @@ type x509Out struct {
 	ChainLength int      `json:"chainLength"`
 	SVIDCount   int      `json:"svidCount"`
 	IDs         []string `json:"ids"`
-	BundleTDs   []string `json:"bundleTrustDomains"`
+	// NotAfters: each SVID's expiry by SPIFFE ID (rotations show as new values).
+	NotAfters map[string]string `json:"notAfters"`
+	BundleTDs []string          `json:"bundleTrustDomains"`
 }
 
 type jwtOut struct {
@@ -69,11 +71,13 @@ func x509Of(ctx *workloadapi.X509Context) x509Out {
 	}
 	sort.Strings(tds)
 	ids := []string{}
+	notAfters := map[string]string{}
 	for _, v := range ctx.SVIDs {
 		ids = append(ids, v.ID.String())
+		notAfters[v.ID.String()] = v.Certificates[0].NotAfter.UTC().Format(time.RFC3339)
 	}
 	sort.Strings(ids)
-	return x509Out{ID: s.ID.String(), Hint: s.Hint, NotAfter: s.Certificates[0].NotAfter.UTC().Format(time.RFC3339), ChainLength: len(s.Certificates), SVIDCount: len(ctx.SVIDs), IDs: ids, BundleTDs: tds}
+	return x509Out{ID: s.ID.String(), Hint: s.Hint, NotAfter: s.Certificates[0].NotAfter.UTC().Format(time.RFC3339), ChainLength: len(s.Certificates), SVIDCount: len(ctx.SVIDs), IDs: ids, NotAfters: notAfters, BundleTDs: tds}
 }
 
 type watcher struct{}
