@@ -205,6 +205,17 @@ describe('federated bundles', () => {
     expect(open().listFederatedBundles().map((b) => [b.trustDomain, b.sequenceNumber])).toEqual([['other.org', 3]]);
   });
 
+  it("stores a writer's sequence number as given, 0 included, as SPIRE does (bundle set of a PEM file sends 0)", () => {
+    expect(ds.setFederatedBundle({ ...bundle, sequenceNumber: 0 }).sequenceNumber).toBe(0);
+    expect(ds.setFederatedBundle({ ...bundle, sequenceNumber: 0, refreshHint: 60 }).sequenceNumber).toBe(0);
+    expect(ds.setFederatedBundle({ ...bundle, sequenceNumber: 7, refreshHint: 60 }).sequenceNumber).toBe(7);
+    expect(ds.setFederatedBundle({ ...bundle, sequenceNumber: 3 }).sequenceNumber).toBe(3);
+    expect(ds.getFederatedBundle('other.org')?.sequenceNumber).toBe(3);
+    // Without one, content changes are numbered from the stored value.
+    expect(ds.setFederatedBundle({ ...bundle, refreshHint: 5 }).sequenceNumber).toBe(4);
+    expect(apiError(() => ds.setFederatedBundle({ ...bundle, sequenceNumber: -1 })).code).toBe(Code.INVALID_ARGUMENT);
+  });
+
   it('rejects the server trust domain and invalid names', () => {
     expect(apiError(() => ds.setFederatedBundle({ ...bundle, trustDomain: TD })).code).toBe(Code.INVALID_ARGUMENT);
     expect(apiError(() => ds.setFederatedBundle({ ...bundle, trustDomain: 'Not Valid' })).code).toBe(Code.INVALID_ARGUMENT);

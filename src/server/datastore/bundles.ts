@@ -45,9 +45,11 @@ export class BundleStore {
   }
 
   /**
-   * Inserts or replaces the bundle of `b.trustDomain` (a name or `spiffe://` ID). The sequence
+   * Inserts or replaces the bundle of `b.trustDomain` (a name or `spiffe://` ID). A given
+   * sequence number is stored as is (SPIRE keeps the writer's: `spire-server bundle set` of a
+   * PEM file sends 0, of a SPIFFE bundle its `spiffe_sequence`). Without one, the sequence
    * number is 1 for a new bundle and goes up by one whenever the content (authorities or
-   * refresh hint) changes; storing identical content changes nothing.
+   * refresh hint) changes. Storing identical content and sequence number changes nothing.
    * INVALID_ARGUMENT for a bad trust domain, the server's own trust domain, or bad fields.
    */
   set(b: FederatedBundleInput): FederatedBundle {
@@ -60,6 +62,10 @@ export class BundleStore {
     }
     if (!Number.isSafeInteger(b.refreshHint) || b.refreshHint < 0) {
       throw new ApiError(Code.INVALID_ARGUMENT, 'datastore: refresh hint must be a non-negative integer');
+    }
+    const given = b.sequenceNumber;
+    if (given !== undefined && (!Number.isSafeInteger(given) || given < 0)) {
+      throw new ApiError(Code.INVALID_ARGUMENT, 'datastore: sequence number must be a non-negative integer');
     }
     for (const k of b.jwtAuthorities) {
       if (k.keyId === '') throw new ApiError(Code.INVALID_ARGUMENT, 'datastore: JWT authority key ID is empty');
@@ -75,13 +81,15 @@ export class BundleStore {
       if (current === undefined) {
         prepare(
           this.#db,
-          'INSERT INTO federated_bundles (trust_domain, content, refresh_hint, sequence_number) VALUES (?, ?, ?, 1)',
-        ).run(trustDomain, content, b.refreshHint);
+          'INSERT INTO federated_bundles (trust_domain, content, refresh_hint, sequence_number) VALUES (?, ?, ?, ?)',
+        ).run(trustDomain, content, b.refreshHint, given ?? 1);
       } else if (current.content !== content || Number(current.refresh_hint) !== b.refreshHint) {
         prepare(
           this.#db,
-          'UPDATE federated_bundles SET content = ?, refresh_hint = ?, sequence_number = sequence_number + 1 WHERE trust_domain = ?',
-        ).run(content, b.refreshHint, trustDomain);
+          `UPDATE federated_bundles SET content = ?, refresh_hint = ?, sequence_number = ${given === undefined ? 'sequence_number + 1' : '?'} WHERE trust_domain = ?`,
+        ).run(...(given === undefined ? [content, b.refreshHint, trustDomain] : [content, b.refreshHint, given, trustDomain]));
+      } else if (given !== undefined && Number(current.sequence_number) !== given) {
+        prepare(this.#db, 'UPDATE federated_bundles SET sequence_number = ? WHERE trust_domain = ?').run(given, trustDomain);
       }
       return this.#mustGet(trustDomain);
     });

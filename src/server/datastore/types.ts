@@ -149,12 +149,19 @@ export interface FederatedBundle {
   readonly jwtAuthorities: readonly JwtAuthority[];
   /** Seconds; 0 = unset. */
   readonly refreshHint: number;
-  /** 1 on first store, +1 whenever the content changes. */
+  /**
+   * The bundle's sequence number as its writer gave it (SPIRE: the SPIFFE bundle's
+   * `spiffe_sequence`, 0 for a bundle set from PEM); when the writer gives none, 1 on first
+   * store and +1 whenever the content changes.
+   */
   readonly sequenceNumber: number;
 }
 
-/** What a caller supplies to store a federated bundle; the datastore manages `sequenceNumber`. */
-export type FederatedBundleInput = Omit<FederatedBundle, 'sequenceNumber'>;
+/**
+ * What a caller supplies to store a federated bundle. With `sequenceNumber` it is stored as
+ * given, as SPIRE does; without one the datastore numbers content changes itself.
+ */
+export type FederatedBundleInput = Omit<FederatedBundle, 'sequenceNumber'> & { readonly sequenceNumber?: number };
 
 /** What to do with entries that federate with a bundle being deleted (SPIRE's `DeleteMode`). */
 export type BundleDeleteMode = 'restrict' | 'delete' | 'dissociate';
