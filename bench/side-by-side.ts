@@ -82,6 +82,7 @@ const UID = process.getuid?.() ?? 0;
 const log = (line: string): void => void process.stderr.write(`side-by-side: ${line}\n`);
 const sleep = (msec: number): Promise<void> => new Promise((r) => setTimeout(r, msec));
 const count = (n: number): string => n.toLocaleString('en-US');
+const secs = (v: number): string => (Number.isFinite(v) ? `${(v / 1000).toFixed(v >= 10_000 ? 1 : 2)} s` : 'n/a');
 
 /** A comma list of sizes: ascending, without zeros or repeats ("0" gives none). */
 function sizes(option: string): number[] {
@@ -336,7 +337,16 @@ interface EntryStep {
   /** Size of that response (protobuf bytes). */
   readonly bytes: number;
   readonly after: Memory;
+  /** Set when the agent did not serve them all in time (then the larger sizes are not run). */
+  readonly failed?: string;
 }
+
+/**
+ * How long a step of `added` entries may take: SPIRE's agent requests at most 500 SVIDs per
+ * sync cycle (and spire-server signs at most 500/s per IP), and a cycle over 20,000 entries
+ * took 25 s on this machine under load: 2 minutes + 80 ms per entry (+15,000: 22 minutes).
+ */
+const entryTimeoutMs = (added: number): number => 120_000 + added * 80;
 
 interface EntryRun {
   /** RssAnon with the one bench entry, the subscriber already holding its stream. */
@@ -346,6 +356,12 @@ interface EntryRun {
   readonly created: number;
   /** When asked to delete them afterwards: from the start of `entry delete` to the subscriber's response with 1 SVID. */
   readonly deleteMs?: number;
+}
+
+/** How many SVIDs one FetchX509SVID response of the agent carries now (a new subscriber). */
+async function svidCount(client: string, agent: Agent): Promise<number> {
+  const out = await run(client, ['-socket', agent.socket, '-mode', 'warm', '-n', '1', '-warmup', '0', '-timeout', '60s']);
+  return (JSON.parse(lastLine(out)) as ClientResult).svids;
 }
 
 /** Entry IDs from `entry create -output json`; throws if any failed. */
@@ -434,14 +450,25 @@ async function entrySizes(client: string, agent: Agent, sizesUp: readonly number
       const createMs = Date.now() - c0;
       const t0 = Date.now();
       ids.push(...createdIds(await serverCli(['entry', 'create', '-parentID', agent.id, '-spiffeID', batchId, '-selector', 'unix:user:sna-bench-no-such-user', '-output', 'json'])));
-      // spire-server signs at most 500 X509-SVIDs per second per IP: allow four times that.
-      const done = await holder.next<WaitLine>(`${agent.name}: a response with ${size + 1} SVIDs`, 120_000 + added * 8);
+      const limitMs = entryTimeoutMs(added);
+      let done: WaitLine;
+      try {
+        done = await holder.next<WaitLine>(`${agent.name}: a response with ${size + 1} SVIDs`, limitMs);
+      } catch (err) {
+        // Recorded, not fatal: the rest of the run still reports (this agent's larger sizes are skipped).
+        const served = await svidCount(client, agent).catch(() => NaN);
+        log(`entries: ${agent.name} FAILED at ${count(size)}: ${(err as Error).message}; a new fetch now carries ${served} SVIDs`);
+        steps.push({ size, added, ms: NaN, createMs, svids: served, bytes: NaN, after: await memoryOver(agent.pid, 3), failed: `not within ${secs(limitMs)}: a new fetch then carried ${count(served)} of ${count(size + 1)}` });
+        break;
+      }
       await sleep(1_000);
       const after = await memoryOver(agent.pid, 3);
       steps.push({ size, added, ms: done.done_unix_ms - t0, createMs, svids: done.svids, bytes: done.bytes, after });
+      log(`entries: ${agent.name} ${count(size)}: all ${count(done.svids)} SVIDs ${secs(done.done_unix_ms - t0)} after the bridge; RssAnon ${mib(before.anonKiB)} → ${mib(after.anonKiB)}`);
       prev = size;
     }
     if (!deleteAfter) return { before, steps, created: ids.length };
+    const incomplete = steps.some((st) => st.failed !== undefined);
     log(`entries: deleting the ${count(ids.length)} of ${agent.name} and waiting until it serves one SVID again`);
     const d0 = Date.now();
     const file = join(dir, `delete-${agent.name}.json`);
@@ -449,6 +476,11 @@ async function entrySizes(client: string, agent: Agent, sizesUp: readonly number
     const out = JSON.parse(await serverCli(['entry', 'delete', '-file', file, '-output', 'json'], 1_800_000)) as { results?: { status?: { code?: number } }[] };
     const failed = (out.results ?? []).filter((r) => (r.status?.code ?? 0) !== 0).length;
     if (failed > 0) throw new Error(`entry delete: ${failed} of ${ids.length} failed`);
+    if (incomplete) {
+      // The subscriber still waits for its missing count: give the agent a few syncs instead.
+      await sleep(20_000);
+      return { before, steps, created: ids.length };
+    }
     const dropped = await holder.next<WaitLine>(`${agent.name}: back to 1 SVID after the delete`, 300_000);
     return { before, steps, created: ids.length, deleteMs: dropped.done_unix_ms - d0 };
   } finally {
@@ -686,7 +718,6 @@ plugins {
   const per = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(0)}/s` : 'n/a');
   const cpu = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(0)} ms` : 'n/a');
   const kib = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(1)} KiB` : 'n/a');
-  const secs = (v: number): string => (Number.isFinite(v) ? `${(v / 1000).toFixed(v >= 10_000 ? 1 : 2)} s` : 'n/a');
   const [oIdle, sIdle] = idleMem as [Memory, Memory];
   add('idle VmRSS', oIdle.rssKiB, sIdle.rssKiB, mib);
   add('idle RssAnon', oIdle.anonKiB, sIdle.anonKiB, mib);
@@ -735,14 +766,26 @@ plugins {
   const eo = entryRuns.ours;
   const es = entryRuns['spire-agent'];
   if (eo !== undefined && es !== undefined) {
-    eo.steps.forEach((o, i) => {
+    // A step an agent failed or never ran shows why instead of figures.
+    const cell = (step: EntryStep | undefined, f: (st: EntryStep) => number, fmt: (v: number) => string, first: boolean): string =>
+      step === undefined ? 'not run' : step.failed !== undefined ? (first ? `FAILED: ${step.failed}` : 'FAILED') : fmt(f(step));
+    const value = (step: EntryStep | undefined, f: (st: EntryStep) => number): number => (step === undefined || step.failed !== undefined ? NaN : f(step));
+    entrySizesUp.forEach((size, i) => {
+      const o = eo.steps[i];
       const s = es.steps[i];
-      if (s === undefined) return;
-      const lbl = `${count(o.size)} entries${o.added === o.size ? '' : ` (+${count(o.added)})`}`;
-      add(`${lbl}: time from handing them to the agent to a response with all ${count(o.size + 1)} SVIDs`, o.ms, s.ms, secs);
-      add(`${lbl}: RssAnon with all held`, o.after.anonKiB, s.after.anonKiB, mib);
-      add(`${lbl}: RssAnon growth since 1 entry`, o.after.anonKiB - eo.before.anonKiB, s.after.anonKiB - es.before.anonKiB, mib);
-      add(`${lbl}: RssAnon growth per 1,000 entries`, ((o.after.anonKiB - eo.before.anonKiB) * 1_000) / o.size, ((s.after.anonKiB - es.before.anonKiB) * 1_000) / s.size, mib);
+      const added = size - (entrySizesUp[i - 1] ?? 0);
+      const lbl = `${count(size)} entries${added === size ? '' : ` (+${count(added)})`}`;
+      let first = true;
+      const line = (what: string, f: (run: EntryRun, st: EntryStep) => number, fmt: (v: number) => string): void => {
+        const fo = (st: EntryStep): number => f(eo, st);
+        const fs = (st: EntryStep): number => f(es, st);
+        rows.push([`${lbl}: ${what}`, cell(o, fo, fmt, first), cell(s, fs, fmt, first), rat(value(o, fo), value(s, fs))]);
+        first = false;
+      };
+      line(`time from handing them to the agent to a response with all ${count(size + 1)} SVIDs`, (_, st) => st.ms, secs);
+      line('RssAnon with all held', (_, st) => st.after.anonKiB, mib);
+      line('RssAnon growth since 1 entry', (run, st) => st.after.anonKiB - run.before.anonKiB, mib);
+      line('RssAnon growth per 1,000 entries', (run, st) => ((st.after.anonKiB - run.before.anonKiB) * 1_000) / st.size, mib);
     });
   }
 
@@ -752,7 +795,9 @@ plugins {
     runs.map((s) => `${s.open} open${s.failed > 0 ? `, ${s.failed} FAILED (${s.firstError})` : ''}, RssAnon ${mib(s.before.anonKiB)} → ${mib(s.held.anonKiB)}`).join('; ');
   const series = (c: ChurnRun): string => `${c.series.map((v) => (v / 1024).toFixed(1)).join(' ')} MiB`;
   const entryNotes = (e: EntryRun): string =>
-    `${mib(e.before.anonKiB)} → ${e.steps.map((s) => `${mib(s.after.anonKiB)} (${count(s.svids)} SVIDs, response ${(s.bytes / 1024 / 1024).toFixed(1)} MiB; creating the batch took ${secs(s.createMs)})`).join(' → ')}`;
+    `${mib(e.before.anonKiB)} → ${e.steps
+      .map((s) => `${mib(s.after.anonKiB)} (${s.failed !== undefined ? `FAILED, ${s.failed}` : `${count(s.svids)} SVIDs, response ${(s.bytes / 1024 / 1024).toFixed(1)} MiB`}; creating the batch took ${secs(s.createMs)})`)
+      .join(' → ')}`;
   const out = [
     `### Side by side (\`npm run bench:spire\` → \`bench/side-by-side.ts\`)`,
     '',
@@ -782,7 +827,7 @@ plugins {
       : []),
     ...(eo !== undefined && es !== undefined
       ? [
-          `- entries (last, on a second pair of agents started for it with new join tokens, settled ${args.settle} s, so both start from their idle state; ours, then spire-agent): cumulative batches (${entrySizesUp.map((n, i) => (i === 0 ? count(n) : `+${count(n - (entrySizesUp[i - 1] ?? 0))}`)).join(', ')}) matching the client (its ${workloadSelectors().length} unix selectors, one per entry in turn: spire-server's similar-entry check makes creating many entries with one shared selector quadratic). Each batch is created (one \`entry create -data\`) under a parent no agent has, then one bridge entry (parent: the agent; SPIFFE ID: that parent; a selector no workload has) hands the whole batch to the agent at once; the time runs from just before the bridge's \`entry create\` to the first response carrying all SVIDs, so it includes spire-server's entry cache refresh, the agent's next sync (every 5 s) and the server's CSR rate limit (500 SVIDs/s per IP: ≥ 30 s for +15,000), not the SQLite inserts. One subscriber holds a FetchX509SVID stream from before the first batch to the end (so no SVID is evicted: x509_svid_cache_max_size does not apply to subscribed entries in either agent); growth is against a reading before the first batch (the subscriber holding its 1 SVID), with all SVIDs held. Before → after each size: ours ${entryNotes(eo)}; spire-agent ${entryNotes(es)}. Ours' ${count(eo.created)} entries were deleted (one \`entry delete -file\`) before spire-agent's step; its subscriber was back at 1 SVID ${secs(eo.deleteMs ?? NaN)} after the delete started`,
+          `- entries (last, on a second pair of agents started for it with new join tokens, settled ${args.settle} s, so both start from their idle state; ours, then spire-agent): cumulative batches (${entrySizesUp.map((n, i) => (i === 0 ? count(n) : `+${count(n - (entrySizesUp[i - 1] ?? 0))}`)).join(', ')}) matching the client (its ${workloadSelectors().length} unix selectors, one per entry in turn: spire-server's similar-entry check makes creating many entries with one shared selector quadratic). Each batch is created (one \`entry create -data\`) under a parent no agent has, then one bridge entry (parent: the agent; SPIFFE ID: that parent; a selector no workload has) hands the whole batch to the agent at once; the time runs from just before the bridge's \`entry create\` to the first response carrying all SVIDs, so it includes spire-server's entry cache refresh, the agent's next sync (every 5 s) and the server's CSR rate limit (500 SVIDs/s per IP: ≥ 30 s for +15,000), not the SQLite inserts. One subscriber holds a FetchX509SVID stream from before the first batch to the end (so no SVID is evicted: x509_svid_cache_max_size does not apply to subscribed entries in either agent); growth is against a reading before the first batch (the subscriber holding its 1 SVID), with all SVIDs held. Before → after each size: ours ${entryNotes(eo)}; spire-agent ${entryNotes(es)}. Ours' ${count(eo.created)} entries were deleted (one \`entry delete -file\`) before spire-agent's step; ${eo.deleteMs === undefined ? 'not waited for (a step failed)' : `its subscriber was back at 1 SVID ${secs(eo.deleteMs)} after the delete started`}`,
         ]
       : []),
     `- agents alive at the end: ours ${alive[0] ? 'yes' : 'NO'}, spire-agent ${alive[1] ? 'yes' : 'NO'}${entryAlive.length > 0 ? `; the entries pair: ours ${entryAlive[0] ? 'yes' : 'NO'}, spire-agent ${entryAlive[1] ? 'yes' : 'NO'}` : ''}; whole run ${((performance.now() - started) / 1000).toFixed(0)} s`,
