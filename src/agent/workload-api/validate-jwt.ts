@@ -12,9 +12,12 @@ import type * as Jose from 'jose';
 import { ApiError, Code } from '../../common/errors.ts';
 import { parseSpiffeId, type SpiffeId } from '../../common/spiffe-id.ts';
 
-/** The signature algorithms a JWT-SVID may use (JWT-SVID spec §2.1). */
+/**
+ * The signature algorithms a JWT-SVID may use (JWT-SVID spec §2.1), in SPIRE's order
+ * (`jwtsvid.AllowedSignatureAlgorithms`), which its error message lists.
+ */
 export const ALLOWED_JWT_ALGORITHMS: readonly string[] = Object.freeze([
-  'RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512',
+  'ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
 ]);
 
 /** go-jose's default leeway for exp, nbf and iat. */
@@ -73,7 +76,8 @@ function parseError(err: unknown): ApiError {
 }
 
 function decodeHeader(lib: typeof Jose, token: string): Record<string, unknown> {
-  if (token.split('.').length !== 3) throw invalid('unable to parse JWT token: compact JWS format must have three parts');
+  // go-jose's text, as SPIRE's agent returns it.
+  if (token.split('.').length !== 3) throw invalid('unable to parse JWT token: go-jose/go-jose: compact JWS format must have three parts');
   try {
     return lib.decodeProtectedHeader(token) as Record<string, unknown>;
   } catch (err) {
@@ -98,7 +102,8 @@ async function verifySignature(lib: typeof Jose, token: string, key: KeyObject, 
   try {
     ({ payload } = await lib.compactVerify(token, key, { algorithms: [alg] }));
   } catch (err) {
-    if (err instanceof lib.errors.JWSSignatureVerificationFailed) throw invalid('token signature verification failed');
+    // go-jose's ErrCryptoFailure text, as SPIRE's agent returns it.
+    if (err instanceof lib.errors.JWSSignatureVerificationFailed) throw invalid('go-jose/go-jose: error in cryptographic primitive');
     throw invalid(`unable to verify token signature: ${err instanceof Error ? err.message : String(err)}`);
   }
   try {

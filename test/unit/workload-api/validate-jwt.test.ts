@@ -64,7 +64,7 @@ describe('validateJwtSvid', () => {
     { name: 'no audience claim', token: () => es(claims({ aud: undefined })), message: 'expected audience in ["aud1"] (audience=[])' },
     { name: 'an expired token', token: () => es(claims({ exp: NOW - 61 })), message: 'token has expired' },
     { name: 'an unknown kid', token: () => es(claims(), { kid: 'nope' }), message: `public key "nope" not found in trust domain "${TD}"` },
-    { name: 'alg none', token: async () => `${b64({ alg: 'none', kid: 'k256' })}.${b64(claims())}.`, message: /^unable to parse JWT token: unexpected signature algorithm "none"; expected \["RS256" / },
+    { name: 'alg none', token: async () => `${b64({ alg: 'none', kid: 'k256' })}.${b64(claims())}.`, message: 'unable to parse JWT token: unexpected signature algorithm "none"; expected ["ES256" "ES384" "ES512" "RS256" "RS384" "RS512" "PS256" "PS384" "PS512"]' },
     { name: 'HS256', token: () => sign({ alg: 'HS256', kid: 'k256' }, claims(), createSecretKey(Buffer.alloc(32, 7))), message: /^unable to parse JWT token: unexpected signature algorithm "HS256"/ },
     { name: 'a missing kid', token: () => es(claims(), { kid: undefined }), message: 'token header missing key id' },
     { name: 'an empty kid', token: () => es(claims(), { kid: '' }), message: 'token header missing key id' },
@@ -73,11 +73,11 @@ describe('validateJwtSvid', () => {
     { name: 'a missing sub', token: () => es(claims({ sub: undefined })), message: 'token missing subject claim' },
     { name: 'a missing exp', token: () => es(claims({ exp: undefined })), message: 'token missing exp claim' },
     { name: 'a trust domain the caller has no bundle for', token: () => sign({ alg: 'ES256', kid: 'f1' }, claims({ sub: 'spiffe://fed.org/w' }), foreign.privateKey), message: 'no keys found for trust domain "fed.org"' },
-    { name: 'a signature by another key with the same kid', token: () => sign({ alg: 'ES256', kid: 'k256' }, claims(), impostor.privateKey), message: 'token signature verification failed' },
+    { name: 'a signature by another key with the same kid', token: () => sign({ alg: 'ES256', kid: 'k256' }, claims(), impostor.privateKey), message: 'go-jose/go-jose: error in cryptographic primitive' },
     { name: 'an alg that does not fit the key', token: () => sign({ alg: 'ES384', kid: 'k256' }, claims(), es384.privateKey), message: /^unable to verify token signature: / },
     { name: 'nbf beyond the leeway', token: () => es(claims({ nbf: NOW + 61 })), message: 'token is not valid yet' },
     { name: 'iat beyond the leeway', token: () => es(claims({ iat: NOW + 61 })), message: 'token issued in the future' },
-    { name: 'a token that is not a compact JWS', token: async () => 'abc.def', message: 'unable to parse JWT token: compact JWS format must have three parts' },
+    { name: 'a token that is not a compact JWS', token: async () => 'abc.def', message: 'unable to parse JWT token: go-jose/go-jose: compact JWS format must have three parts' },
   ])('rejects $name with InvalidArgument', async ({ token, message }) => {
     const err = await validateJwtSvid({ token: await token(), audience: 'aud1', keys, nowMs: NOW_MS }).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: Code.INVALID_ARGUMENT });
