@@ -405,7 +405,7 @@ describe.skipIf(!wired)('end to end: the real server process attests a k8s_psat 
     expect(shown.stdout).toContain('Attestation type  : k8s_psat');
     expect(shown.stdout).toContain('Can re-attest     : true');
     for (const s of ['cluster:c1', 'agent_ns:spire', 'agent_sa:spire-agent', `agent_pod_uid:${podUid}`, `agent_node_uid:${nodeUid}`, 'agent_node_label:topology.kubernetes.io/zone:zone-a', 'agent_pod_label:app:spire-agent']) {
-      expect(shown.stdout).toContain(`Selector          : k8s_psat:${s}`);
+      expect(shown.stdout).toContain(`Selectors         : k8s_psat:${s}`);
     }
 
     // A re-attestable agent may not renew.
