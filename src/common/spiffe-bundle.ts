@@ -16,19 +16,26 @@ export interface BundleContent {
 
 /** Serializes a bundle as SPIFFE bundle JSON. */
 export function toSpiffeBundleJson(bundle: BundleContent): string {
-  const keys: JsonWebKey[] = [];
+  const keys: Record<string, unknown>[] = [];
   for (const der of bundle.x509Authorities) {
-    const jwk = new X509Certificate(der).publicKey.export({ format: 'jwk' });
-    keys.push({ use: 'x509-svid', ...jwk, x5c: [der.toString('base64')] });
+    keys.push(inGoJoseOrder('x509-svid', new X509Certificate(der).publicKey.export({ format: 'jwk' }), { x5c: [der.toString('base64')] }));
   }
   for (const key of bundle.jwtAuthorities) {
-    const jwk = createPublicKey({ key: key.publicKey, format: 'der', type: 'spki' }).export({ format: 'jwk' });
-    keys.push({ use: 'jwt-svid', kid: key.keyId, ...jwk });
+    keys.push(inGoJoseOrder('jwt-svid', createPublicKey({ key: key.publicKey, format: 'der', type: 'spki' }).export({ format: 'jwk' }), { kid: key.keyId }));
   }
   const doc: Record<string, unknown> = { keys };
   if (bundle.sequenceNumber > 0) doc['spiffe_sequence'] = bundle.sequenceNumber;
   if (bundle.refreshHint > 0) doc['spiffe_refresh_hint'] = bundle.refreshHint;
   return `${JSON.stringify(doc, null, 4)}\n`;
+}
+
+/** A public JWK with its members in go-jose's order (use, kty, kid, crv, x, y, n, e, x5c), as spire-server prints it. */
+function inGoJoseOrder(use: string, jwk: JsonWebKey, extra: { kid?: string; x5c?: string[] }): Record<string, unknown> {
+  const out: Record<string, unknown> = { use, kty: jwk.kty };
+  if (extra.kid !== undefined && extra.kid !== '') out['kid'] = extra.kid;
+  for (const member of ['crv', 'x', 'y', 'n', 'e'] as const) if (jwk[member] !== undefined) out[member] = jwk[member];
+  if (extra.x5c !== undefined) out['x5c'] = extra.x5c;
+  return out;
 }
 
 /** Parses SPIFFE bundle JSON; errors name the offending key. */

@@ -3,7 +3,7 @@
  * byte, for the commands scripts use: agent list|show|count (decimal serials, Go's time format
  * in the local zone, "Banned" in place of the serial), entry show|count|create (Go's time
  * format in UTC, SPIRE's sort order, a blank line after each entry, `-data` batch create),
- * token generate and healthcheck.
+ * bundle show -format spiffe, token generate and healthcheck.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -239,6 +239,18 @@ describe('entry show|count|create, as spire-server', () => {
     const refused = await cli('UTC', 'entry', 'create', '-data', bad);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^Error: entries\[0\]: invalid SPIFFE ID: /);
+  });
+});
+
+describe('bundle show, as spire-server', () => {
+  it('prints SPIFFE JSON with 4-space indent and go-jose member order', async () => {
+    const out = await cli('UTC', 'bundle', 'show', '-format', 'spiffe');
+    expect(out.stdout.startsWith('{\n    "keys": [\n        {\n            "use": "x509-svid",\n            "kty": "EC",\n            "crv": "P-256",\n            "x": "')).toBe(true);
+    const doc = JSON.parse(out.stdout) as { keys: Record<string, unknown>[] };
+    const orders = doc.keys.map((k) => Object.keys(k).join(','));
+    expect(orders).toContain('use,kty,crv,x,y,x5c');
+    expect(orders).toContain('use,kty,kid,crv,x,y');
+    expect(out.stdout.endsWith('}\n')).toBe(true);
   });
 });
 
