@@ -226,7 +226,7 @@ export class Cluster {
       .sort()
       .reverse();
     for (const m of mounts) await exec('umount', ['-l', m]).catch((err: Error) => this.log(`down: umount ${m}: ${err.message}`));
-    if (s.cgroupsBefore !== undefined) removeCgroups(new Set(s.cgroupsBefore), this.log);
+    if (s.cgroupsBefore !== undefined) await removeCgroups(new Set(s.cgroupsBefore), this.log);
     if (s.sysctls !== undefined) {
       for (const [k, v] of Object.entries(s.sysctls)) {
         if ((await exec('sysctl', ['-n', k]).catch(() => v)).trim() !== v) await exec('sysctl', ['-q', '-w', `${k}=${v}`]).catch((err: Error) => this.log(`down: sysctl ${k}: ${err.message}`));
@@ -535,14 +535,27 @@ function kubepodsCgroups(): string[] {
   return out;
 }
 
-/** Removes the (empty) kubepods cgroups this run created, deepest first. */
-function removeCgroups(before: Set<string>, log: Log): void {
-  for (const d of kubepodsCgroups()) {
-    if (before.has(d)) continue;
-    try {
-      rmdirSync(d);
-    } catch (err) {
-      log(`down: rmdir ${d}: ${(err as Error).message}`);
+/**
+ * Removes the (empty) kubepods cgroups this run created, deepest first. A cgroup whose last
+ * task was just killed can stay busy for a moment (EBUSY): retried for up to 10 s.
+ */
+async function removeCgroups(before: Set<string>, log: Log): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const busy: string[] = [];
+    for (const d of kubepodsCgroups()) {
+      if (before.has(d)) continue;
+      try {
+        rmdirSync(d);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        busy.push(`${d}: ${(err as Error).message}`);
+      }
     }
+    if (busy.length === 0) return;
+    if (attempt === 20) {
+      for (const b of busy) log(`down: rmdir ${b}`);
+      return;
+    }
+    await sleep(500);
   }
 }
