@@ -124,6 +124,7 @@ export type GrpcServices<T> = {
 export type PackageDefinition = Parameters<typeof loadPackageDefinition>[0];
 
 let cachedDefinition: PackageDefinition | undefined;
+let cachedRoot: protobuf.Root | undefined;
 let cachedProtos: GrpcServices<ProtoGrpcType> | undefined;
 
 /**
@@ -137,11 +138,18 @@ export function loadProtoPackageDefinition(): PackageDefinition {
     root.resolvePath = (_origin, target) => (isAbsolute(target) ? target : join(PROTO_DIR, target));
     root.loadSync(listProtoFiles(), { keepCase: true });
     root.resolveAll();
+    cachedRoot = root;
     const def: PackageDefinition = {};
     collectServices(root, '', def);
     cachedDefinition = def;
   }
   return cachedDefinition;
+}
+
+/** The protobufjs type of a message under `proto/` by full name (e.g. `spire.api.types.Agent`), for JSON output. */
+export function messageType(fullName: string): protobuf.Type {
+  loadProtoPackageDefinition();
+  return (cachedRoot as protobuf.Root).lookupType(fullName);
 }
 
 /**

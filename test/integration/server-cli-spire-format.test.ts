@@ -3,7 +3,7 @@
  * byte, for the commands scripts use: agent list|show|count (decimal serials, Go's time format
  * in the local zone, "Banned" in place of the serial), entry show|count|create (Go's time
  * format in UTC, SPIRE's sort order, a blank line after each entry, `-data` batch create),
- * bundle show -format spiffe, token generate and healthcheck.
+ * bundle show -format spiffe, token generate, healthcheck, and `-output json` for them.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { execFile } from 'node:child_process';
@@ -239,6 +239,42 @@ describe('entry show|count|create, as spire-server', () => {
     const refused = await cli('UTC', 'entry', 'create', '-data', bad);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^Error: entries\[0\]: invalid SPIFFE ID: /);
+  });
+});
+
+describe('-output json, as spire-server (protojson with proto names and unpopulated fields, keys sorted, nulls dropped)', () => {
+  it('prints agent, entry, token and bundle responses as spire-server does', async () => {
+    const token = JSON.parse((await cli('UTC', 'token', 'generate', '-output', 'json')).stdout) as Record<string, unknown>;
+    expect(Object.keys(token)).toEqual(['expires_at', 'value']);
+    expect(token['expires_at']).toMatch(/^\d+$/);
+
+    const a = await attest('json-agent');
+    const show = await cli('UTC', 'agent', 'show', '-spiffeID', a.id, '-output', 'json');
+    const [td, path] = [TD, a.id.slice(`spiffe://${TD}`.length)];
+    expect(show.stdout).toBe(
+      `{"agent_version":"","attestation_type":"join_token","banned":false,"can_reattest":false,"id":{"path":"${path}","trust_domain":"${td}"},"selectors":[],"x509svid_expires_at":"${a.expiresAt}","x509svid_serial_number":"${a.serialDecimal}"}\n`,
+    );
+    const list = JSON.parse((await cli('UTC', 'agent', 'list', '-output', 'json')).stdout) as { agents: unknown[]; next_page_token: string };
+    expect(list.next_page_token).toBe('');
+    expect(list.agents).toContainEqual(JSON.parse(show.stdout));
+    expect((await cli('UTC', 'agent', 'count', '-output', 'json')).stdout).toMatch(/^\{"count":\d+\}\n$/);
+    await cli('UTC', 'agent', 'evict', '-spiffeID', a.id);
+
+    const created = await cli('UTC', 'entry', 'create', '-spiffeID', `spiffe://${TD}/json`, '-parentID', `spiffe://${TD}/p`, '-selector', 'unix:uid:7', '-selector', 'a:b', '-hint', '<&>', '-output', 'json');
+    expect(created.stdout).toMatch(/^\{"results":\[\{"entry":\{"admin":false,"created_at":"\d+","dns_names":\[\],"downstream":false,"expires_at":"0","federates_with":\[\],"hint":"\\u003c\\u0026\\u003e","id":"[^"]+","jwt_svid_ttl":0,"parent_id":\{"path":"\/p","trust_domain":"cli.example"\},"revision_number":"0","selectors":\[\{"type":"a","value":"b"\},\{"type":"unix","value":"uid:7"\}\],"spiffe_id":\{"path":"\/json","trust_domain":"cli.example"\},"store_svid":false,"x509_svid_ttl":0\},"status":\{"code":0,"message":"OK"\}\}\]\}\n$/);
+    const shown = await cli('UTC', 'entry', 'show', '-spiffeID', `spiffe://${TD}/json`, '-output', 'json');
+    const doc = JSON.parse(shown.stdout) as { entries: { selectors: unknown[] }[]; next_page_token: string };
+    expect(doc.next_page_token).toBe('');
+    // Sorted as spire-server sorts them before printing.
+    expect(doc.entries[0]?.selectors).toEqual([{ type: 'a', value: 'b' }, { type: 'unix', value: 'uid:7' }]);
+    expect((await cli('UTC', 'entry', 'count', '-output', 'json')).stdout).toMatch(/^\{"count":\d+\}\n$/);
+
+    const bundle = JSON.parse((await cli('UTC', 'bundle', 'show', '-output', 'json')).stdout) as Record<string, unknown>;
+    expect(Object.keys(bundle)).toEqual(['jwt_authorities', 'refresh_hint', 'sequence_number', 'trust_domain', 'wit_authorities', 'x509_authorities']);
+    expect(bundle['trust_domain']).toBe(TD);
+
+    const bad = await cli('UTC', 'agent', 'count', '-output', 'yaml');
+    expect(bad.code).not.toBe(0);
   });
 });
 

@@ -16,6 +16,7 @@ import type { Bundle__Output } from '../../gen/spire/api/types/Bundle.ts';
 import type { SPIFFEID } from '../../gen/spire/api/types/SPIFFEID.ts';
 import { formatGoTime } from '../../common/go-time.ts';
 import { connectAdmin, socketPathFlag, type AdminClients } from './admin-client.ts';
+import { outputFlag, protoJsonLine, wantsJson } from './output-json.ts';
 
 async function withAdmin(v: FlagValues, fn: (admin: AdminClients) => Promise<number>): Promise<number> {
   const admin = connectAdmin(v.strings.get('socketPath') as string);
@@ -77,6 +78,7 @@ export const adminCommands: readonly Command[] = [
     flags: {
       spiffeID: { kind: 'string', usage: 'Additional SPIFFE ID to assign the token owner (optional)' },
       ttl: { kind: 'int', usage: 'Token TTL in seconds', default: 600 },
+      output: outputFlag,
       socketPath: socketPathFlag,
     },
     run: (v, io) =>
@@ -87,6 +89,10 @@ export const adminCommands: readonly Command[] = [
           ttl,
           agent_id: v.strings.has('spiffeID') ? requiredId(v, 'spiffeID') : null,
         });
+        if (wantsJson(v)) {
+          io.out(protoJsonLine('spire.api.types.JoinToken', res));
+          return EXIT_OK;
+        }
         io.out(`Token: ${res.value}`);
         if (!v.strings.has('spiffeID')) io.out('Warning: Missing SPIFFE ID.');
         return EXIT_OK;
@@ -95,10 +101,15 @@ export const adminCommands: readonly Command[] = [
   {
     name: 'agent list',
     summary: 'Lists attested agents and their SPIFFE IDs',
-    flags: { socketPath: socketPathFlag },
+    flags: { output: outputFlag, socketPath: socketPathFlag },
     run: (v, io) =>
       withAdmin(v, async (admin) => {
+        const json = wantsJson(v);
         const res = await unaryCall(admin.agent, 'ListAgents', {});
+        if (json) {
+          io.out(protoJsonLine('spire.api.server.agent.v1.ListAgentsResponse', res));
+          return EXIT_OK;
+        }
         const n = res.agents.length;
         io.out(n === 0 ? 'No attested agents found' : `Found ${n} attested ${n === 1 ? 'agent' : 'agents'}:\n\n${res.agents.map(formatAgent).join('')}`);
         return EXIT_OK;
@@ -107,10 +118,15 @@ export const adminCommands: readonly Command[] = [
   {
     name: 'agent count',
     summary: 'Counts attested agents',
-    flags: { socketPath: socketPathFlag },
+    flags: { output: outputFlag, socketPath: socketPathFlag },
     run: (v, io) =>
       withAdmin(v, async (admin) => {
+        const json = wantsJson(v);
         const res = await unaryCall(admin.agent, 'CountAgents', {});
+        if (json) {
+          io.out(protoJsonLine('spire.api.server.agent.v1.CountAgentsResponse', res));
+          return EXIT_OK;
+        }
         io.out(`${res.count} attested ${res.count === 1 ? 'agent' : 'agents'}`);
         return EXIT_OK;
       }),
@@ -118,10 +134,15 @@ export const adminCommands: readonly Command[] = [
   {
     name: 'agent show',
     summary: 'Shows the details of an attested agent given its SPIFFE ID',
-    flags: { spiffeID: { kind: 'string', usage: 'The SPIFFE ID of the agent to show (agent identity)' }, socketPath: socketPathFlag },
+    flags: { spiffeID: { kind: 'string', usage: 'The SPIFFE ID of the agent to show (agent identity)' }, output: outputFlag, socketPath: socketPathFlag },
     run: (v, io) =>
       withAdmin(v, async (admin) => {
+        const json = wantsJson(v);
         const agent = await unaryCall(admin.agent, 'GetAgent', { id: requiredId(v, 'spiffeID') });
+        if (json) {
+          io.out(protoJsonLine('spire.api.types.Agent', agent));
+          return EXIT_OK;
+        }
         const selectors = agent.selectors.map((s) => `Selectors         : ${s.type}:${s.value}\n`).join('');
         io.out(`Found an attested agent given its SPIFFE ID\n\n${formatAgent(agent)}${selectors}`);
         return EXIT_OK;
@@ -152,11 +173,14 @@ export const adminCommands: readonly Command[] = [
   {
     name: 'bundle show',
     summary: 'Prints the server CA bundle to stdout',
-    flags: { format: formatSpec, socketPath: socketPathFlag },
+    flags: { format: formatSpec, output: outputFlag, socketPath: socketPathFlag },
     run: (v, io) =>
       withAdmin(v, async (admin) => {
         const format = formatFlag(v);
-        printBundle(io, await unaryCall(admin.bundle, 'GetBundle', {}), format);
+        const json = wantsJson(v);
+        const bundle = await unaryCall(admin.bundle, 'GetBundle', {});
+        if (json) io.out(protoJsonLine('spire.api.types.Bundle', bundle));
+        else printBundle(io, bundle, format);
         return EXIT_OK;
       }),
   },

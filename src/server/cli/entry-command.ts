@@ -14,6 +14,7 @@ import { goCodeNameOf } from '../../common/code-names.ts';
 import { formatGoTimeUtc } from '../../common/go-time.ts';
 import { connectAdmin, socketPathFlag } from './admin-client.ts';
 import { parseEntryData } from './entry-data.ts';
+import { outputFlag, protoJsonLine, wantsJson } from './output-json.ts';
 
 const entryFieldFlags: FlagSpecs = {
   spiffeID: { kind: 'string', usage: 'The SPIFFE ID that this record represents' },
@@ -187,14 +188,22 @@ export const entryCommands: readonly Command[] = [
       ...entryFieldFlags,
       entryID: { kind: 'string', usage: 'A custom ID for this registration entry (optional)' },
       data: { kind: 'string', usage: "Path to a file containing registration JSON (optional). If set to '-', read the JSON from stdin." },
+      output: outputFlag,
     },
     async run(v, io) {
+      const json = wantsJson(v);
       // With -data every other entry flag is ignored, as in spire-server.
       const dataPath = v.strings.get('data');
       const entries = dataPath === undefined ? [entryFromFlags(v, true)] : parseEntryData(await readData(dataPath));
       const admin = connectAdmin(v.strings.get('socketPath') as string);
       try {
         const res = await unaryCall(admin.entry, 'BatchCreateEntry', { entries });
+        if (json) {
+          // As spire-server: failed results carry the entry as sent, and the exit code is 0.
+          const results = res.results.map((r, i) => (r.status?.code ?? Code.UNKNOWN) === Code.OK || entries[i] === undefined ? r : { ...r, entry: entries[i] });
+          io.out(protoJsonLine('spire.api.server.entry.v1.BatchCreateEntryResponse', { results }));
+          return EXIT_OK;
+        }
         // As spire-server: created entries on stdout, then each failure on stderr with the
         // entry as it was sent (the API returns none for it).
         const failed: string[] = [];
@@ -274,9 +283,11 @@ export const entryCommands: readonly Command[] = [
       selector: { kind: 'list', usage: 'A colon-delimited type:value selector. Can be used more than once' },
       matchSelectorsOn: { kind: 'string', usage: 'The match mode used when filtering by selectors: exact, subset, superset or any', default: 'superset' },
       hint: { kind: 'string', usage: 'The Hint of the records to show (optional)' },
+      output: outputFlag,
       socketPath: socketPathFlag,
     },
     async run(v, io) {
+      const json = wantsJson(v);
       const admin = connectAdmin(v.strings.get('socketPath') as string);
       try {
         let entries: Entry__Output[];
@@ -302,7 +313,9 @@ export const entryCommands: readonly Command[] = [
           });
           entries = res.entries;
         }
-        io.out(`Found ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}\n${sortEntriesForDisplay(entries).map(formatEntry).join('')}`);
+        const sorted = sortEntriesForDisplay(entries);
+        if (json) io.out(protoJsonLine('spire.api.server.entry.v1.ListEntriesResponse', { entries: sorted, next_page_token: '' }));
+        else io.out(`Found ${entries.length} ${entries.length === 1 ? 'entry' : 'entries'}\n${sorted.map(formatEntry).join('')}`);
         return EXIT_OK;
       } finally {
         admin.close();
@@ -312,11 +325,16 @@ export const entryCommands: readonly Command[] = [
   {
     name: 'entry count',
     summary: 'Counts registration entries',
-    flags: { socketPath: socketPathFlag },
+    flags: { output: outputFlag, socketPath: socketPathFlag },
     async run(v, io) {
+      const json = wantsJson(v);
       const admin = connectAdmin(v.strings.get('socketPath') as string);
       try {
         const res = await unaryCall(admin.entry, 'CountEntries', {});
+        if (json) {
+          io.out(protoJsonLine('spire.api.server.entry.v1.CountEntriesResponse', res));
+          return EXIT_OK;
+        }
         io.out(`${res.count} registration ${res.count === 1 ? 'entry' : 'entries'}`);
         return EXIT_OK;
       } finally {
