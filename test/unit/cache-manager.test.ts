@@ -275,6 +275,8 @@ describe('CacheManager', () => {
     const jwks = JSON.parse((m.bundles().jwks.get(TD) as Buffer).toString()) as { keys: { kid: string; use?: string }[] };
     expect(jwks.keys.length).toBeGreaterThan(0);
     expect(jwks.keys.every((k) => k.kid !== '' && k.use === undefined)).toBe(true);
+    // Members in go-jose's order, so the bytes equal spire-agent's FetchJWTBundles.
+    expect(jwks.keys.map((k) => Object.keys(k).join(','))).toEqual(jwks.keys.map(() => 'kty,kid,crv,x,y'));
   });
 
   describe('JWT-SVIDs', () => {

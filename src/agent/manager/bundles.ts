@@ -34,6 +34,18 @@ export function toTrustDomainBundle(b: Bundle__Output, onBadKey?: (keyId: string
  * Builds the wire forms from concatenated DER roots and JWT keys (SPKI DER) in order; keys
  * without an ID or that cannot be parsed are skipped. Equal input gives an equal fingerprint.
  */
+/**
+ * A JWK's members in the order go-jose writes them (kty, kid, crv, x, y, n, e), so the JWKS
+ * bytes equal SPIRE's, not just the same JSON: clients that cache or compare the document
+ * byte for byte see no change between the two agents.
+ */
+function inGoJoseOrder(jwk: Record<string, unknown>): Record<string, unknown> {
+  const ordered: Record<string, unknown> = {};
+  for (const member of ['kty', 'kid', 'crv', 'x', 'y', 'n', 'e']) if (member in jwk) ordered[member] = jwk[member];
+  for (const [member, value] of Object.entries(jwk)) if (!(member in ordered)) ordered[member] = value;
+  return ordered;
+}
+
 export function trustDomainBundleOf(
   trustDomain: string,
   x509: Buffer,
@@ -47,7 +59,7 @@ export function trustDomainBundleOf(
     try {
       const key = createPublicKey({ key: k.spki, format: 'der', type: 'spki' });
       jwtKeys.set(k.keyId, key);
-      jwks.push({ ...key.export({ format: 'jwk' }), kid: k.keyId });
+      jwks.push(inGoJoseOrder({ ...key.export({ format: 'jwk' }), kid: k.keyId }));
     } catch (err) {
       onBadKey?.(k.keyId, err instanceof Error ? err.message : String(err));
     }
