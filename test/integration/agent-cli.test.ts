@@ -401,6 +401,31 @@ describe('api fetch x509', () => {
   });
 });
 
+describe('-output json, as spire-agent (protojson, keys sorted, one line)', () => {
+  it('api fetch x509 prints the X509SVIDResponse', async () => {
+    const res = await api('api', 'fetch', 'x509', '-output', 'json');
+    expect([res.code, res.stderr]).toEqual([0, '']);
+    const b64 = (b: Buffer): string => b.toString('base64');
+    expect(res.stdout).toBe(
+      `{"crl":[],"federated_bundles":{"spiffe://another.test":"${b64(fx.federatedAnother.der)}","spiffe://domain.test":"${b64(fx.federatedDomain.der)}"},` +
+        `"svids":[{"bundle":"${b64(fx.root.der)}","hint":"external","spiffe_id":"${WORKLOAD_ID}","x509_svid":"${b64(Buffer.concat([fx.workload.der, fx.intermediate.der]))}","x509_svid_key":"${b64(pkcs8(fx.workload.key))}"},` +
+        `{"bundle":"${b64(fx.root.der)}","hint":"","spiffe_id":"${DB_ID}","x509_svid":"${b64(fx.db.der)}","x509_svid_key":"${b64(pkcs8(fx.db.key))}"}]}\n`,
+    );
+  });
+
+  it('api fetch jwt prints [JWTSVIDResponse, JWTBundlesResponse]', async () => {
+    const res = await api('api', 'fetch', 'jwt', '-audience', 'spire-server', '-output', 'json');
+    expect([res.code, res.stderr]).toEqual([0, '']);
+    expect(res.stdout).toBe(`[{"svids":[{"hint":"","spiffe_id":"${WORKLOAD_ID}","svid":"${TOKEN}"}]},{"bundles":{"spiffe://example.org":"${Buffer.from(JWKS).toString('base64')}"}}]\n`);
+  });
+
+  it('api validate jwt prints the ValidateJWTSVIDResponse', async () => {
+    const res = await api('api', 'validate', 'jwt', '-audience', 'spire-server', '-svid', TOKEN, '-output', 'json');
+    expect([res.code, res.stderr]).toEqual([0, '']);
+    expect(res.stdout).toBe(`{"claims":{"aud":["spire-server"],"exp":1767229260,"iat":1767225660,"sub":"${WORKLOAD_ID}"},"spiffe_id":"${WORKLOAD_ID}"}\n`);
+  });
+});
+
 describe('api fetch jwt', () => {
   it('prints the token and the JWT bundles like spire-agent', async () => {
     const res = await api('api', 'fetch', 'jwt', '-audience', 'spire-server,other', '-spiffeID', WORKLOAD_ID);

@@ -13,6 +13,8 @@ import type { FlagValues } from '../../common/flags.ts';
 import { trustDomainId } from '../../common/spiffe-id.ts';
 import { createWorkloadClient, formatRpcError, isRpcStatus, type JsonValue, type WorkloadClient, type X509Context } from '../workload-client/index.ts';
 import { endpointFromFlags, interruptFor, socketPathFlag, timeoutFlag, timeoutFromFlags, type AgentCliOptions } from './api-common.ts';
+import { goJsonLine, outputFlag, protoJsonObject, wantsJson } from '../../common/proto-json-output.ts';
+import type { JwtBundles, JwtSvid } from '../workload-client/index.ts';
 import { formatX509Context } from './x509-print.ts';
 import { writeX509Context } from './x509-write.ts';
 
@@ -69,6 +71,28 @@ function canonicalJson(value: JsonValue): string {
   return `{${keys.map((k) => `${JSON.stringify(k)}:${canonicalJson(record[k] as JsonValue)}`).join(',')}}`;
 }
 
+/**
+ * The X509SVIDResponse a context came from, as spire-agent's `-output json` prints it
+ * (certificates concatenated DER, trust domains keyed by ID, no CRLs: the agent sends none).
+ */
+function x509ResponseJson(context: X509Context): string {
+  return goJsonLine(
+    protoJsonObject('X509SVIDResponse', {
+      svids: context.svids.map((s) => ({ spiffe_id: s.spiffeId, x509_svid: Buffer.concat([...s.certificates]), x509_svid_key: s.privateKey, bundle: Buffer.concat([...s.bundle]), hint: s.hint })),
+      crl: [],
+      federated_bundles: Object.fromEntries([...context.federatedBundles].map(([td, certs]) => [trustDomainId(td), Buffer.concat([...certs])])),
+    }),
+  );
+}
+
+/** The JWTSVIDResponse and JWTBundlesResponse, as spire-agent's `api fetch jwt -output json` prints them (one JSON array). */
+function jwtResponsesJson(svids: readonly JwtSvid[], bundles: JwtBundles): string {
+  return goJsonLine([
+    protoJsonObject('JWTSVIDResponse', { svids: svids.map((s) => ({ spiffe_id: s.spiffeId, svid: s.token, hint: s.hint })) }),
+    protoJsonObject('JWTBundlesResponse', { bundles: Object.fromEntries([...bundles].map(([td, jwks]) => [trustDomainId(td), jwks])) }),
+  ]);
+}
+
 function fetchX509Command(name: string, summary: string, options: AgentCliOptions): Command {
   const clock = options.clock ?? systemClock;
   return {
@@ -76,15 +100,22 @@ function fetchX509Command(name: string, summary: string, options: AgentCliOption
     summary,
     flags: {
       silent: { kind: 'bool', usage: 'Suppress stdout' },
-      write: { kind: 'string', usage: 'Write SVID data to the specified path (optional)' },
+      write: { kind: 'string', usage: 'Write SVID data to the specified path (optional; only available for pretty output format)' },
+      output: outputFlag,
       socketPath: socketPathFlag,
       timeout: timeoutFlag,
     },
     run: (v, io) =>
       withClient(v, io, options, true, async (client) => {
+        const json = wantsJson(v);
         const start = clock.now();
         const context = await client.fetchX509Context();
         const elapsedMs = clock.now() - start;
+        // As spire-agent: -silent and -write belong to the pretty output only.
+        if (json) {
+          io.out(x509ResponseJson(context));
+          return EXIT_OK;
+        }
         checkKeys(context);
         if (v.bools.get('silent') !== true) {
           io.out(formatX509Context(context, { elapsedMs, federatedLabel: trustDomainId }));
@@ -103,10 +134,12 @@ function fetchJwtCommand(options: AgentCliOptions): Command {
     flags: {
       audience: { kind: 'string', usage: 'comma separated list of audience values' },
       spiffeID: { kind: 'string', usage: 'SPIFFE ID subject (optional)' },
+      output: outputFlag,
       socketPath: socketPathFlag,
       timeout: timeoutFlag,
     },
     async run(v, io) {
+      const json = wantsJson(v);
       const audience = (v.strings.get('audience') ?? '').split(',').filter((a) => a !== '');
       if (audience.length === 0) {
         io.err('audience must be specified');
@@ -116,6 +149,10 @@ function fetchJwtCommand(options: AgentCliOptions): Command {
         // spire-agent reads the JWT bundles first, so a caller without identity fails there.
         const bundles = await client.fetchJwtBundles();
         const svids = await client.fetchJwtSvids(audience, v.strings.get('spiffeID'));
+        if (json) {
+          io.out(jwtResponsesJson(svids, bundles));
+          return EXIT_OK;
+        }
         const lines: string[] = [];
         for (const svid of svids) {
           lines.push(`token(${svid.spiffeId}):`, `\t${svid.token}`);
@@ -136,10 +173,12 @@ function validateJwtCommand(options: AgentCliOptions): Command {
     flags: {
       audience: { kind: 'string', usage: 'expected audience value' },
       svid: { kind: 'string', usage: 'JWT SVID' },
+      output: outputFlag,
       socketPath: socketPathFlag,
       timeout: timeoutFlag,
     },
     async run(v, io) {
+      const json = wantsJson(v);
       const audience = v.strings.get('audience') ?? '';
       const token = v.strings.get('svid') ?? '';
       if (audience === '' || token === '') {
@@ -149,6 +188,11 @@ function validateJwtCommand(options: AgentCliOptions): Command {
       return withClient(v, io, options, true, async (client) => {
         try {
           const result = await client.validateJwtSvid(audience, token);
+          // ValidateJWTSVIDResponse; protojson prints the claims Struct as plain JSON.
+          if (json) {
+            io.out(goJsonLine({ spiffe_id: result.spiffeId, claims: result.claims }));
+            return EXIT_OK;
+          }
           io.out(`SVID is valid.\nSPIFFE ID : ${result.spiffeId}\nClaims    : ${canonicalJson(result.claims)}\n`);
           return EXIT_OK;
         } catch (err) {

@@ -16,7 +16,7 @@ import type { Bundle__Output } from '../../gen/spire/api/types/Bundle.ts';
 import type { SPIFFEID } from '../../gen/spire/api/types/SPIFFEID.ts';
 import { formatGoTime } from '../../common/go-time.ts';
 import { connectAdmin, socketPathFlag, type AdminClients } from './admin-client.ts';
-import { outputFlag, protoJsonLine, wantsJson } from './output-json.ts';
+import { outputFlag, protoJsonLine, wantsJson } from '../../common/proto-json-output.ts';
 
 async function withAdmin(v: FlagValues, fn: (admin: AdminClients) => Promise<number>): Promise<number> {
   const admin = connectAdmin(v.strings.get('socketPath') as string);

@@ -14,7 +14,7 @@ import { goCodeNameOf } from '../../common/code-names.ts';
 import { formatGoTimeUtc } from '../../common/go-time.ts';
 import { connectAdmin, socketPathFlag } from './admin-client.ts';
 import { parseEntryData } from './entry-data.ts';
-import { outputFlag, protoJsonLine, wantsJson } from './output-json.ts';
+import { outputFlag, protoJsonLine, wantsJson } from '../../common/proto-json-output.ts';
 
 const entryFieldFlags: FlagSpecs = {
   spiffeID: { kind: 'string', usage: 'The SPIFFE ID that this record represents' },

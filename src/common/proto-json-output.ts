@@ -1,12 +1,12 @@
 /**
- * `-output json` for the server CLI, as spire-server's cliprinter prints it: the response
+ * `-output json` for both CLIs, as SPIRE's cliprinter prints it: the response
  * message in protojson form (proto field names, unpopulated fields included, 64-bit integers as
  * strings, enums by name, bytes in base64), with nulls removed and object keys sorted (it goes
  * through a Go map), compact, HTML characters escaped, one line.
  */
-import { ApiError, Code } from '../../common/errors.ts';
-import { messageType } from '../../common/proto.ts';
-import type { FlagSpec, FlagValues } from '../../common/flags.ts';
+import { ApiError, Code } from './errors.ts';
+import { messageType } from './proto.ts';
+import type { FlagSpec, FlagValues } from './flags.ts';
 
 /** The `-output` flag: `pretty` (default) or `json`. */
 export const outputFlag: FlagSpec = { kind: 'string', usage: 'Desired output format (pretty, json); default: pretty.', default: 'pretty' };
@@ -32,11 +32,20 @@ function sortedWithoutNulls(value: unknown): unknown {
   return value;
 }
 
-/** `message` (a decoded response of type `fullName`) as spire-server's `-output json` line. */
-export function protoJsonLine(fullName: string, message: object): string {
+/** A message in protojson form, as an object (before null removal and key sorting). */
+export function protoJsonObject(fullName: string, message: object): Record<string, unknown> {
   const type = messageType(fullName);
-  const json = type.toObject(type.fromObject(message), { longs: String, enums: String, bytes: String, defaults: true, arrays: true });
+  return type.toObject(type.fromObject(message), { longs: String, enums: String, bytes: String, defaults: true, arrays: true });
+}
+
+/** Values (protojson objects or plain JSON) as SPIRE's printer writes them: nulls dropped, keys sorted, compact, HTML-escaped, one line. */
+export function goJsonLine(value: unknown): string {
   // Go's encoding/json escapes these by default.
-  const text = JSON.stringify(sortedWithoutNulls(json)).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  const text = JSON.stringify(sortedWithoutNulls(value)).replace(/[<>&\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return `${text}\n`;
+}
+
+/** `message` (a decoded response of type `fullName`) as SPIRE's `-output json` line. */
+export function protoJsonLine(fullName: string, message: object): string {
+  return goJsonLine(protoJsonObject(fullName, message));
 }
