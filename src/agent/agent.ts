@@ -30,7 +30,8 @@ import { ServerApi } from './server-client/server-api.ts';
 import { AgentLifecycle, readBootstrapBundle, type LifecycleEnd } from './lifecycle.ts';
 import type { HttpListener } from '../common/http-listener.ts';
 import { startHealthServer } from './health/health-server.ts';
-import type { AgentHealthFacts } from './health/health-report.ts';
+import type { AgentHealthFacts, KubeletFact } from './health/health-report.ts';
+import type { KubeletOutcomeListener } from '../attestors/workload/k8s/metrics.ts';
 import type { AgentMetrics } from './telemetry/agent-metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { discardWorkloadCache, openWorkloadCache, type WorkloadCacheWriter } from './workload-cache.ts';
@@ -75,6 +76,7 @@ async function workloadPlugins(
   config: AgentConfig,
   logger: Logger,
   metrics: AgentMetrics | undefined,
+  onKubeletOutcome: KubeletOutcomeListener,
 ): Promise<{ plugins: WorkloadAttestorPlugin[]; close: () => Promise<void> }> {
   const plugins: WorkloadAttestorPlugin[] = [];
   const closers: Array<() => Promise<void>> = [];
@@ -86,7 +88,7 @@ async function workloadPlugins(
   if (k8s !== undefined) {
     // Loaded only when configured: +0.6 MiB RssAnon (bench/idle-memory.ts; +3.3 MiB when its kubelet client used undici).
     const { createK8sAttestor } = await import('../attestors/workload/k8s/k8s.ts');
-    const plugin = createK8sAttestor({ ...k8s, logger: logger.child({ subsystem: 'k8s_attestor' }), metrics: metrics?.k8s() });
+    const plugin = createK8sAttestor({ ...k8s, logger: logger.child({ subsystem: 'k8s_attestor' }), metrics: metrics?.k8s(), onKubeletOutcome });
     plugins.push(plugin);
     closers.push(() => plugin.close());
   }
@@ -161,6 +163,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   let workloadApi: WorkloadApiServer | undefined;
   let stopping = false;
   let cacheWriter: WorkloadCacheWriter | undefined;
+  let kubelet: KubeletFact | undefined;
   const api = new ServerApi(() => {
     if (lifecycle === undefined) throw new ApiError(Code.UNAVAILABLE, 'agent: not connected to the server yet');
     return lifecycle.clients();
@@ -194,9 +197,14 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     synced: manager.synced,
     workloadApiServing: workloadApi?.serving() ?? false,
     lastSyncAt: lifecycle?.lastSyncAt,
+    kubelet,
   });
+  // A cancelled request (the pod index closing) says nothing about the kubelet.
+  const onKubeletOutcome: KubeletOutcomeListener = (outcome, error) => {
+    if (outcome !== 'cancelled') kubelet = { outcome, at: clock.now(), error };
+  };
 
-  const attestors = await workloadPlugins(config, logger, metrics);
+  const attestors = await workloadPlugins(config, logger, metrics, onKubeletOutcome);
   let listeners: Awaited<ReturnType<typeof startListeners>>;
   try {
     listeners = await startListeners(config, logger, metrics, healthFacts);

@@ -2,7 +2,9 @@
  * Kubernetes end to end: the real server attests the real agent with k8s_psat (TokenReview
  * against a fake kube-apiserver, real signed projected tokens); a node-alias entry covers the
  * node; workloads live in REAL cgroups shaped like a kubelet's (CI runs as root) and the agent
- * identifies them through a fake kubelet over verified TLS with a bearer token.
+ * identifies them through a fake kubelet over verified TLS with a bearer token. The health
+ * listener's `/ready` names a kubelet that refuses the agent (issue 11: `nodes/proxy` removed
+ * from its ClusterRole) and recovers once the kubelet answers again.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -10,8 +12,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdir, mkdtemp, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startServerProcess, NODE, REPO, type ServerHandle } from '../support/server-process.ts';
-import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
+import { freePort, startServerProcess, NODE, REPO, type ServerHandle } from '../support/server-process.ts';
+import { healthChecksBlock, startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { podJson, startFakeKubelet, type FakeKubelet } from '../support/fake-kubelet.ts';
 import { startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
 import { eventually } from '../support/eventually.ts';
@@ -34,6 +36,8 @@ function fakePod(): FakePod {
 
 const demo = fakePod();
 const other = fakePod();
+/** A demo pod the kubelet lists only later, so attesting it needs a new kubelet request. */
+const late = fakePod();
 
 let server: ServerHandle;
 let agent: AgentHandle;
@@ -41,6 +45,7 @@ let kubelet: FakeKubelet;
 let api: FakeKubeApiserver;
 let agentId: string;
 let fixtures: string;
+let healthPort: number;
 const children: ChildProcess[] = [];
 
 /** Runs the workload child, inside `pod`'s container cgroup if given; resolves its pid and first result. */
@@ -65,7 +70,7 @@ function workloadFetch(pod: FakePod | undefined): Promise<{ pid: number; result:
 }
 
 beforeAll(async () => {
-  for (const pod of [demo, other]) for (const d of pod.dirs) await mkdir(join(CGROUP_ROOT, d), { recursive: true });
+  for (const pod of [demo, other, late]) for (const d of pod.dirs) await mkdir(join(CGROUP_ROOT, d), { recursive: true });
 
   // The cluster: an apiserver that knows the agent's pod and node, and the node's kubelet.
   api = await startFakeKubeApiserver();
@@ -110,7 +115,9 @@ beforeAll(async () => {
   await writeFile(join(fixtures, 'psat'), await api.tokenForPod('spire', 'spire-agent-x7k2p'));
   await writeFile(join(fixtures, 'kubelet-ca.crt'), kubelet.caPem);
   await writeFile(join(fixtures, 'kubelet-token'), 'agent-sa-token\n');
+  healthPort = await freePort();
   agent = await startAgentProcess({
+    extraTopLevel: healthChecksBlock(healthPort),
     server,
     nodeAttestor: `  NodeAttestor "k8s_psat" {
     plugin_data {
@@ -140,7 +147,7 @@ afterAll(async () => {
   await kubelet?.close();
   await api?.close();
   if (fixtures !== undefined) await rm(fixtures, { recursive: true, force: true });
-  for (const pod of [demo, other]) for (const d of [...pod.dirs].reverse()) await rmdir(join(CGROUP_ROOT, d)).catch(() => undefined);
+  for (const pod of [demo, other, late]) for (const d of [...pod.dirs].reverse()) await rmdir(join(CGROUP_ROOT, d)).catch(() => undefined);
 });
 
 describe('Kubernetes end to end', () => {
@@ -170,4 +177,61 @@ describe('Kubernetes end to end', () => {
     const line = await agent.waitForLog(new RegExp(`"plugin":"k8s","caller_pid":${pid}[^\\n]*"selectors":0[^\\n]*"msg":"([^"]+)"`), 5_000, from);
     expect(line[1]).toBe('workload attestor succeeded');
   });
+});
+
+/** Podspec of the demo app in `pod`. */
+function demoPod(pod: FakePod, name: string): unknown {
+  return podJson({
+    uid: pod.uid,
+    name,
+    namespace: 'demo',
+    serviceAccountName: 'demo',
+    containers: [{ name: 'app', image: 'demo:1', imageID: `docker.io/library/demo@sha256:${'b'.repeat(64)}`, containerID: `containerd://${pod.containerId}` }],
+  });
+}
+
+async function ready(): Promise<{ status: number; body: { ready: boolean; reasons: string[]; kubelet?: { last_request: string; error?: string } } }> {
+  const res = await fetch(`http://127.0.0.1:${healthPort}/ready`);
+  return { status: res.status, body: (await res.json()) as never };
+}
+
+describe('readiness names a kubelet that refuses the agent (issue 11)', () => {
+  it('/ready is 500 naming nodes/proxy while the kubelet answers 403, and 200 again after the next attestation, without a restart', async () => {
+    const before = await ready();
+    expect([before.status, before.body.ready, before.body.kubelet?.last_request]).toEqual([200, true, 'ok']);
+
+    // "Remove nodes/proxy from the agent's ClusterRole": the kubelet now answers 403.
+    kubelet.allowedTokens.delete('agent-sa-token');
+    const from = agent.logs().length;
+    const refused = await workloadFetch(late);
+    // The unix attestor still answers, so the workload gets no identity rather than Unavailable.
+    expect(refused.result).toEqual({ event: 'error', code: 7, details: 'no identity issued' });
+    const forbidden = new RegExp(
+      `^kubelet: GET https://127\\.0\\.0\\.1:${new URL(kubelet.baseUrl).port}/pods returned 403 \\(Forbidden \\(user=system:serviceaccount:spire:spire-agent, verb=get, resource=nodes, subresource\\(s\\)=\\[proxy\\]\\)\\): ` +
+        `the bearer token from ${join(fixtures, 'kubelet-token')} \\(not a JWT\\) may not read pods from the kubelet\\. Grant it "get" on "nodes/proxy"`,
+    );
+    const down = await ready();
+    expect(down.status).toBe(500);
+    expect(down.body.ready).toBe(false);
+    expect(down.body.reasons).toHaveLength(1);
+    expect(down.body.reasons[0]).toMatch(/^workload attestation cannot read pods from the kubelet: /);
+    expect((down.body.reasons[0] as string).slice('workload attestation cannot read pods from the kubelet: '.length)).toMatch(forbidden);
+    expect(down.body.kubelet?.last_request).toBe('forbidden');
+    expect(down.body.kubelet?.error).toMatch(forbidden);
+    // The agent's log names the permission too.
+    await agent.waitForLog(/Grant it \\"get\\" on \\"nodes\/proxy\\"/, 5_000, from);
+
+    // "Put it back": the next attestation that asks the kubelet succeeds, and readiness follows.
+    kubelet.allowedTokens.add('agent-sa-token');
+    kubelet.pods.set(late.uid, demoPod(late, 'demo-late-2b7c'));
+    expect(await ready()).toMatchObject({ status: 500 });
+    const { result } = await eventually(async () => {
+      const r = await workloadFetch(late);
+      if (r.result['event'] !== 'svids') throw new Error(JSON.stringify(r.result));
+      return r;
+    }, 20_000, 500);
+    expect(result['ids']).toEqual([`spiffe://${TD}/ns/demo/sa/demo`]);
+    const up = await ready();
+    expect([up.status, up.body.ready, up.body.reasons, up.body.kubelet]).toEqual([200, true, [], { last_request: 'ok', at: expect.any(String) }]);
+  }, 40_000);
 });

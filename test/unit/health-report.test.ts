@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { HEALTH_REASONS, liveness, readiness, type AgentHealthFacts } from '../../src/agent/health/health-report.ts';
+import { HEALTH_REASONS, liveness, readiness, type AgentHealthFacts, type KubeletFact } from '../../src/agent/health/health-report.ts';
 import { startHealthServer } from '../../src/agent/health/health-server.ts';
 import { createLogger } from '../../src/common/logger.ts';
 import type { HttpListener } from '../../src/common/http-listener.ts';
@@ -18,6 +18,7 @@ function facts(change: Partial<AgentHealthFacts> = {}): AgentHealthFacts {
     synced: true,
     workloadApiServing: true,
     lastSyncAt: NOW - 2_000,
+    kubelet: undefined,
     ...change,
   };
 }
@@ -46,6 +47,73 @@ describe('readiness', () => {
       });
     });
   }
+});
+
+describe('readiness with the k8s attestor: the last kubelet request', () => {
+  const AT = NOW - 5_000;
+  const AT_ISO = new Date(AT).toISOString();
+  const LAST_SYNC = new Date(NOW - 2_000).toISOString();
+  const forbidden =
+    'kubelet: GET https://node1:10250/pods returned 403 (Forbidden (user=system:serviceaccount:spire:spire-agent, verb=get, resource=nodes, subresource(s)=[proxy])): ' +
+    'the bearer token from /var/run/secrets/tokens/kubelet (sub "system:serviceaccount:spire:spire-agent", aud "https://kubernetes.default.svc") may not read pods from the kubelet. ' +
+    'Grant it "get" on "nodes/proxy" (a ClusterRole rule apiGroups [""], resources ["nodes/proxy"], verbs ["get"], bound to the agent\'s service account; with KubeletFineGrainedAuthz, "nodes/pods" suffices).';
+  const unauthorized = 'kubelet: GET https://node1:10250/pods returned 401 (Unauthorized): the kubelet did not accept the bearer token from /t';
+  const tls = 'kubelet: the certificate of https://node1:10250/pods is not signed by the kubelet CA in /ca.crt (SELF_SIGNED_CERT_IN_CHAIN: self-signed certificate in certificate chain); set kubelet_ca_path to the CA that issued the kubelet serving certificates';
+  const credentials = 'kubelet: unable to load the kubelet token (token_path) from /t: ENOENT: no such file or directory';
+  const unreachable = 'kubelet: GET https://node1:10250/pods failed: connect ECONNREFUSED 10.0.0.1:10250 (ECONNREFUSED)';
+  const timedOut = 'kubelet: GET https://node1:10250/pods timed out after 10s';
+  const serverError = 'kubelet: GET https://node1:10250/pods returned 500 (internal error)';
+  const json = (ready: boolean, reasons: string[], kubelet: string): string =>
+    `{"ready":${ready},"reasons":${JSON.stringify(reasons)},"agent_id":"${ID}","last_sync":"${LAST_SYNC}","kubelet":${kubelet}}`;
+  const refused = (error: string): string => `workload attestation cannot read pods from the kubelet: ${error}`;
+  const rows: Array<[string, KubeletFact, string]> = [
+    ['ready after a successful request', { outcome: 'ok', at: AT, error: undefined }, json(true, [], `{"last_request":"ok","at":"${AT_ISO}"}`)],
+    [
+      'not ready while the kubelet refuses the agent (403: nodes/proxy missing), naming the permission',
+      { outcome: 'forbidden', at: AT, error: forbidden },
+      json(false, [refused(forbidden)], `{"last_request":"forbidden","at":"${AT_ISO}","error":${JSON.stringify(forbidden)}}`),
+    ],
+    [
+      'not ready while the kubelet rejects the credentials (401)',
+      { outcome: 'unauthorized', at: AT, error: unauthorized },
+      json(false, [refused(unauthorized)], `{"last_request":"unauthorized","at":"${AT_ISO}","error":${JSON.stringify(unauthorized)}}`),
+    ],
+    [
+      'not ready while the kubelet certificate fails verification',
+      { outcome: 'tls_error', at: AT, error: tls },
+      json(false, [refused(tls)], `{"last_request":"tls_error","at":"${AT_ISO}","error":${JSON.stringify(tls)}}`),
+    ],
+    [
+      'not ready while the credential files cannot be read',
+      { outcome: 'credentials_error', at: AT, error: credentials },
+      json(false, [refused(credentials)], `{"last_request":"credentials_error","at":"${AT_ISO}","error":${JSON.stringify(credentials)}}`),
+    ],
+    [
+      'still ready while the kubelet is unreachable (transient), saying so in the body',
+      { outcome: 'unreachable', at: AT, error: unreachable },
+      json(true, [], `{"last_request":"unreachable","at":"${AT_ISO}","error":${JSON.stringify(unreachable)}}`),
+    ],
+    ['still ready after a kubelet timeout', { outcome: 'timeout', at: AT, error: timedOut }, json(true, [], `{"last_request":"timeout","at":"${AT_ISO}","error":${JSON.stringify(timedOut)}}`)],
+    ['still ready after a kubelet 500', { outcome: 'http_error', at: AT, error: serverError }, json(true, [], `{"last_request":"http_error","at":"${AT_ISO}","error":${JSON.stringify(serverError)}}`)],
+  ];
+  for (const [name, kubelet, body] of rows) {
+    it(name, () => {
+      const report = readiness(facts({ kubelet }));
+      expect(JSON.stringify(report)).toBe(body);
+      expect(liveness(facts({ kubelet })).live).toBe(true);
+    });
+  }
+
+  it('lists the kubelet refusal after the more fundamental reasons', () => {
+    expect(readiness(facts({ synced: false, kubelet: { outcome: 'forbidden', at: AT, error: forbidden } })).reasons).toEqual([
+      HEALTH_REASONS.notSynced,
+      refused(forbidden),
+    ]);
+  });
+
+  it('has no kubelet member without the k8s attestor or before its first request', () => {
+    expect(JSON.stringify(readiness(facts()))).toBe(`{"ready":true,"reasons":[],"agent_id":"${ID}","last_sync":"${LAST_SYNC}"}`);
+  });
 });
 
 describe('liveness', () => {
@@ -104,6 +172,25 @@ describe('startHealthServer', () => {
     expect(await get(`${base}/healthz/live`)).toEqual([200, 'application/json', `{"live":true,"reasons":[],"agent_id":"${ID}","agent_svid_expires_at":"${new Date(EXPIRES).toISOString()}"}`]);
     current = facts({ stopping: true });
     expect((await get(`${base}/healthz/live`))[0]).toBe(500);
+  });
+
+  it('answers 500 naming the missing kubelet permission while the kubelet refuses the agent, 200 once it answers', async () => {
+    const base = await start();
+    const error = 'kubelet: GET https://node1:10250/pods returned 403 (Forbidden): Grant it "get" on "nodes/proxy"';
+    current = facts({ kubelet: { outcome: 'forbidden', at: NOW, error } });
+    expect(await get(`${base}/healthz/ready`)).toEqual([
+      500,
+      'application/json',
+      `{"ready":false,"reasons":["workload attestation cannot read pods from the kubelet: kubelet: GET https://node1:10250/pods returned 403 (Forbidden): Grant it \\"get\\" on \\"nodes/proxy\\""],` +
+        `"agent_id":"${ID}","last_sync":"${new Date(NOW - 2_000).toISOString()}","kubelet":{"last_request":"forbidden","at":"${new Date(NOW).toISOString()}","error":${JSON.stringify(error)}}}`,
+    ]);
+    expect((await get(`${base}/healthz/live`))[0]).toBe(200);
+    current = facts({ kubelet: { outcome: 'ok', at: NOW + 1_000, error: undefined } });
+    expect(await get(`${base}/healthz/ready`)).toEqual([
+      200,
+      'application/json',
+      `{"ready":true,"reasons":[],"agent_id":"${ID}","last_sync":"${new Date(NOW - 2_000).toISOString()}","kubelet":{"last_request":"ok","at":"${new Date(NOW + 1_000).toISOString()}"}}`,
+    ]);
   });
 
   it('answers HEAD without a body, 405 for other methods and 404 for other paths', async () => {

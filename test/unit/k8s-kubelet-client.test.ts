@@ -129,6 +129,25 @@ describe('kubelet client connections', () => {
   });
 });
 
+describe('kubelet client outcome listener', () => {
+  it('is told each outcome with the error message of a failed request (a 403 names nodes/proxy), then ok', async () => {
+    const told: Array<[KubeletOutcome, string | undefined]> = [];
+    const c = client({ onOutcome: (outcome, error) => void told.push([outcome, error]) });
+    kubelet.allowedTokens.delete('t');
+    try {
+      const err = await failure(c.getPodList(live()));
+      expect(told).toEqual([['forbidden', err.message]]);
+      expect(err.message).toContain('Grant it "get" on "nodes/proxy"');
+    } finally {
+      kubelet.allowedTokens.add('t');
+    }
+    await c.getPodList(live());
+    expect(told.slice(1)).toEqual([['ok', undefined]]);
+    expect(outcomes).toEqual(['forbidden', 'ok']);
+    await c.close();
+  });
+});
+
 describe('kubelet client transport failures', () => {
   const servers: HttpServer[] = [];
   afterAll(async () => {

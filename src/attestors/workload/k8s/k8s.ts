@@ -70,6 +70,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     timeoutMs: options.kubeletTimeoutMs,
     logger,
     metrics: metrics.kubelet,
+    onOutcome: options.onKubeletOutcome,
     transport: options.transport,
     baseUrl: options.baseUrl,
   });

@@ -16,7 +16,7 @@ import { isIP } from 'node:net';
 import { ApiError, Code } from '../../../common/errors.ts';
 import type { Logger } from '../../../common/logger.ts';
 import { describeHttpFailure, describeIdentity, describeTransportError } from './kubelet-errors.ts';
-import type { KubeletMetrics, KubeletOutcome } from './metrics.ts';
+import type { KubeletMetrics, KubeletOutcome, KubeletOutcomeListener } from './metrics.ts';
 
 // Why node:https and not undici: on top of the agent's modules (which already load tls, net
 // and streams for grpc-js), this client costs +0.2 MiB RssAnon loaded and +1.4 MiB after a
@@ -71,6 +71,8 @@ export interface KubeletClientOptions {
   baseUrl?: string;
   /** Each request's outcome and duration; nothing is recorded when absent. */
   metrics?: KubeletMetrics;
+  /** Told each request's outcome and error message (the agent's health). */
+  onOutcome?: KubeletOutcomeListener;
 }
 
 /** A client of the kubelet's `/pods` endpoint. */
@@ -131,6 +133,7 @@ export function createKubeletClient(options: KubeletClientOptions): KubeletClien
   async function getPodList(signal: AbortSignal): Promise<string> {
     const started = performance.now();
     let outcome: KubeletOutcome = 'credentials_error';
+    let error: string | undefined;
     try {
       const headers: Record<string, string> = { accept: 'application/json' };
       if (auth.kind === 'token') headers['authorization'] = `Bearer ${await readToken(auth.tokenPath)}`;
@@ -163,8 +166,12 @@ export function createKubeletClient(options: KubeletClientOptions): KubeletClien
       }
       outcome = 'ok';
       return body;
+    } catch (err) {
+      error = err instanceof Error ? err.message : String(err);
+      throw err;
     } finally {
       options.metrics?.request(outcome, (performance.now() - started) / 1000);
+      options.onOutcome?.(outcome, error);
     }
   }
 

@@ -39,6 +39,12 @@ export const KUBELET_OUTCOMES: readonly KubeletOutcome[] = [
   'credentials_error',
 ];
 
+/**
+ * Told how each kubelet request ended, with the error message of a failed one, right after
+ * it ends (the agent's health reports the last one; see health-report.ts).
+ */
+export type KubeletOutcomeListener = (outcome: KubeletOutcome, error: string | undefined) => void;
+
 /** Kubelet request recording. */
 export interface KubeletMetrics {
   /** One finished `/pods` request (or attempt). */

@@ -6,7 +6,7 @@
 import { ApiError, Code } from '../../../common/errors.ts';
 import type { Logger } from '../../../common/logger.ts';
 import type { KubeletTransport } from './kubelet-client.ts';
-import type { K8sAttestorMetrics } from './metrics.ts';
+import type { K8sAttestorMetrics, KubeletOutcomeListener } from './metrics.ts';
 import type { TimerClock } from './pod-index.ts';
 
 /**
@@ -56,6 +56,8 @@ export interface K8sAttestorOptions {
   logger: Logger;
   /** Kubelet requests and pod-index hits/misses are recorded here; nothing is recorded when absent. */
   metrics?: K8sAttestorMetrics;
+  /** Told how each kubelet request ended, with its error message (the agent's health reports the last one). */
+  onKubeletOutcome?: KubeletOutcomeListener;
   /** Test seam: where the host's procfs is mounted. Default `$HOST_PROC` if set and non-empty, else `/proc`. */
   procRoot?: string;
   /** Test seam: time and timers of the pod index and the bounded wait. */
