@@ -248,6 +248,9 @@ async function streamMemory(client: string, agent: Agent, k: number): Promise<St
 
 interface BundleRun {
   readonly open: number;
+  /** Streams that did not open, and the first error. */
+  readonly failed: number;
+  readonly firstError: string;
   readonly changed: number;
   /** Arrival of the changed bundle, ms after the prepare command started: first, median, 99th percentile, last stream. */
   readonly firstMs: number;
@@ -264,7 +267,7 @@ async function bundlePush(client: string, agents: readonly Agent[], k: number, p
   const watchers = agents.map((a) => new JsonLineChild(client, ['-socket', a.socket, '-mode', 'bundle', '-k', String(k), '-conns', String(streamConns(k)), '-timeout', '600s', '-change-timeout', '90s']));
   try {
     const ready = await Promise.all(watchers.map((w, i) => w.next<ReadyLine>(`${agents[i]?.name}: ${k} streams for the bundle change`, 300_000)));
-    ready.forEach((r, i) => log(`bundle push: ${agents[i]?.name} has ${r.open} streams open (${r.open_ms.toFixed(0)} ms)`));
+    ready.forEach((r, i) => log(`bundle push: ${agents[i]?.name} has ${r.open} streams open (${r.open_ms.toFixed(0)} ms)${r.failed > 0 ? `, ${r.failed} FAILED (first: ${r.first_error})` : ''}`));
     await sleep(2_000);
     const t0 = Date.now();
     await prepare();
@@ -274,7 +277,7 @@ async function bundlePush(client: string, agents: readonly Agent[], k: number, p
     const since = (t: number): number => (t > 0 ? t - t0 : NaN);
     return {
       prepareMs,
-      runs: done.map((d) => ({ open: d.open, changed: d.changed, firstMs: since(d.first_unix_ms), p50Ms: since(d.p50_unix_ms), p99Ms: since(d.p99_unix_ms), lastMs: since(d.max_unix_ms) })),
+      runs: done.map((d, i) => ({ open: d.open, failed: ready[i]?.failed ?? NaN, firstError: ready[i]?.first_error ?? '', changed: d.changed, firstMs: since(d.first_unix_ms), p50Ms: since(d.p50_unix_ms), p99Ms: since(d.p99_unix_ms), lastMs: since(d.max_unix_ms) })),
     };
   } finally {
     await Promise.all(watchers.map((w) => w.close()));
@@ -816,7 +819,7 @@ plugins {
     ),
     ...(bo !== undefined && bs !== undefined && bundle !== undefined
       ? [
-          `- bundle push (after the rounds): ${count(bundleK)} FetchX509SVID streams over ${connections(bundleK)} open on each agent at once (one client process each), then \`spire-server localauthority x509 prepare\` (took ${ms(bundle.prepareMs)}) adds a new X.509 authority to the bundle; each stream records the arrival of its first response whose bundle differs from its first response's; times from the start of the prepare command. The first arrival waits for each agent's next sync (every 5 s); the spread first → last is the agent's fan-out. Streams updated: ours ${bo.changed}/${bo.open}, spire-agent ${bs.changed}/${bs.open}; p99: ours ${ms(bo.p99Ms)}, spire-agent ${ms(bs.p99Ms)}`,
+          `- bundle push (after the rounds): ${count(bundleK)} FetchX509SVID streams over ${connections(bundleK)} open on each agent at once (one client process each), then \`spire-server localauthority x509 prepare\` (took ${ms(bundle.prepareMs)}) adds a new X.509 authority to the bundle; each stream records the arrival of its first response whose bundle differs from its first response's; times from the start of the prepare command. The first arrival waits for each agent's next sync (every 5 s); the spread first → last is the agent's fan-out. Streams updated: ours ${bo.changed}/${bo.open}${bo.failed > 0 ? ` (${bo.failed} did not open: ${bo.firstError})` : ''}, spire-agent ${bs.changed}/${bs.open}${bs.failed > 0 ? ` (${bs.failed} did not open: ${bs.firstError})` : ''}; p99: ours ${ms(bo.p99Ms)}, spire-agent ${ms(bs.p99Ms)}`,
         ]
       : []),
     ...(co !== undefined && cs !== undefined
