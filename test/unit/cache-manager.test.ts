@@ -15,6 +15,7 @@ import type { CachedEntry } from '../../src/agent/manager/entries.ts';
 import type { CacheManagerMetrics } from '../../src/agent/manager/metrics.ts';
 import type { WorkloadState } from '../../src/agent/manager/workload-state.ts';
 import type { IdentitySource } from '../../src/agent/workload-api/identity-source.ts';
+import { toTrustDomainBundle, type TrustDomainBundle } from '../../src/agent/manager/bundles.ts';
 import { bundleOf, cachedEntry as entry, sel } from '../support/cache-manager-fixtures.ts';
 
 const TD = 'example.org';
@@ -324,5 +325,103 @@ describe('CacheManager', () => {
     clock.advance(6 * MINUTE);
     await m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal);
     expect([counts.jwtMinted, counts.jwtRotated]).toEqual([2, 1]);
+  });
+
+  describe('tainted X.509 authorities (forced rotation)', () => {
+    let old: CertificateAuthority;
+    let next: CertificateAuthority;
+    let nextDir: string;
+    beforeEach(async () => {
+      old = ca;
+      nextDir = await mkdtemp(join(tmpdir(), 'sna-cm-next-'));
+      next = await openCertificateAuthority({ dataDir: nextDir, trustDomain: TD, clock, defaultX509SvidTtlMs: 10 * MINUTE, defaultJwtSvidTtlMs: 10 * MINUTE });
+    });
+    afterEach(async () => {
+      await rm(nextDir, { recursive: true, force: true });
+    });
+
+    /** Both CAs' roots, as the server's bundle lists them after `prepare`, the old one tainted or not. */
+    function bothRoots(oldTainted: boolean): TrustDomainBundle {
+      const roots = [...old.bundle().x509Authorities.map((asn1) => ({ asn1, tainted: oldTainted })), ...next.bundle().x509Authorities.map((asn1) => ({ asn1, tainted: false }))];
+      return toTrustDomainBundle({ trust_domain: TD, x509_authorities: roots, jwt_authorities: [], refresh_hint: 0, sequence_number: 1, wit_authorities: [] });
+    }
+    function syncWith(m: CacheManager, entries: CachedEntry[], own: TrustDomainBundle): void {
+      entryIndex.clear();
+      for (const e of entries) entryIndex.set(e.id, e);
+      m.applySync(entries, own, new Map());
+    }
+    /** Mints with `next` from now on (the server activated it). */
+    function activateNext(): void {
+      ca = next;
+    }
+    const issuerOf = (chain: Buffer | undefined) => new X509Certificate(chain as Buffer).issuer;
+
+    it('keeps the tainted roots of the server bundle, and drops none from the served bundle', () => {
+      const own = bothRoots(true);
+      expect(own.taintedX509).toEqual(old.bundle().x509Authorities);
+      expect(bothRoots(false).taintedX509).toBeUndefined();
+      expect(own.fingerprint).toBe(bothRoots(false).fingerprint);
+    });
+
+    it('re-mints at once the SVIDs the tainted root signed and pushes them, leaves the others alone, and does it once', async () => {
+      const counts = { x509Minted: 0, x509Rotated: 0, jwtMinted: 0, jwtRotated: 0 };
+      const counter = (key: keyof typeof counts) => ({ inc: (by = 1) => void (counts[key] += by) });
+      const m = manager({ metrics: { x509Minted: counter('x509Minted'), x509Rotated: counter('x509Rotated'), jwtMinted: counter('jwtMinted'), jwtRotated: counter('jwtRotated') } });
+      const a = entry('a', '/a', ['unix:uid:1']);
+      const b = entry('b', '/b', ['unix:uid:2']);
+      syncWith(m, [a], bothRoots(false));
+      await m.mintDue(); // a: signed by the old CA
+      activateNext();
+      syncWith(m, [a, b], bothRoots(false));
+      await m.mintDue(); // b: signed by the new one
+      const one = collect(m, sel('unix:uid:1'));
+      const two = collect(m, sel('unix:uid:2'));
+      await flush();
+      const oldIssuer = issuerOf(one.states[0]?.identities[0]?.certChain);
+      const newIssuer = issuerOf(two.states[0]?.identities[0]?.certChain);
+      expect(oldIssuer).not.toBe(newIssuer);
+      expect(m.nextRotationCheck()).toBeGreaterThan(clock.now());
+      calls.batches = [];
+
+      syncWith(m, [a, b], bothRoots(true));
+      expect(m.nextRotationCheck()).toBe(0);
+      await m.mintDue();
+      expect(calls.batches).toEqual([1]);
+      expect(one.states).toHaveLength(2);
+      expect(issuerOf(one.states[1]?.identities[0]?.certChain)).toBe(newIssuer);
+      expect(two.states).toHaveLength(1);
+      expect(counts.x509Rotated).toBe(1);
+
+      // The same taint in later syncs changes nothing, and the old CA is then revoked.
+      syncWith(m, [a, b], bothRoots(true));
+      await m.mintDue();
+      syncWith(m, [a, b], bundleOf(next));
+      await m.mintDue();
+      expect(calls.batches).toEqual([1]);
+      // The revoke's new bundle is pushed, with the same SVID.
+      expect(one.states).toHaveLength(3);
+      expect(one.states[2]?.identities[0]).toBe(one.states[1]?.identities[0]);
+    });
+
+    it('re-mints once, with no loop, when the server keeps signing with the tainted authority', async () => {
+      const m = manager();
+      const a = entry('a', '/a', ['unix:uid:1']);
+      syncWith(m, [a], bothRoots(false));
+      await m.mintDue();
+      const { states } = collect(m, sel('unix:uid:1'));
+      await flush();
+      calls.batches = [];
+      for (let i = 0; i < 3; i++) {
+        syncWith(m, [a], bothRoots(true));
+        await m.mintDue();
+      }
+      expect(calls.batches).toEqual([1]);
+      expect(states).toHaveLength(2);
+      // Regular rotation still applies to the replacement.
+      clock.advance(6 * MINUTE);
+      syncWith(m, [a], bothRoots(true));
+      await m.mintDue();
+      expect(calls.batches).toEqual([1, 1]);
+    });
   });
 });

@@ -18,16 +18,44 @@ export interface TrustDomainBundle {
   readonly jwtKeys: ReadonlyMap<string, KeyObject>;
   /** A content fingerprint for change detection. */
   readonly fingerprint: string;
+  /**
+   * The X.509 roots the server marked tainted (`localauthority x509 taint`), DER; none when
+   * absent. Still trusted (they stay in `x509`), but SVIDs they signed are to be replaced at
+   * once. Not part of the fingerprint: workloads see the same bundle either way.
+   */
+  readonly taintedX509?: readonly Buffer[];
 }
 
 /** Builds the wire forms of a server Bundle message. Keys that cannot be parsed are skipped. */
 export function toTrustDomainBundle(b: Bundle__Output, onBadKey?: (keyId: string, error: string) => void): TrustDomainBundle {
-  return trustDomainBundleOf(
+  const bundle = trustDomainBundleOf(
     b.trust_domain,
     Buffer.concat(b.x509_authorities.map((a) => a.asn1)),
     b.jwt_authorities.map((k) => ({ keyId: k.key_id, spki: k.public_key })),
     onBadKey,
   );
+  const tainted = b.x509_authorities.filter((a) => a.tainted).map((a) => a.asn1);
+  return tainted.length === 0 ? bundle : { ...bundle, taintedX509: tainted };
+}
+
+/**
+ * Remembers which tainted X.509 roots were already acted on, so each taint is acted on once
+ * (as SPIRE's agent does): an SVID re-minted after a taint is not re-minted again, even if the
+ * server kept signing with the tainted authority.
+ */
+export class TaintTracker {
+  #seen = new Set<string>();
+
+  /**
+   * The roots of `tainted` not seen in earlier calls. Roots no longer tainted are forgotten,
+   * so the set stays as small as the bundle.
+   */
+  newlyTainted(tainted: readonly Buffer[]): Buffer[] {
+    const current = new Map(tainted.map((der) => [der.toString('base64'), der]));
+    const fresh = [...current].filter(([key]) => !this.#seen.has(key)).map(([, der]) => der);
+    this.#seen = new Set(current.keys());
+    return fresh;
+  }
 }
 
 /**

@@ -15,7 +15,9 @@
  * - a group's first state is delivered only when every matching entry has an SVID;
  * - before the first sync, workloads are answered only from a restored cache (restore), and
  *   only while the agent identity it was written under is unchanged; the first sync replaces
- *   the restored entries and drops restored SVIDs the server's bundle no longer verifies.
+ *   the restored entries and drops restored SVIDs the server's bundle no longer verifies;
+ * - an SVID signed by an own root the server tainted is replaced in the next mint run, once
+ *   per taint (see #markTainted).
  */
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -28,7 +30,7 @@ import { splitConcatenated } from '../../common/der.ts';
 import { shouldRotate } from '../svid/rotation-policy.ts';
 import type { BundleSnapshot, JwtCandidate, JwtIdentity, WorkloadState, X509Identity } from './workload-state.ts';
 import { EntrySet, type CachedEntry } from './entries.ts';
-import { BundleBook, type TrustDomainBundle } from './bundles.ts';
+import { BundleBook, TaintTracker, type TrustDomainBundle } from './bundles.ts';
 import { JwtCache, jwtCacheKey } from './jwt-cache.ts';
 import { Subscriptions, groupKeyOf, type Group, type StateListener } from './subscriptions.ts';
 import { NOOP_CACHE_METRICS, type CacheManagerMetrics } from './metrics.ts';
@@ -104,6 +106,8 @@ interface SvidRecord {
   lastAccess: number;
   /** Read from the workload cache file rather than minted by this process. */
   restored: boolean;
+  /** Signed by an own root the server has since tainted: due at once. Never set on a new record. */
+  tainted: boolean;
 }
 
 const NO_ENTRIES: ReadonlyMap<string, CachedEntry> = new Map();
@@ -132,6 +136,7 @@ export class CacheManager {
   readonly #changed: () => void;
   #minting: Promise<void> | undefined;
   #mintAgain = false;
+  readonly #taints = new TaintTracker();
 
   constructor(opts: CacheManagerOptions) {
     this.#opts = opts;
@@ -201,6 +206,7 @@ export class CacheManager {
     }
     const bundlesChanged = this.#bundles.update(own, federated);
     this.#synced = this.#bundles.snapshot !== undefined;
+    if (own !== undefined) this.#markTainted(this.#taints.newlyTainted(own.taintedX509 ?? []));
     this.#evictOverCapacity();
     this.#refreshGroups();
     if (bundlesChanged) this.#notifyBundles();
@@ -236,6 +242,7 @@ export class CacheManager {
         spiffeId: e.spiffeId,
         lastAccess: 0,
         restored: true,
+        tainted: false,
       });
     }
     this.#bundles = new BundleBook(this.#opts.trustDomain);
@@ -276,6 +283,34 @@ export class CacheManager {
       }
     }
     if (dropped > 0) this.#log.warn({ dropped }, "restored X509-SVIDs not signed by the server's current bundle were dropped; minting new ones");
+  }
+
+  /**
+   * Marks the SVIDs signed by newly tainted own roots as due, so the next mint run replaces
+   * them and pushes them like rotations (SPIRE's forced rotation). Each taint is handled once
+   * (TaintTracker): a replacement is never marked again, so a server that kept signing with a
+   * tainted authority causes no mint loop. spire-server refuses to taint its active authority,
+   * so replacements normally come from the new one.
+   */
+  #markTainted(roots: readonly Buffer[]): void {
+    if (roots.length === 0) return;
+    // The SVIDs came from our server over an authenticated channel: the question is which
+    // authority signed them, not whether a leaf was forged, so one signature per issuer does.
+    const verifier = new ChainVerifier(roots, { leafSignatures: 'first-per-issuer' });
+    let marked = 0;
+    for (const record of this.#svids.values()) {
+      if (record.tainted) continue;
+      let signed: boolean;
+      try {
+        signed = verifier.verify(splitConcatenated(record.identity.certChain));
+      } catch {
+        signed = false; // unreadable: not ours to judge here
+      }
+      if (!signed) continue;
+      record.tainted = true;
+      marked++;
+    }
+    this.#log.info({ tainted_authorities: roots.length, svids: marked }, `X.509 authority tainted: re-minting the ${marked} X509-SVID${marked === 1 ? '' : 's'} it signed`);
   }
 
   /** Forgets every SVID held before the first sync: they belong to another agent identity. */
@@ -335,7 +370,7 @@ export class CacheManager {
         continue;
       }
       if (record.revision !== entry.revisionNumber || record.spiffeId !== entry.spiffeId) due.push(entry);
-      else if (shouldRotate(now, record.notBefore, record.notAfter, this.#random())) due.push(entry);
+      else if (record.tainted || shouldRotate(now, record.notBefore, record.notAfter, this.#random())) due.push(entry);
     }
     return due;
   }
@@ -447,13 +482,14 @@ export class CacheManager {
       spiffeId: entry.spiffeId,
       lastAccess: previous?.lastAccess ?? 0,
       restored: false,
+      tainted: false,
     });
   }
 
   /** The earliest time (ms) any cached SVID may need rotation; for scheduling the next check. */
   nextRotationCheck(): number {
     let earliest = Infinity;
-    for (const r of this.#svids.values()) earliest = Math.min(earliest, r.notBefore + 0.45 * (r.notAfter - r.notBefore));
+    for (const r of this.#svids.values()) earliest = Math.min(earliest, r.tainted ? 0 : r.notBefore + 0.45 * (r.notAfter - r.notBefore));
     return earliest;
   }
 
