@@ -9,7 +9,7 @@
  *
  *   node bench/side-by-side.ts [--rounds 5] [--warm 2000] [--newconn 500] [--jwt 2000]
  *                              [--streams 1000,10000] [--bundle-streams 1000] [--entries 1000,5000,20000]
- *                              [--settle 10] [--idle 5] [--ref COMMIT] [--keep] [--append]
+ *                              [--settle 10] [--idle 5] [--entries-settle 20] [--ref COMMIT] [--keep] [--append]
  *                              [--churn SECONDS [--churn-clients 4] [--rest S] [--churn-series 30]]
  *
  * Steps, in this order: idle memory (both at once); streams (for each size in --streams: K
@@ -69,6 +69,7 @@ const { values: args } = parseArgs({
     entries: { type: 'string', default: '1000,5000,20000' },
     idle: { type: 'string', default: '5' },
     settle: { type: 'string', default: '10' },
+    'entries-settle': { type: 'string', default: '20' },
     ref: { type: 'string' },
     keep: { type: 'boolean', default: false },
     append: { type: 'boolean', default: false },
@@ -344,6 +345,8 @@ interface EntryStep {
   /** Size of that response (protobuf bytes). */
   readonly bytes: number;
   readonly after: Memory;
+  /** RssAnon `--entries-settle` seconds after `after`, all still held: the cached state without the minting's garbage. */
+  readonly settled?: Memory;
   /** Set when the agent did not serve them all in time (then the larger sizes are not run). */
   readonly failed?: string;
 }
@@ -470,7 +473,9 @@ async function entrySizes(client: string, agent: Agent, sizesUp: readonly number
       }
       await sleep(1_000);
       const after = await memoryOver(agent.pid, 3);
-      steps.push({ size, added, ms: done.done_unix_ms - t0, createMs, svids: done.svids, bytes: done.bytes, after });
+      await sleep(Number(args['entries-settle']) * 1_000);
+      const settled = await memoryOver(agent.pid, 3);
+      steps.push({ size, added, ms: done.done_unix_ms - t0, createMs, svids: done.svids, bytes: done.bytes, after, settled });
       log(`entries: ${agent.name} ${count(size)}: all ${count(done.svids)} SVIDs ${secs(done.done_unix_ms - t0)} after the bridge; RssAnon ${mib(before.anonKiB)} → ${mib(after.anonKiB)}`);
       prev = size;
     }
@@ -793,6 +798,7 @@ plugins {
       line('RssAnon with all held', (_, st) => st.after.anonKiB, mib);
       line('RssAnon growth since 1 entry', (run, st) => st.after.anonKiB - run.before.anonKiB, mib);
       line('RssAnon growth per 1,000 entries', (run, st) => ((st.after.anonKiB - run.before.anonKiB) * 1_000) / st.size, mib);
+      line(`RssAnon growth per 1,000 entries, ${args['entries-settle']} s later (settled)`, (run, st) => (((st.settled?.anonKiB ?? NaN) - run.before.anonKiB) * 1_000) / st.size, mib);
     });
   }
 
@@ -803,7 +809,7 @@ plugins {
   const series = (c: ChurnRun): string => `${c.series.map((v) => (v / 1024).toFixed(1)).join(' ')} MiB`;
   const entryNotes = (e: EntryRun): string =>
     `${mib(e.before.anonKiB)} → ${e.steps
-      .map((s) => `${mib(s.after.anonKiB)} (${s.failed !== undefined ? `FAILED, ${s.failed}` : `${count(s.svids)} SVIDs, response ${(s.bytes / 1024 / 1024).toFixed(1)} MiB`}; creating the batch took ${secs(s.createMs)})`)
+      .map((s) => `${mib(s.after.anonKiB)}${s.settled === undefined ? '' : ` (${mib(s.settled.anonKiB)} ${args['entries-settle']} s later)`} (${s.failed !== undefined ? `FAILED, ${s.failed}` : `${count(s.svids)} SVIDs, response ${(s.bytes / 1024 / 1024).toFixed(1)} MiB`}; creating the batch took ${secs(s.createMs)})`)
       .join(' → ')}`;
   const out = [
     `### Side by side (\`npm run bench:spire\` → \`bench/side-by-side.ts\`)`,
