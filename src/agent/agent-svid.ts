@@ -5,6 +5,7 @@ import type { KeyObject } from 'node:crypto';
 import { readCertificate } from '../common/cert-reader.ts';
 import { certificatesToPem } from '../common/pem.ts';
 import { ApiError, Code } from '../common/errors.ts';
+import { ChainVerifier } from '../common/chain-verify.ts';
 
 /** The agent identity. Immutable. Times are milliseconds. */
 export interface AgentSvid {
@@ -40,4 +41,12 @@ export function agentSvid(certChain: readonly Buffer[], key: KeyObject, reattest
 /** Whether the SVID is still usable at `now` (SPIRE treats now+1s ≥ notAfter as expired). */
 export function isUsable(svid: AgentSvid, now: number): boolean {
   return now + 1000 < svid.notAfter;
+}
+
+/**
+ * Whether the SVID's chain is signed up to one of `roots` (DER): with tainted roots, whether
+ * the SVID must be rotated at once (SPIRE's rotator does so; `x509util.IsSignedByRoot`).
+ */
+export function isSignedByAny(svid: AgentSvid, roots: readonly Buffer[]): boolean {
+  return roots.length > 0 && new ChainVerifier(roots).verify(svid.certChain);
 }

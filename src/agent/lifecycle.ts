@@ -24,13 +24,13 @@ import { checkSpiffeIdentity, connectToServer, type ServerClients } from './serv
 import { ServerTlsSelector } from './server-client/tls-fallback.ts';
 import { attestAgent } from './server-client/attest.ts';
 import { ServerApi } from './server-client/server-api.ts';
-import { agentSvid, isUsable, type AgentSvid } from './agent-svid.ts';
+import { agentSvid, isSignedByAny, isUsable, type AgentSvid } from './agent-svid.ts';
 import { shouldRotate } from './svid/rotation-policy.ts';
 import { deleteState, loadState, saveState, stateFile } from './storage.ts';
 import { decideOnServerError, type FailedStep, type RootsSource } from './server-error-policy.ts';
 import type { CacheManager } from './manager/cache-manager.ts';
 import { toCachedEntry, type CachedEntry } from './manager/entries.ts';
-import { toTrustDomainBundle, type TrustDomainBundle } from './manager/bundles.ts';
+import { TaintTracker, toTrustDomainBundle, type TrustDomainBundle } from './manager/bundles.ts';
 import { NOOP_LIFECYCLE_METRICS, type LifecycleMetrics } from './lifecycle-metrics.ts';
 
 export interface LifecycleOptions {
@@ -107,6 +107,13 @@ export class AgentLifecycle {
   #failures = 0;
   #failingSince = 0;
   #lastRetryWarningAt = 0;
+  /** Own roots already found tainted, so each taint is acted on once. */
+  readonly #taints = new TaintTracker();
+  /**
+   * The current SVID is signed by a root the server tainted: rotate now, not at half-life
+   * (before the authority is revoked and the server refuses the SVID). Cleared by a new SVID.
+   */
+  #identityTainted = false;
   /** Resolves when the loop ends. */
   readonly done: Promise<LifecycleEnd>;
 
@@ -274,6 +281,7 @@ export class AgentLifecycle {
     // token), so from here on a crash that loses the SVID can leave the agent unable to
     // attest again. What remains of that window is the response's transit and this write.
     this.#identity = agentSvid(result.certChain, privateKey, result.reattestable);
+    this.#identityTainted = false;
     await this.#persist();
     this.#log.info({ spiffe_id: result.spiffeId, attestor: attestor.type, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'node attested');
     if (!result.reattestable && this.#o.config.keyManager === 'memory') {
@@ -293,9 +301,10 @@ export class AgentLifecycle {
   async #rotateIfDue(): Promise<void> {
     const identity = this.#identity;
     if (identity === undefined) return;
-    if (!shouldRotate(this.#o.clock.now(), identity.notBefore, identity.notAfter, this.#random())) return;
+    if (!this.#identityTainted && !shouldRotate(this.#o.clock.now(), identity.notBefore, identity.notAfter, this.#random())) return;
+    const reason = this.#identityTainted ? 'tainted authority' : 'rotation time';
     try {
-      await this.#rotate(identity);
+      await this.#rotate(identity, reason);
       this.#metrics.agentSvidRotation.inc(Code.OK);
     } catch (err) {
       this.#metrics.agentSvidRotation.inc(toApiError(err).code);
@@ -303,16 +312,18 @@ export class AgentLifecycle {
     }
   }
 
-  async #rotate(identity: AgentSvid): Promise<void> {
+  async #rotate(identity: AgentSvid, reason: string): Promise<void> {
     if (identity.reattestable) {
       await this.#attest();
+      this.#log.info({ spiffe_id: identity.spiffeId, reason }, 'agent SVID rotated by attesting again');
       return;
     }
     const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
     const renewed = await this.#o.api.renewAgent(createCsr(privateKey, publicKey));
     this.#identity = agentSvid(renewed.certChain, privateKey, false);
+    this.#identityTainted = false;
     await this.#persist();
-    this.#log.info({ spiffe_id: identity.spiffeId, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'agent SVID rotated');
+    this.#log.info({ spiffe_id: identity.spiffeId, reason, expires_at: new Date(this.#identity.notAfter).toISOString() }, 'agent SVID rotated');
   }
 
   async #timedSync(): Promise<void> {
@@ -348,6 +359,7 @@ export class AgentLifecycle {
     }
     const ownBundle = await this.#o.api.getBundle();
     const own = toTrustDomainBundle(ownBundle);
+    this.#checkTainted(own.taintedX509 ?? []);
     const federatedTds = new Set<string>();
     for (const e of entries) for (const td of e.federatesWith) if (td !== this.#o.config.trustDomain) federatedTds.add(td);
     const federated = new Map<string, TrustDomainBundle>();
@@ -366,6 +378,19 @@ export class AgentLifecycle {
       await this.#persist();
     }
     await manager.mintDue();
+  }
+
+  /**
+   * Marks the agent SVID for rotation when a newly tainted own root signed it (SPIRE's
+   * forced rotation): once revoked, that root no longer verifies the SVID and the server
+   * refuses it at the TLS handshake, which a join_token agent cannot recover from.
+   */
+  #checkTainted(tainted: readonly Buffer[]): void {
+    const fresh = this.#taints.newlyTainted(tainted);
+    const identity = this.#identity;
+    if (identity === undefined || this.#identityTainted || !isSignedByAny(identity, fresh)) return;
+    this.#identityTainted = true;
+    this.#log.info({ spiffe_id: identity.spiffeId }, 'agent SVID is signed by a tainted X.509 authority: rotating it now');
   }
 
   /** After a successful sync: says so if the server had been unreachable, and resets the count. */
@@ -467,6 +492,8 @@ export class AgentLifecycle {
         await this.#rotateIfDue();
         await this.#timedSync();
         this.#recovered();
+        // A taint found by this sync: rotate now rather than an interval later.
+        if (this.#identityTainted) await this.#rotateIfDue();
         await this.#sleep(this.#o.config.syncIntervalMs);
       } catch (err) {
         const end = await this.#onError(err);
