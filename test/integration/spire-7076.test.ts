@@ -6,6 +6,9 @@
  * (still verifying the server's chain and SPIFFE ID, still presenting its SVID) and logs that
  * once; without an SVID (first attestation) no mode works and it says so once.
  *
+ * Not #7076: a server that refuses the agent's SVID (alert 42, as spire-server after
+ * `localauthority x509 revoke`) is told apart and named as such, in both TLS modes.
+ *
  * Needs Go >= 1.26: in CI (CI=true) a missing toolchain fails the suite, elsewhere it is skipped.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { connectToServer } from '../../src/agent/server-client/connection.ts';
-import { probeServerTls, ServerTlsSelector, type ProbeTarget } from '../../src/agent/server-client/tls-fallback.ts';
+import { probeServerTls, receivedCertificateAlert, ServerTlsSelector, type ProbeTarget } from '../../src/agent/server-client/tls-fallback.ts';
 import { checkSpiffeIdentity } from '../../src/agent/server-client/connection.ts';
 import { unaryCall } from '../../src/common/grpc-client.ts';
 import { Code } from '../../src/common/errors.ts';
@@ -67,6 +70,19 @@ function rpcLines(from: number): string[] {
   return server.logs().slice(from).split('\n').filter((l) => l.startsWith('rpc '));
 }
 
+describe('receivedCertificateAlert', () => {
+  it.each([
+    ['error:0A000412:SSL routines::ssl/tls alert bad certificate:../deps/openssl/openssl/ssl/record/rec_layer_s3.c:918:SSL alert number 42', '42 bad_certificate'],
+    ['error:0A000418:SSL routines::tlsv1 alert unknown ca:ssl/record/rec_layer_s3.c:1605:SSL alert number 48', '48 unknown_ca'],
+    ['error:0A00042C:SSL routines::sslv3 alert certificate revoked:SSL alert number 44', '44 certificate_revoked'],
+    ['error:0A000410:SSL routines::sslv3 alert handshake failure:SSL alert number 40', undefined],
+    ['read ECONNRESET', undefined],
+    ['connection closed', undefined],
+  ])('%s → %s', (message, expected) => {
+    expect(receivedCertificateAlert(message)).toBe(expected);
+  });
+});
+
 describe.skipIf(!IN_CI && !GO.ok)('spiffe/spire#7076: a server that closes TLS 1.3 after the handshake', () => {
   beforeAll(async () => {
     if (!GO.ok) throw new Error(GO.reason);
@@ -94,6 +110,35 @@ describe.skipIf(!IN_CI && !GO.ok)('spiffe/spire#7076: a server that closes TLS 1
     const anonymous12 = await probeServerTls(target({ identity: undefined }), 'tls12-no-tickets');
     expect(anonymous12.outcome).toBe('failed');
     expect(anonymous12.detail).toContain('alert number 42');
+  });
+
+  it('an SVID the server does not trust (another CA, as after a revoke) is refused with alert 42, and said so once: not #7076', async () => {
+    // Another server of the same trust domain: its agent SVID comes from another CA.
+    const other = await startTls7076(await buildTls7076(detectGo()), TD);
+    try {
+      const foreign = target({ identity: { certChainPem: other.agentPem, keyPem: other.agentKeyPem } });
+      for (const mode of ['default', 'tls12-no-tickets'] as const) {
+        const probe = await probeServerTls(foreign, mode);
+        expect(probe.outcome, mode).toBe('certificate-refused');
+        expect(probe.detail).toContain('alert number 42');
+      }
+      const { logger, lines } = captureLogger();
+      let now = 0;
+      const selector = new ServerTlsSelector(logger, () => now);
+      expect(await selector.afterUnavailable(foreign)).toBe(false);
+      now += 60_000;
+      expect(await selector.afterUnavailable(foreign)).toBe(false);
+      expect(selector.mode).toBe('default');
+      const logged = lines().map((l) => [l.level, l.msg]);
+      expect(logged).toHaveLength(1);
+      expect(logged[0]?.[0]).toBe('error');
+      expect(logged[0]?.[1]).toMatch(
+        new RegExp(`^spiffe://${TD}/spire/server refuses the agent SVID in the TLS handshake \\(alert 42 bad_certificate\\): the SVID is not signed by an X\\.509 authority the server still trusts .*this is not spiffe/spire#7076\\. The agent must attest again`),
+      );
+      expect(logged[0]?.[1]).not.toMatch(/closes every TLS 1\.3 connection/);
+    } finally {
+      await other.stop();
+    }
   });
 
   it('switches to TLS 1.2 without tickets once, logs it once, and presents the agent SVID', async () => {

@@ -19,6 +19,12 @@
  *   the first attestation. Such a server has to be upgraded (1.15.2) for new agents.
  *
  * The fallback still verifies the server's chain against the trust bundle and its SPIFFE ID.
+ *
+ * Not to be confused with a server that refuses the agent's SVID: after `spire-server
+ * localauthority x509 revoke` (or for an SVID from another CA), spire-server answers the
+ * client certificate with alert 42 (bad_certificate). Under TLS 1.3 the client has finished
+ * its handshake by then, so the alert arrives after it like #7076's close; the probe tells
+ * the two apart by the alert and says what the operator must do instead.
  */
 import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 import { constants } from 'node:crypto';
@@ -34,6 +40,12 @@ export type ProbeOutcome =
   | 'ok'
   /** The handshake completed (server verified) and the server then closed without a byte. */
   | 'closed-after-handshake'
+  /**
+   * The server answered the client certificate we presented with an alert that refuses it
+   * (bad_certificate, certificate_revoked/expired/unknown, unknown_ca), during the handshake
+   * or right after it (TLS 1.3): it does not accept our SVID. Not #7076.
+   */
+  | 'certificate-refused'
   /** The handshake did not complete (refused, alert, verification failure, timeout). */
   | 'failed';
 
@@ -51,6 +63,27 @@ export interface ProbeTarget {
 
 /** The HTTP/2 client preface and an empty SETTINGS frame: any HTTP/2 server answers it. */
 const H2_PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]);
+
+/** TLS alerts a server sends about the client's certificate, by number (RFC 8446 §6). */
+const CERTIFICATE_ALERTS: ReadonlyMap<number, string> = new Map([
+  [42, 'bad_certificate'],
+  [43, 'unsupported_certificate'],
+  [44, 'certificate_revoked'],
+  [45, 'certificate_expired'],
+  [46, 'certificate_unknown'],
+  [48, 'unknown_ca'],
+]);
+
+/**
+ * The certificate alert a TLS error reports receiving from the peer (OpenSSL: "…alert bad
+ * certificate…SSL alert number 42"), as `42 bad_certificate`; undefined for anything else.
+ * Pure, for tests.
+ */
+export function receivedCertificateAlert(message: string): string | undefined {
+  const match = /SSL alert number (\d+)/.exec(message);
+  const name = match === null ? undefined : CERTIFICATE_ALERTS.get(Number(match[1]));
+  return name === undefined ? undefined : `${match?.[1]} ${name}`;
+}
 
 /** The Node TLS options of a mode, beyond roots and identity. */
 export function tlsModeOptions(mode: ServerTlsMode): Pick<ConnectionOptions, 'minVersion' | 'maxVersion' | 'secureOptions'> {
@@ -94,7 +127,12 @@ export function probeServerTls(target: ProbeTarget, mode: ServerTlsMode, timeout
       socket.write(H2_PREFACE);
     });
     socket.on('data', () => finish('ok', `${socket.getProtocol() ?? 'TLS'} connection answered`));
-    socket.on('error', (err) => finish(handshaken ? 'closed-after-handshake' : 'failed', err.message));
+    socket.on('error', (err) => {
+      // Only a certificate we presented can be refused; without one, alert 42 is #7076's
+      // TLS 1.2 hook (see file comment) and stays a plain failure.
+      const refused = target.identity !== undefined && receivedCertificateAlert(err.message) !== undefined;
+      finish(refused ? 'certificate-refused' : handshaken ? 'closed-after-handshake' : 'failed', err.message);
+    });
     socket.on('close', () => finish(handshaken ? 'closed-after-handshake' : 'failed', 'connection closed'));
   });
 }
@@ -115,6 +153,8 @@ export class ServerTlsSelector {
   #lastProbeAt: number | undefined;
   #warnedAnonymous = false;
   #warnedNoFallback = false;
+  /** The client certificate (PEM) last reported as refused, so each SVID is reported once. */
+  #reportedRefused: string | undefined;
 
   constructor(logger: Logger, now: () => number = Date.now) {
     this.#log = logger;
@@ -135,8 +175,12 @@ export class ServerTlsSelector {
     if (this.#lastProbeAt !== undefined && now - this.#lastProbeAt < PROBE_SPACING_MS) return false;
     this.#lastProbeAt = now;
     const normal = await probeServerTls(target, 'default');
-    if (normal.outcome !== 'closed-after-handshake') return false;
     const server = `spiffe://${target.trustDomain}/spire/server`;
+    if (normal.outcome === 'certificate-refused') {
+      this.#refused(server, target, normal.detail);
+      return false;
+    }
+    if (normal.outcome !== 'closed-after-handshake') return false;
     if (target.identity === undefined) {
       if (!this.#warnedAnonymous) {
         this.#warnedAnonymous = true;
@@ -148,6 +192,10 @@ export class ServerTlsSelector {
       return false;
     }
     const legacy = await probeServerTls(target, 'tls12-no-tickets');
+    if (legacy.outcome === 'certificate-refused') {
+      this.#refused(server, target, legacy.detail);
+      return false;
+    }
     if (legacy.outcome !== 'ok') {
       if (!this.#warnedNoFallback) {
         this.#warnedNoFallback = true;
@@ -164,5 +212,17 @@ export class ServerTlsSelector {
       `${server} closes every TLS 1.3 connection right after the handshake (spire-server 1.15.0-1.15.1 built with Go 1.26, spiffe/spire#7076): using TLS 1.2 without session tickets for it from now on, still verifying its certificate chain and SPIFFE ID`,
     );
     return true;
+  }
+
+  /** Says once per SVID that the server refuses it, and what that means. */
+  #refused(server: string, target: ProbeTarget, detail: string): void {
+    const presented = target.identity?.certChainPem;
+    if (presented === undefined || presented === this.#reportedRefused) return;
+    this.#reportedRefused = presented;
+    const alert = receivedCertificateAlert(detail);
+    this.#log.error(
+      { server: target.address, alert, error: detail },
+      `${server} refuses the agent SVID in the TLS handshake (alert ${alert ?? 'about the certificate'}): the SVID is not signed by an X.509 authority the server still trusts (e.g. its authority was revoked with "spire-server localauthority x509 revoke" before the agent rotated), or the server no longer accepts it for another reason; this is not spiffe/spire#7076. The agent must attest again: a reattestable agent (k8s_psat) once its stored SVID is removed, a join_token agent with a new join token`,
+    );
   }
 }
