@@ -1,13 +1,15 @@
 /**
  * Our agent against the real `spire-server` v1.13.3 over the server's lifecycle: a federated
  * bundle set on spire-server (another real spire-server's), a spire-server restart (served
- * from cache while it is down, in sync again after), and an X.509 CA rotation driven with
- * `spire-server localauthority x509 prepare|activate`.
+ * from cache while it is down, in sync again after), an X.509 CA rotation driven with
+ * `spire-server localauthority x509 prepare|activate`, and the forced rotation after
+ * `localauthority x509 taint` of the old authority, then its `revoke`.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { startAgentProcess, AGENT_BIN, type AgentHandle } from '../support/agent-process.ts';
+import { loadState } from '../../src/agent/storage.ts';
 import { NODE } from '../support/server-process.ts';
 import { eventually } from '../support/eventually.ts';
 import { runOk, spireJoinToken, startSpireServer, type SpireServerHandle } from './support/spire-processes.ts';
@@ -18,6 +20,8 @@ const TD = 'example.org';
 const OTHER_TD = 'other.org';
 const UID = process.getuid?.() ?? 0;
 const WORKLOAD = `spiffe://${TD}/workload`;
+/** An entry with the default 1 h X509-SVID TTL: its SVID is still the old CA's when that is tainted. */
+const LONG_LIVED = `spiffe://${TD}/long-lived`;
 const X509_TTL_S = 30;
 const SYNC_INTERVAL_MS = 1_000;
 
@@ -54,6 +58,7 @@ beforeAll(async () => {
   agentId = `spiffe://${TD}/spire/agent/join_token/${token}`;
   agent = await startAgentProcess({ server, joinToken: token, trustBundlePath: server.bundlePath, syncInterval: `${SYNC_INTERVAL_MS}ms` });
   await createEntry(WORKLOAD, '-federatesWith', `spiffe://${OTHER_TD}`, '-x509SVIDTTL', String(X509_TTL_S));
+  await createEntry(LONG_LIVED);
   // Watch once the entry is served (a stream opened before gets PermissionDenied and ends).
   await eventually(() => runOk(NODE, [AGENT_BIN, 'api', 'fetch', 'x509', '-socketPath', agent.socketPath]), 20_000);
   client = workloadClient(agent.socketPath);
@@ -67,7 +72,7 @@ afterAll(async () => {
   await Promise.all([server?.cleanup(), other?.cleanup()]);
 });
 
-describe('our agent against the real spire-server: federation, restart, CA rotation', () => {
+describe('our agent against the real spire-server: federation, restart, CA rotation, taint and revoke', () => {
   it('serves the federated bundle spire-server holds for an entry that federates with it', async () => {
     const otherRoot = new X509Certificate(await readFile(other.bundlePath));
     const update = await watch.waitFor((u) => workloadOf(u.svids) !== undefined, 20_000);
@@ -120,10 +125,57 @@ describe('our agent against the real spire-server: federation, restart, CA rotat
     expect(ours).toMatch(new RegExp(`SPIFFE ID:\\s+${WORKLOAD}\\n`));
   });
 
-  // Not yet: SPIRE's agent, seeing a bundle key marked tainted (`localauthority x509 taint`),
-  // re-mints the SVIDs that key signed and rotates its own SVID at once. Ours does neither (a
-  // workload SVID still came from the tainted CA 12 s later), so after `localauthority x509
-  // revoke` spire-server refuses our agent's SVID (TLS alert 42, bad certificate) on every sync
-  // while the agent keeps serving SVIDs from the revoked CA. The fix belongs in src/agent/manager.
-  it.todo('re-mints SVIDs signed by a tainted X.509 authority and rotates its own SVID before the authority is revoked');
+  // As SPIRE's agent: a bundle key marked tainted makes the agent re-mint the SVIDs it signed
+  // and rotate its own SVID at once, so the later revoke (after which spire-server refuses an
+  // SVID of the revoked CA with TLS alert 42) costs it nothing.
+  it('re-mints SVIDs signed by a tainted X.509 authority and rotates its own SVID at once, so revoking it is harmless', async () => {
+    type Authority = { authority_id: string };
+    const state = await serverJson<{ active?: Authority; old?: Authority }>('localauthority', 'x509', 'show');
+    const oldId = state.old?.authority_id as string;
+    expect(oldId).toMatch(/^[0-9a-f]{40}$/);
+    const current = workloadOf(watch.updates.at(-1)?.svids ?? []) as SeenSvid;
+    // The previous test left: WORKLOAD from the new CA, LONG_LIVED and the agent SVID from the old one.
+    const newCa = current.bundle.find((r) => signedBy(current.leaf, r)) as X509Certificate;
+    const oldCa = current.bundle.find((r) => r !== newCa) as X509Certificate;
+    expect(current.bundle).toHaveLength(2);
+    const before = watch.updates.at(-1)?.svids ?? [];
+    const ofOldCa = before.filter((s) => signedBy(s.leaf, oldCa)).map((s) => s.spiffeId).sort();
+    // LONG_LIVED, and the 1 h SVID of the entry created in the restart test.
+    expect(ofOldCa).toEqual([`spiffe://${TD}/after-restart`, LONG_LIVED]);
+    const agentLeaf = async () => new X509Certificate((await loadState(agent.dataDir))?.svid[0] as Buffer);
+    expect(signedBy(await agentLeaf(), oldCa)).toBe(true);
+
+    const from = agent.logs().length;
+    const updatesFrom = watch.updates.length;
+    const taintedAt = performance.now();
+    await serverJson('localauthority', 'x509', 'taint', '-authorityID', oldId);
+    // Within a sync or two: every SVID comes from the new CA, pushed on the stream.
+    const remint = await watch.waitFor(
+      (u) => u.svids.length === before.length && u.svids.every((s) => signedBy(s.leaf, newCa)),
+      5 * SYNC_INTERVAL_MS + 5_000,
+      updatesFrom,
+    );
+    console.log(`the SVID of the tainted CA was replaced on the stream ${((remint.at - taintedAt) / 1000).toFixed(1)} s after the taint`);
+    await agent.waitForLog(/"msg":"agent SVID is signed by a tainted X\.509 authority: rotating it now"/, 10_000, from);
+    await agent.waitForLog(/"reason":"tainted authority"[^\n]*"msg":"agent SVID rotated"/, 10_000, from);
+    expect(signedBy(await agentLeaf(), newCa)).toBe(true);
+    expect(agent.logs().slice(from)).toMatch(/"svids":2,[^\n]*"msg":"X\.509 authority tainted: re-minting the 2 X509-SVIDs it signed"/);
+    // The others were left alone: WORKLOAD keeps its SVID (same serial).
+    const workloadBefore = workloadOf(before) as SeenSvid;
+    expect(workloadOf(remint.svids)?.serial).toBe(workloadBefore.serial);
+    // Once per taint: later syncs see the same tainted key and do nothing more.
+    await new Promise((r) => setTimeout(r, 3 * SYNC_INTERVAL_MS));
+    expect(agent.logs().slice(from).match(/X\.509 authority tainted/g)).toHaveLength(1);
+    expect(agent.logs().slice(from).match(/rotating it now/g)).toHaveLength(1);
+
+    // Revoke: the old root leaves the bundle, and the agent keeps syncing with its new SVID.
+    await serverJson('localauthority', 'x509', 'revoke', '-authorityID', oldId);
+    const afterRevoke = `spiffe://${TD}/after-revoke`;
+    const revokeFrom = watch.updates.length;
+    await createEntry(afterRevoke);
+    const synced = await watch.waitFor((u) => u.svids.some((s) => s.spiffeId === afterRevoke) && u.svids.every((s) => s.bundle.length === 1), 15_000, revokeFrom);
+    expect(synced.svids.every((s) => signedBy(s.leaf, newCa) && s.bundle[0]?.fingerprint256 === newCa.fingerprint256)).toBe(true);
+    expect(agent.logs().slice(from)).not.toMatch(/refuses the agent SVID|server unreachable or refused|alert number 42/);
+    expect(agent.child?.exitCode).toBeNull();
+  });
 });
