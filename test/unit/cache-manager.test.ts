@@ -403,6 +403,35 @@ describe('CacheManager', () => {
       expect(one.states[2]?.identities[0]).toBe(one.states[1]?.identities[0]);
     });
 
+    it('drops the cached JWT-SVIDs signed with a tainted JWT key, once per taint', async () => {
+      const m = manager();
+      const a = entry('a', '/a', ['unix:uid:1']);
+      syncWith(m, [a], bundleOf(ca));
+      const signal = new AbortController().signal;
+      const first = await m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal);
+      const b = ca.bundle();
+      const taintedJwt = (taint: boolean): TrustDomainBundle =>
+        toTrustDomainBundle({
+          trust_domain: TD,
+          x509_authorities: b.x509Authorities.map((asn1) => ({ asn1, tainted: false })),
+          jwt_authorities: b.jwtAuthorities.map((k) => ({ public_key: k.publicKey, key_id: k.keyId, expires_at: k.expiresAt, tainted: taint })),
+          refresh_hint: 0,
+          sequence_number: 1,
+          wit_authorities: [],
+        });
+      expect(taintedJwt(true).taintedJwtKeyIds).toEqual(b.jwtAuthorities.map((k) => k.keyId));
+      syncWith(m, [a], taintedJwt(false));
+      expect((await m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal))[0]?.token).toBe(first[0]?.token);
+      syncWith(m, [a], taintedJwt(true));
+      const second = await m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal);
+      expect(second).toHaveLength(1);
+      expect(calls.jwts).toBe(2);
+      // The same taint again: the new token (same key here) stays cached.
+      syncWith(m, [a], taintedJwt(true));
+      expect((await m.fetchJwtSvids(sel('unix:uid:1'), ['x'], signal))[0]?.token).toBe(second[0]?.token);
+      expect(calls.jwts).toBe(2);
+    });
+
     it('re-mints once, with no loop, when the server keeps signing with the tainted authority', async () => {
       const m = manager();
       const a = entry('a', '/a', ['unix:uid:1']);

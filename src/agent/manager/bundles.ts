@@ -24,6 +24,8 @@ export interface TrustDomainBundle {
    * once. Not part of the fingerprint: workloads see the same bundle either way.
    */
   readonly taintedX509?: readonly Buffer[];
+  /** The IDs of the JWT keys the server marked tainted; none when absent. Not in the fingerprint. */
+  readonly taintedJwtKeyIds?: readonly string[];
 }
 
 /** Builds the wire forms of a server Bundle message. Keys that cannot be parsed are skipped. */
@@ -35,24 +37,27 @@ export function toTrustDomainBundle(b: Bundle__Output, onBadKey?: (keyId: string
     onBadKey,
   );
   const tainted = b.x509_authorities.filter((a) => a.tainted).map((a) => a.asn1);
-  return tainted.length === 0 ? bundle : { ...bundle, taintedX509: tainted };
+  const taintedKeyIds = b.jwt_authorities.filter((k) => k.tainted && k.key_id !== '').map((k) => k.key_id);
+  if (tainted.length === 0 && taintedKeyIds.length === 0) return bundle;
+  return { ...bundle, ...(tainted.length === 0 ? {} : { taintedX509: tainted }), ...(taintedKeyIds.length === 0 ? {} : { taintedJwtKeyIds: taintedKeyIds }) };
 }
 
 /**
- * Remembers which tainted X.509 roots were already acted on, so each taint is acted on once
- * (as SPIRE's agent does): an SVID re-minted after a taint is not re-minted again, even if the
- * server kept signing with the tainted authority.
+ * Remembers which tainted authorities (X.509 roots as DER, or JWT key IDs) were already acted
+ * on, so each taint is acted on once (as SPIRE's agent does): an SVID re-minted after a taint
+ * is not re-minted again, even if the server kept signing with the tainted authority. Use one
+ * tracker per kind of authority.
  */
 export class TaintTracker {
   #seen = new Set<string>();
 
   /**
-   * The roots of `tainted` not seen in earlier calls. Roots no longer tainted are forgotten,
-   * so the set stays as small as the bundle.
+   * The authorities of `tainted` not seen in earlier calls. Those no longer tainted are
+   * forgotten, so the set stays as small as the bundle.
    */
-  newlyTainted(tainted: readonly Buffer[]): Buffer[] {
-    const current = new Map(tainted.map((der) => [der.toString('base64'), der]));
-    const fresh = [...current].filter(([key]) => !this.#seen.has(key)).map(([, der]) => der);
+  newlyTainted<T extends Buffer | string>(tainted: readonly T[]): T[] {
+    const current = new Map(tainted.map((a) => [typeof a === 'string' ? a : a.toString('base64'), a]));
+    const fresh = [...current].filter(([key]) => !this.#seen.has(key)).map(([, a]) => a);
     this.#seen = new Set(current.keys());
     return fresh;
   }

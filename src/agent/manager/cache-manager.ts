@@ -17,7 +17,7 @@
  *   only while the agent identity it was written under is unchanged; the first sync replaces
  *   the restored entries and drops restored SVIDs the server's bundle no longer verifies;
  * - an SVID signed by an own root the server tainted is replaced in the next mint run, once
- *   per taint (see #markTainted).
+ *   per taint (see #markTainted); a cached JWT-SVID signed with a tainted key is dropped.
  */
 import type { Clock } from '../../common/clock.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -137,6 +137,7 @@ export class CacheManager {
   #minting: Promise<void> | undefined;
   #mintAgain = false;
   readonly #taints = new TaintTracker();
+  readonly #jwtTaints = new TaintTracker();
 
   constructor(opts: CacheManagerOptions) {
     this.#opts = opts;
@@ -206,7 +207,10 @@ export class CacheManager {
     }
     const bundlesChanged = this.#bundles.update(own, federated);
     this.#synced = this.#bundles.snapshot !== undefined;
-    if (own !== undefined) this.#markTainted(this.#taints.newlyTainted(own.taintedX509 ?? []));
+    if (own !== undefined) {
+      this.#markTainted(this.#taints.newlyTainted(own.taintedX509 ?? []));
+      this.#evictTaintedJwts(this.#jwtTaints.newlyTainted(own.taintedJwtKeyIds ?? []));
+    }
     this.#evictOverCapacity();
     this.#refreshGroups();
     if (bundlesChanged) this.#notifyBundles();
@@ -311,6 +315,13 @@ export class CacheManager {
       marked++;
     }
     this.#log.info({ tainted_authorities: roots.length, svids: marked }, `X.509 authority tainted: re-minting the ${marked} X509-SVID${marked === 1 ? '' : 's'} it signed`);
+  }
+
+  /** Drops cached JWT-SVIDs signed with newly tainted JWT keys: the next request mints anew. */
+  #evictTaintedJwts(keyIds: readonly string[]): void {
+    if (keyIds.length === 0) return;
+    const dropped = this.#jwt.evictSignedBy(new Set(keyIds));
+    this.#log.info({ key_ids: keyIds, jwt_svids: dropped }, `JWT key tainted: dropped the ${dropped} cached JWT-SVID${dropped === 1 ? '' : 's'} it signed`);
   }
 
   /** Forgets every SVID held before the first sync: they belong to another agent identity. */

@@ -85,8 +85,30 @@ export class JwtCache {
     }
   }
 
+  /**
+   * Drops the tokens signed with one of `keyIds` (the `kid` of their JOSE header), so the
+   * next request mints a new one: SPIRE's agent does so for tainted JWT keys. Returns how
+   * many were dropped. Minting in flight is left alone.
+   */
+  evictSignedBy(keyIds: ReadonlySet<string>): number {
+    // Collected first: the LRU's iterator is not to be mutated under.
+    const signed = [...this.#cache.entries()].filter(([, jwt]) => keyIds.has(keyIdOf(jwt.token) ?? '')).map(([key]) => key);
+    for (const key of signed) this.#cache.delete(key);
+    return signed.length;
+  }
+
   /** Drops every token (e.g. after the agent's trust domain keys changed). */
   clear(): void {
     this.#cache.clear();
+  }
+}
+
+/** The `kid` of a compact JWS's protected header, or undefined when it has none or is malformed. */
+function keyIdOf(token: string): string | undefined {
+  try {
+    const header = JSON.parse(Buffer.from(token.slice(0, token.indexOf('.')), 'base64url').toString('utf8')) as { kid?: unknown };
+    return typeof header.kid === 'string' ? header.kid : undefined;
+  } catch {
+    return undefined;
   }
 }
