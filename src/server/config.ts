@@ -2,7 +2,8 @@
  * The server's configuration, in SPIRE's `server.conf` vocabulary (HCL or JSON):
  *
  *   server { trust_domain, bind_address, bind_port, socket_path, data_dir, log_level,
- *            ca_ttl, default_x509_svid_ttl, default_jwt_svid_ttl, agent_ttl, ca_subject {…} }
+ *            ca_ttl, default_x509_svid_ttl, default_jwt_svid_ttl, agent_ttl, ca_subject {…},
+ *            ca_key_type, jwt_key_type, jwt_issuer }
  *   plugins { DataStore "sql" {…}, NodeAttestor "join_token" {…}, KeyManager "disk" {…},
  *             UpstreamAuthority "disk" { plugin_data { cert_file_path, key_file_path, bundle_file_path } } }
  *
@@ -15,6 +16,7 @@ import type { ConfigTree } from '../common/config-file.ts';
 import { parseTrustDomain } from '../common/spiffe-id.ts';
 import { normaliseLogLevel } from '../common/logger.ts';
 import { parseK8sPsatServerConfig, type K8sPsatServerConfig } from './node-attestors/k8s-psat-config.ts';
+import { KEY_TYPES, isKeyType, type KeyType } from './ca/keys.ts';
 
 export interface UpstreamDiskConfig {
   certPath: string;
@@ -36,6 +38,12 @@ export interface ServerConfig {
   /** TTL of agent SVIDs issued by attestation and renewal. */
   agentTtlMs: number;
   caSubject: { country: string; organization: string; commonName: string };
+  /** Key type of the X.509 CA (`ca_key_type`, default ec-p256). */
+  caKeyType: KeyType;
+  /** Key type of the JWT signing key (`jwt_key_type`, default `ca_key_type`). */
+  jwtKeyType: KeyType;
+  /** The `iss` claim of JWT-SVIDs (`jwt_issuer`); none when undefined. */
+  jwtIssuer: string | undefined;
   /** Node attestors enabled by the plugins block, with their plugin_data. */
   nodeAttestors: Map<string, ConfigReader>;
   k8sPsat: K8sPsatServerConfig | undefined;
@@ -58,10 +66,28 @@ export const SERVER_DEFAULTS = {
 const SERVER_KEYS: readonly string[] = [
   'trust_domain', 'bind_address', 'bind_port', 'socket_path', 'data_dir', 'log_level', 'log_format',
   'ca_ttl', 'default_x509_svid_ttl', 'default_jwt_svid_ttl', 'agent_ttl', 'ca_subject', 'ca_key_type',
+  'jwt_key_type', 'jwt_issuer',
 ];
 
 /** Node attestors this server implements. */
 export const SUPPORTED_NODE_ATTESTORS: readonly string[] = ['join_token', 'k8s_psat'];
+
+/**
+ * `jwt_issuer`: absent or empty → no `iss` claim; otherwise a URL with a host, as SPIRE checks it
+ * (STS and other OIDC relying parties match it against the discovery document's `issuer`).
+ */
+function jwtIssuerOf(server: ConfigReader): string | undefined {
+  const issuer = server.string('jwt_issuer', '');
+  if (issuer === '') return undefined;
+  let url: URL | undefined;
+  try {
+    url = new URL(issuer);
+  } catch {
+    url = undefined;
+  }
+  if (url === undefined || url.host === '') server.fail('jwt_issuer', `must be an absolute URL with a host, e.g. "https://oidc.example.org" (got "${issuer}")`);
+  return issuer;
+}
 
 function pluginData(reader: ConfigReader): ConfigReader {
   const data = reader.block('plugin_data');
@@ -87,8 +113,14 @@ export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): Server
 
   const logFormat = server.string('log_format', 'json').toLowerCase();
   if (logFormat !== 'json') server.fail('log_format', `only "json" is supported: logs are structured JSON (got "${logFormat}")`);
-  const keyType = server.string('ca_key_type', 'ec-p256');
-  if (keyType !== 'ec-p256') server.fail('ca_key_type', `only "ec-p256" is supported (got "${keyType}")`);
+  const keyType = (key: string, fallback: KeyType): KeyType => {
+    const v = server.string(key, fallback);
+    if (!isKeyType(v)) server.fail(key, `must be one of ${KEY_TYPES.map((t) => `"${t}"`).join(', ')} (got "${v}")`);
+    return v as KeyType;
+  };
+  const caKeyType = keyType('ca_key_type', 'ec-p256');
+  const jwtKeyType = keyType('jwt_key_type', caKeyType);
+  const jwtIssuer = jwtIssuerOf(server);
   const dataDir = resolve(cwd, server.string('data_dir'));
   const subject = server.block('ca_subject');
   const first = (key: string, fallback: string): string => subject.stringList(key)[0] ?? fallback;
@@ -112,6 +144,9 @@ export function parseServerConfig(tree: ConfigTree, cwd = process.cwd()): Server
     defaultJwtSvidTtlMs: server.duration('default_jwt_svid_ttl', SERVER_DEFAULTS.defaultJwtSvidTtlMs),
     agentTtlMs: server.duration('agent_ttl', defaultX509SvidTtlMs),
     caSubject,
+    caKeyType,
+    jwtKeyType,
+    jwtIssuer,
   };
   server.done();
   const socketPathProblem = socketPathLengthProblem(config.socketPath);

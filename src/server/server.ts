@@ -186,6 +186,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
       caTtlMs: config.caTtlMs,
       defaultX509SvidTtlMs: config.defaultX509SvidTtlMs,
       defaultJwtSvidTtlMs: config.defaultJwtSvidTtlMs,
+      caKeyType: config.caKeyType,
+      jwtKeyType: config.jwtKeyType,
+      ...(config.jwtIssuer === undefined ? {} : { jwtIssuer: config.jwtIssuer }),
       caSubject: {
         country: config.caSubject.country,
         organization: config.caSubject.organization,

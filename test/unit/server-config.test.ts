@@ -59,8 +59,21 @@ describe('parseServerConfig', () => {
       agentTtlMs: 600_000,
       defaultJwtSvidTtlMs: 300_000,
       caSubject: { country: 'DE', organization: 'Acme', commonName: '' },
+      caKeyType: 'ec-p256',
+      jwtKeyType: 'ec-p256',
+      jwtIssuer: undefined,
     });
     expect([...config.nodeAttestors.keys()]).toEqual(['join_token']);
+  });
+
+  it.each([
+    { keys: 'ca_key_type = "rsa-2048"\n jwt_issuer = "https://oidc.example.org"', want: { caKeyType: 'rsa-2048', jwtKeyType: 'rsa-2048', jwtIssuer: 'https://oidc.example.org' } },
+    { keys: 'ca_key_type = "ec-p384"\n jwt_key_type = "rsa-4096"', want: { caKeyType: 'ec-p384', jwtKeyType: 'rsa-4096', jwtIssuer: undefined } },
+    { keys: 'jwt_key_type = "ec-p384"\n jwt_issuer = ""', want: { caKeyType: 'ec-p256', jwtKeyType: 'ec-p384', jwtIssuer: undefined } },
+  ])('reads $keys (jwt_key_type defaults to ca_key_type)', async ({ keys, want }) => {
+    const text = `server {\n trust_domain = "td"\n data_dir = "d"\n ${keys}\n}\nplugins {\n NodeAttestor "join_token" {\n plugin_data {}\n }\n}`;
+    const config = parseServerConfig(await parseConfigText('server.conf', text), '/work');
+    expect({ caKeyType: config.caKeyType, jwtKeyType: config.jwtKeyType, jwtIssuer: config.jwtIssuer }).toEqual(want);
   });
 
   it('reads the JSON form the SPIRE helm chart renders', async () => {
@@ -81,6 +94,9 @@ describe('parseServerConfig', () => {
     ['a bad duration', 'server {\n trust_domain = "td"\n data_dir = "d"\n ca_ttl = "soon"\n}', 'config: server.ca_ttl: "soon" is not a duration (examples: "90s", "1h30m", "500ms")'],
     ['no node attestor', 'server {\n trust_domain = "td"\n data_dir = "d"\n}', 'config: plugins.NodeAttestor: at least one node attestor is required (for example NodeAttestor "join_token" { plugin_data {} })'],
     ['an unsupported node attestor', 'server {\n trust_domain = "td"\n data_dir = "d"\n}\nplugins {\n NodeAttestor "aws_iid" {\n plugin_data {}\n }\n}', 'config: plugins.NodeAttestor.aws_iid: unsupported node attestor (supported: join_token, k8s_psat)'],
+    ['an unknown ca_key_type', 'server {\n trust_domain = "td"\n data_dir = "d"\n ca_key_type = "ec-p521"\n}', 'config: server.ca_key_type: must be one of "ec-p256", "ec-p384", "rsa-2048", "rsa-4096" (got "ec-p521")'],
+    ['an unknown jwt_key_type', 'server {\n trust_domain = "td"\n data_dir = "d"\n jwt_key_type = "rsa-1024"\n}', 'config: server.jwt_key_type: must be one of "ec-p256", "ec-p384", "rsa-2048", "rsa-4096" (got "rsa-1024")'],
+    ['a jwt_issuer without a host', 'server {\n trust_domain = "td"\n data_dir = "d"\n jwt_issuer = "oidc.example.org"\n}', 'config: server.jwt_issuer: must be an absolute URL with a host, e.g. "https://oidc.example.org" (got "oidc.example.org")'],
     ['a bad log level', 'server {\n trust_domain = "td"\n data_dir = "d"\n log_level = "LOUD"\n}', 'config: server.log_level: must be one of DEBUG, INFO, WARN, ERROR (got "LOUD")'],
   ];
   for (const [name, text, message] of bad) {

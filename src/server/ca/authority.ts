@@ -8,7 +8,7 @@ import { systemClock, type Clock } from '../../common/clock.ts';
 import { parseSpiffeId, parseTrustDomain } from '../../common/spiffe-id.ts';
 import { parseAndVerifyCsr } from './csr.ts';
 import { signJwt } from './jwt.ts';
-import { generateP256, spkiOf, svidPublicKeyProblem } from './keys.ts';
+import { generateP256, isKeyType, spkiOf, svidPublicKeyProblem, type KeyType } from './keys.ts';
 import { certificatesToPem } from '../../common/pem.ts';
 import { nextRotationTime, planRotation, type Authorities, type RotationDeps, type RotationMode } from './rotation.ts';
 import { NOT_BEFORE_CUSHION_MS, newJwtKey, newX509Ca } from './slots.ts';
@@ -59,11 +59,21 @@ interface Settings {
   readonly refreshHint: number;
   readonly caSubject: CaOptions['caSubject'];
   readonly upstream: CaOptions['upstream'];
+  readonly caKeyType: KeyType;
+  readonly jwtKeyType: KeyType;
+  readonly jwtIssuer: string | undefined;
+}
+
+function keyTypeOf(name: string, v: string | undefined, fallback: KeyType): KeyType {
+  if (v === undefined) return fallback;
+  if (!isKeyType(v)) throw new ApiError(Code.INVALID_ARGUMENT, `ca: ${name} must be one of ec-p256, ec-p384, rsa-2048, rsa-4096, got "${v}"`);
+  return v;
 }
 
 function settingsOf(opts: CaOptions): Settings {
   const td = parseTrustDomain(opts.trustDomain);
   if (!td.ok) throw new ApiError(Code.INVALID_ARGUMENT, `ca: invalid trust domain "${opts.trustDomain}": ${td.error}`);
+  const caKeyType = keyTypeOf('caKeyType', opts.caKeyType, 'ec-p256');
   return {
     trustDomain: opts.trustDomain,
     clock: opts.clock ?? systemClock,
@@ -73,6 +83,10 @@ function settingsOf(opts: CaOptions): Settings {
     refreshHint: Math.ceil(positive('refreshHintSeconds', opts.refreshHintSeconds, DEFAULTS.refreshHintSeconds)),
     caSubject: opts.caSubject,
     upstream: opts.upstream,
+    caKeyType,
+    // SPIRE: jwt_key_type defaults to ca_key_type.
+    jwtKeyType: keyTypeOf('jwtKeyType', opts.jwtKeyType, caKeyType),
+    jwtIssuer: opts.jwtIssuer === '' ? undefined : opts.jwtIssuer,
   };
 }
 
@@ -175,7 +189,8 @@ class Authority implements CertificateAuthority {
     }
     const iat = Math.floor(now / 1000);
     const exp = Math.floor(Math.min(now + ttlOrDefault(req.ttlMs, this.#s.jwtTtlMs), key.notAfter) / 1000);
-    return { token: signJwt(key.headerB64, { sub, aud, exp, iat }, key.key), issuedAt: iat, expiresAt: exp };
+    const token = signJwt(key.headerB64, { sub, aud, exp, iat, iss: this.#s.jwtIssuer }, key.key, key.alg);
+    return { token, issuedAt: iat, expiresAt: exp };
   }
 
   bundle(): CaBundle {
@@ -250,17 +265,19 @@ class Authority implements CertificateAuthority {
     return {
       prepareX509: async (now) => {
         const upstream = this.#s.upstream ? await loadDiskUpstream(this.#s.upstream, now) : undefined;
-        const { slot, key } = newX509Ca({ trustDomain: this.trustDomain, now, ttlMs: this.#s.caTtlMs, subject: this.#s.caSubject, upstream });
+        const { slot, key } = newX509Ca({ trustDomain: this.trustDomain, now, ttlMs: this.#s.caTtlMs, subject: this.#s.caSubject, upstream, keyType: this.#s.caKeyType });
         return { slot, key, roots: upstream ? upstream.rootsDer : [slot.certDer] };
       },
-      prepareJwt: (now) => newJwtKey(now, this.#s.caTtlMs),
+      prepareJwt: (now) => newJwtKey(now, this.#s.caTtlMs, this.#s.jwtKeyType),
     };
   }
 }
 
 /**
  * Opens (or creates) the CA in `<dataDir>/ca/`. Reopening the same directory yields the same
- * roots and JWT keys. When the stored CA is expired, or was signed differently from what
+ * roots and JWT keys, whatever `caKeyType`/`jwtKeyType` say now: as in SPIRE, a changed key
+ * type applies from the next authority prepared (rotation), and each key signs with its own
+ * algorithm, so nothing is re-keyed in place. When the stored CA is expired, or was signed differently from what
  * `upstream` now says (self-signed vs upstream, or another upstream certificate), a new CA is
  * minted and activated at once; old roots stay in the bundle until they expire.
  *
@@ -269,7 +286,7 @@ class Authority implements CertificateAuthority {
  */
 export async function openCertificateAuthority(opts: CaOptions): Promise<CertificateAuthority> {
   const settings = settingsOf(opts);
-  const { trustDomain, caTtlMs, caSubject } = settings;
+  const { trustDomain, caTtlMs, caSubject, caKeyType, jwtKeyType } = settings;
   const store = new CaStore(opts.dataDir);
   const now = settings.clock.now();
   const upstream = settings.upstream ? await loadDiskUpstream(settings.upstream, now) : undefined;
@@ -277,8 +294,8 @@ export async function openCertificateAuthority(opts: CaOptions): Promise<Certifi
     trustDomain,
     now,
     create: () => {
-      const { slot, key } = newX509Ca({ trustDomain, now, ttlMs: caTtlMs, subject: caSubject, upstream });
-      return { x509: slot, x509Key: key, roots: upstream ? upstream.rootsDer : [slot.certDer], jwt: newJwtKey(now, caTtlMs) };
+      const { slot, key } = newX509Ca({ trustDomain, now, ttlMs: caTtlMs, subject: caSubject, upstream, keyType: caKeyType });
+      return { x509: slot, x509Key: key, roots: upstream ? upstream.rootsDer : [slot.certDer], jwt: newJwtKey(now, caTtlMs, jwtKeyType) };
     },
   });
   const ca = new Authority(settings, store, opened.authorities, opened.sequenceNumber);

@@ -17,6 +17,7 @@ export type {
   JwtAuthority,
   JwtSvidRequest,
   JwtSvidResult,
+  KeyType,
   RotationResult,
   ServerIdentity,
   X509SvidRequest,

@@ -1,9 +1,12 @@
 /**
- * JWT-SVID signing (ES256 with the CA's P-256 JWT key), without a JOSE library on the hot path.
- * Header: exactly `alg`, `kid`, `typ: "JWT"`. Claims: exactly `aud` (array), `exp`, `iat`,
- * `sub`, in that (sorted) order as SPIRE's go-jose serialization produces them.
+ * JWT-SVID signing (ES256, ES384 or RS256 after the CA's JWT key), without a JOSE library on the
+ * hot path. Header: exactly `alg`, `kid`, `typ: "JWT"`. Claims: exactly `aud` (array), `exp`,
+ * `iat`, `iss` (only when a `jwt_issuer` is configured), `sub`, in that (sorted) order as
+ * SPIRE's go-jose serialization produces them.
  */
 import { randomBytes, sign, type KeyObject } from 'node:crypto';
+
+import type { JwtSigningAlg } from './keys.ts';
 
 const KID_ALPHABET = 'abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789';
 
@@ -19,9 +22,9 @@ export function newKeyId(): string {
   return out;
 }
 
-/** The protected header, base64url-encoded, for a kid (computed once per key). */
-export function encodeJwtHeader(kid: string): string {
-  return Buffer.from(JSON.stringify({ alg: 'ES256', kid, typ: 'JWT' })).toString('base64url');
+/** The protected header, base64url-encoded, for a kid and its key's `alg` (computed once per key). */
+export function encodeJwtHeader(kid: string, alg: JwtSigningAlg['alg']): string {
+  return Buffer.from(JSON.stringify({ alg, kid, typ: 'JWT' })).toString('base64url');
 }
 
 /** JWT-SVID claims; times are in seconds. */
@@ -30,12 +33,21 @@ export interface JwtSvidClaims {
   readonly aud: readonly string[];
   readonly exp: number;
   readonly iat: number;
+  /** SPIRE's `jwt_issuer`; the claim is left out when undefined. */
+  readonly iss?: string | undefined;
 }
 
-/** Signs claims with a P-256 private key; `headerB64` comes from {@link encodeJwtHeader}. */
-export function signJwt(headerB64: string, claims: JwtSvidClaims, key: KeyObject): string {
-  const payload = Buffer.from(JSON.stringify({ aud: claims.aud, exp: claims.exp, iat: claims.iat, sub: claims.sub })).toString('base64url');
+/**
+ * Signs claims with a JWT private key; `headerB64` comes from {@link encodeJwtHeader} with the
+ * same `alg`, which `jwtAlgFor` (keys.ts) derives from `key`.
+ */
+export function signJwt(headerB64: string, claims: JwtSvidClaims, key: KeyObject, alg: JwtSigningAlg): string {
+  const body = claims.iss === undefined
+    ? { aud: claims.aud, exp: claims.exp, iat: claims.iat, sub: claims.sub }
+    : { aud: claims.aud, exp: claims.exp, iat: claims.iat, iss: claims.iss, sub: claims.sub };
+  const payload = Buffer.from(JSON.stringify(body)).toString('base64url');
   const signingInput = `${headerB64}.${payload}`;
-  const signature = sign('sha256', Buffer.from(signingInput), { key, dsaEncoding: 'ieee-p1363' });
+  // ECDSA signatures in JWS are r‖s (IEEE P1363), not DER; the option is ignored for RSA.
+  const signature = sign(alg.hash, Buffer.from(signingInput), { key, dsaEncoding: 'ieee-p1363' });
   return `${signingInput}.${signature.toString('base64url')}`;
 }

@@ -57,9 +57,49 @@ export function certSignerFor(key: KeyObject): CertSigner {
   throw new Error(`unsupported CA key type ${describeKey(key)} (use EC P-256/P-384 or RSA)`);
 }
 
-/** A fresh ECDSA P-256 key pair (the CA, JWT and default SVID key type). */
+/** A fresh ECDSA P-256 key pair (the default CA, JWT and SVID key type). */
 export function generateP256(): { privateKey: KeyObject; publicKey: KeyObject } {
   return generateKeyPairSync('ec', { namedCurve: 'P-256' });
+}
+
+/** The key types of SPIRE's `ca_key_type` and `jwt_key_type`, spelled as SPIRE spells them. */
+export const KEY_TYPES = ['ec-p256', 'ec-p384', 'rsa-2048', 'rsa-4096'] as const;
+
+/** One of {@link KEY_TYPES}. */
+export type KeyType = (typeof KEY_TYPES)[number];
+
+/** Whether a string is one of SPIRE's key type names. */
+export function isKeyType(v: string): v is KeyType {
+  return (KEY_TYPES as readonly string[]).includes(v);
+}
+
+/** A fresh private key of a SPIRE key type (RSA keys take tens to hundreds of milliseconds). */
+export function generateKey(type: KeyType): KeyObject {
+  switch (type) {
+    case 'ec-p256': return generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey;
+    case 'ec-p384': return generateKeyPairSync('ec', { namedCurve: 'P-384' }).privateKey;
+    case 'rsa-2048': return generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    case 'rsa-4096': return generateKeyPairSync('rsa', { modulusLength: 4096 }).privateKey;
+  }
+}
+
+/** How a JWT key signs: the JOSE `alg` and the Node digest for it. */
+export interface JwtSigningAlg {
+  readonly alg: 'ES256' | 'ES384' | 'RS256';
+  readonly hash: 'sha256' | 'sha384';
+}
+
+/**
+ * The JWS algorithm for a JWT signing key, as SPIRE picks it: EC P-256 → ES256, EC P-384 →
+ * ES384, RSA → RS256 (PKCS#1 v1.5). Throws on other keys.
+ */
+export function jwtAlgFor(key: KeyObject): JwtSigningAlg {
+  const type = key.asymmetricKeyType;
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  if (type === 'ec' && curve === 'prime256v1') return { alg: 'ES256', hash: 'sha256' };
+  if (type === 'ec' && curve === 'secp384r1') return { alg: 'ES384', hash: 'sha384' };
+  if (type === 'rsa') return { alg: 'RS256', hash: 'sha256' };
+  throw new Error(`unsupported JWT key type ${describeKey(key)} (use EC P-256/P-384 or RSA)`);
 }
 
 /**

@@ -7,7 +7,7 @@ import { randomBytes, type KeyObject } from 'node:crypto';
 import { ApiError, Code } from '../../common/errors.ts';
 import { readCertificate } from '../../common/cert-reader.ts';
 import { encodeJwtHeader, newKeyId } from './jwt.ts';
-import { certSignerFor, generateP256, spkiOf, subjectKeyId } from './keys.ts';
+import { certSignerFor, generateKey, jwtAlgFor, spkiOf, subjectKeyId, type JwtSigningAlg, type KeyType } from './keys.ts';
 import { jwtKeyFile, x509KeyFile, type StoredJwtKey, type StoredX509Ca } from './store.ts';
 import type { LoadedUpstream } from './upstream-disk.ts';
 import type { DistinguishedName } from './x509-name.ts';
@@ -28,6 +28,8 @@ export interface X509CaSlot extends StoredX509Ca {
 /** A JWT key ready to sign. */
 export interface JwtKeySlot extends StoredJwtKey {
   readonly key: KeyObject;
+  /** The JWS algorithm of `key` (a restored key keeps its own type whatever the config says now). */
+  readonly alg: JwtSigningAlg;
   readonly headerB64: string;
 }
 
@@ -60,7 +62,13 @@ export function restoreJwtKey(stored: StoredJwtKey, key: KeyObject, where: strin
   if (!spkiOf(key).equals(stored.publicKeyDer)) {
     throw new ApiError(Code.FAILED_PRECONDITION, `ca: ${where}: key file ${stored.keyFile} does not match JWT key ${stored.kid}`);
   }
-  return { ...stored, key, headerB64: encodeJwtHeader(stored.kid) };
+  let alg: JwtSigningAlg;
+  try {
+    alg = jwtAlgFor(key);
+  } catch (err) {
+    throw new ApiError(Code.FAILED_PRECONDITION, `ca: ${where}: key file ${stored.keyFile}: ${(err as Error).message}`);
+  }
+  return { ...stored, key, alg, headerB64: encodeJwtHeader(stored.kid, alg.alg) };
 }
 
 /** Parameters for minting a new X.509 CA. */
@@ -71,11 +79,13 @@ export interface NewX509CaParams {
   readonly subject: DistinguishedName | undefined;
   /** Sign with this upstream (an intermediate); self-signed root when undefined. */
   readonly upstream: LoadedUpstream | undefined;
+  /** The CA key's type (SPIRE's `ca_key_type`). */
+  readonly keyType: KeyType;
 }
 
-/** Mints a new X.509 CA with a fresh P-256 key. The caller persists `key` before committing. */
+/** Mints a new X.509 CA with a fresh key of `p.keyType`. The caller persists `key` before committing. */
 export function newX509Ca(p: NewX509CaParams): { slot: X509CaSlot; key: KeyObject } {
-  const { privateKey } = generateP256();
+  const privateKey = generateKey(p.keyType);
   const id = randomBytes(8).toString('hex');
   const notAfter = p.upstream ? Math.min(p.now + p.ttlMs, p.upstream.notAfter) : p.now + p.ttlMs;
   const cert = signCaCertificate(
@@ -102,9 +112,10 @@ export function newX509Ca(p: NewX509CaParams): { slot: X509CaSlot; key: KeyObjec
   return { slot: restoreX509Ca(stored, privateKey, 'new CA'), key: privateKey };
 }
 
-/** Mints a new JWT key (P-256, ES256) valid for `ttlMs` from `now`. */
-export function newJwtKey(now: number, ttlMs: number): JwtKeySlot {
-  const { privateKey } = generateP256();
+/** Mints a new JWT key of `keyType` (SPIRE's `jwt_key_type`) valid for `ttlMs` from `now`. */
+export function newJwtKey(now: number, ttlMs: number, keyType: KeyType): JwtKeySlot {
+  const privateKey = generateKey(keyType);
+  const alg = jwtAlgFor(privateKey);
   const kid = newKeyId();
   return {
     kid,
@@ -114,6 +125,7 @@ export function newJwtKey(now: number, ttlMs: number): JwtKeySlot {
     notAfter: Math.floor((now + ttlMs) / 1000) * 1000,
     publicKeyDer: spkiOf(privateKey),
     key: privateKey,
-    headerB64: encodeJwtHeader(kid),
+    alg,
+    headerB64: encodeJwtHeader(kid, alg.alg),
   };
 }

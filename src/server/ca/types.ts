@@ -2,11 +2,13 @@
 import type { KeyObject } from 'node:crypto';
 
 import type { Clock } from '../../common/clock.ts';
+import type { KeyType } from './keys.ts';
 import type { DiskUpstreamConfig } from './upstream-disk.ts';
 import type { DistinguishedName } from './x509-name.ts';
 
 export type { DiskUpstreamConfig } from './upstream-disk.ts';
 export type { DistinguishedName } from './x509-name.ts';
+export type { KeyType } from './keys.ts';
 
 /** Configuration of {@link CertificateAuthority}. */
 export interface CaOptions {
@@ -26,6 +28,12 @@ export interface CaOptions {
   upstream?: DiskUpstreamConfig;
   /** `refresh_hint` published with the bundle, seconds. Default 300. */
   refreshHintSeconds?: number;
+  /** Key type of new X.509 CAs: `ec-p256` (default), `ec-p384`, `rsa-2048`, `rsa-4096` (SPIRE's `ca_key_type`). */
+  caKeyType?: KeyType;
+  /** Key type of new JWT keys; defaults to `caKeyType` (SPIRE's `jwt_key_type`). P-256 signs ES256, P-384 ES384, RSA RS256. */
+  jwtKeyType?: KeyType;
+  /** The `iss` claim of every JWT-SVID (SPIRE's `jwt_issuer`); no `iss` when undefined or empty. */
+  jwtIssuer?: string;
 }
 
 /** A request for an X509-SVID for a known public key. */
@@ -149,7 +157,7 @@ export interface CertificateAuthority {
    * `malformed CSR: …`, `invalid CSR signature: …`, a URI SAN other than the SPIFFE ID, a bad ID.
    */
   signX509SvidFromCsr(req: CsrSvidRequest): X509SvidResult;
-  /** Signs a JWT-SVID (ES256). Errors: `INVALID_ARGUMENT` for a bad ID or an empty audience. */
+  /** Signs a JWT-SVID (ES256, ES384 or RS256 after the active JWT key). Errors: `INVALID_ARGUMENT` for a bad ID or an empty audience. */
   signJwtSvid(req: JwtSvidRequest): JwtSvidResult;
   /** The current bundle (shared, frozen object; a new one after every change). */
   bundle(): CaBundle;
