@@ -3,7 +3,8 @@
  * bundle set on spire-server (another real spire-server's), a spire-server restart (served
  * from cache while it is down, in sync again after), an X.509 CA rotation driven with
  * `spire-server localauthority x509 prepare|activate`, and the forced rotation after
- * `localauthority x509 taint` of the old authority, then its `revoke`.
+ * `localauthority x509 taint` of the old authority, then its `revoke` (and the same for a
+ * JWT key: `localauthority jwt prepare|activate|taint`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
@@ -13,7 +14,7 @@ import { loadState } from '../../src/agent/storage.ts';
 import { NODE } from '../support/server-process.ts';
 import { eventually } from '../support/eventually.ts';
 import { runOk, spireJoinToken, startSpireServer, type SpireServerHandle } from './support/spire-processes.ts';
-import { watchX509, workloadClient, type SeenSvid, type X509Watch } from './support/workload.ts';
+import { header, watchX509, workloadClient, type SeenSvid, type X509Watch } from './support/workload.ts';
 import type { WorkloadApiClient } from '../../src/common/proto.ts';
 
 const TD = 'example.org';
@@ -177,5 +178,27 @@ describe('our agent against the real spire-server: federation, restart, CA rotat
     expect(synced.svids.every((s) => signedBy(s.leaf, newCa) && s.bundle[0]?.fingerprint256 === newCa.fingerprint256)).toBe(true);
     expect(agent.logs().slice(from)).not.toMatch(/refuses the agent SVID|server unreachable or refused|alert number 42/);
     expect(agent.child?.exitCode).toBeNull();
+  });
+
+  it('drops a cached JWT-SVID signed with a tainted JWT key: the next fetch gets one signed with the new key', async () => {
+    const fetchJwt = (): Promise<string> =>
+      new Promise((resolve, reject) =>
+        client.FetchJWTSVID({ audience: ['taint'], spiffe_id: WORKLOAD }, header(), (err, res) => (err !== null ? reject(err) : resolve(res?.svids[0]?.svid ?? ''))),
+      );
+    const kidOf = (token: string): string => (JSON.parse(Buffer.from(token.split('.')[0] as string, 'base64url').toString()) as { kid: string }).kid;
+    const first = await fetchJwt();
+    expect(await fetchJwt()).toBe(first); // cached
+    type Authority = { authority_id: string };
+    const prepared = await serverJson<{ prepared_authority: Authority }>('localauthority', 'jwt', 'prepare');
+    await serverJson('localauthority', 'jwt', 'activate', '-authorityID', prepared.prepared_authority.authority_id);
+    const state = await serverJson<{ old?: Authority }>('localauthority', 'jwt', 'show');
+    const oldId = state.old?.authority_id as string;
+    expect(oldId).toBe(kidOf(first));
+    const from = agent.logs().length;
+    await serverJson('localauthority', 'jwt', 'taint', '-authorityID', oldId);
+    // Without the eviction the cached token would be served until its half-life (2.5 min).
+    await agent.waitForLog(/"msg":"JWT key tainted: dropped the \d+ cached JWT-SVIDs? it signed"/, 5 * SYNC_INTERVAL_MS + 5_000, from);
+    const next = await fetchJwt();
+    expect(kidOf(next)).toBe(prepared.prepared_authority.authority_id);
   });
 });
