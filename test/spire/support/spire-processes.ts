@@ -275,10 +275,16 @@ export interface OidcProviderHandle {
  * Starts `oidc-discovery-provider` serving plain HTTP on 127.0.0.1 (for the domain 127.0.0.1),
  * its keys polled from a Workload API socket every `pollInterval`.
  */
-export async function startOidcProvider(setup: { workloadSocketPath: string; trustDomain: string; pollInterval: string }): Promise<OidcProviderHandle> {
+export async function startOidcProvider(setup: {
+  workloadSocketPath: string;
+  trustDomain: string;
+  pollInterval: string;
+  /** The port to serve on (so a server's `jwt_issuer` can name the URL before it starts); default a free one. */
+  port?: number;
+}): Promise<OidcProviderHandle> {
   const bins = await spireBinaries();
   const dir = await mkdtemp(join(tmpdir(), 'sna-oidc-'));
-  const port = await freePort();
+  const port = setup.port ?? (await freePort());
   const configPath = join(dir, 'oidc.conf');
   await writeFile(
     configPath,
