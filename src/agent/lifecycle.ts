@@ -417,6 +417,7 @@ export class AgentLifecycle {
     const step: FailedStep = err instanceof AttestationFailed ? 'attest' : 'call';
     const apiError = err instanceof AttestationFailed ? err.error : toApiError(err);
     const config = this.#o.config;
+    const failingForMs = this.#failures === 0 ? 0 : this.#o.clock.now() - this.#failingSince;
     const decision = decideOnServerError(apiError, {
       step,
       attestorType: this.#o.nodeAttestor.type,
@@ -425,6 +426,7 @@ export class AgentLifecycle {
       trustBundlePath: config.trustBundle.kind === 'insecure' ? undefined : config.trustBundle.path,
       stateFile: stateFile(config.dataDir),
       rootsSource: this.#rootsSource,
+      failingForMs,
     });
     switch (decision.action) {
       case 'banned':

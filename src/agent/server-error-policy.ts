@@ -8,7 +8,11 @@
  *   k8s_psat token or service account the server does not accept, an attestor type the
  *   server lacks. The same request would be refused again.
  * - the trust bundle does not verify the server's certificate (X.509 "unknown authority"):
- *   the bundle only changes through a successful sync, so it never will.
+ *   the bundle only changes through a successful sync, so it never will. Except for a while
+ *   after the server's own bundle became ours: after `localauthority x509 revoke` the agent
+ *   drops the revoked root at once, but spire-server re-signs its own SVID only at its next
+ *   rotation check (every 5 s after the taint), so a new connection in between meets a server
+ *   SVID of the revoked CA. That is retried for {@link UNTRUSTED_SERVER_GRACE_MS}.
  * - PermissionDenied with reason AGENT_BANNED: the stored identity is deleted first.
  * Everything else (the server down or hung, an overloaded server, a failed mint, a
  * k8s_psat token file not written yet) is retried.
@@ -40,7 +44,15 @@ export interface ErrorFacts {
   /** The agent state file (`<data_dir>/agent-data.json`). */
   stateFile: string;
   rootsSource: RootsSource;
+  /** How long calls have been failing, this one included (0 for the first failure). */
+  failingForMs?: number;
 }
+
+/**
+ * How long a server the synced bundle does not verify is retried before the agent stops: well
+ * beyond spire-server's 5 s SVID rotation check, which re-signs a tainted server SVID.
+ */
+export const UNTRUSTED_SERVER_GRACE_MS = 60_000;
 
 /** The decision. */
 export type ErrorDecision =
@@ -107,7 +119,10 @@ export function decideOnServerError(err: ApiError, facts: ErrorFacts): ErrorDeci
   const reason = err.details?.['reason'];
   if (reason === 'AGENT_BANNED') return { action: 'banned' };
   if (typeof reason === 'string' && REATTEST_REASONS.has(reason)) return { action: 'reattest', reason };
-  if (isUnknownAuthority(err)) return { action: 'fatal', message: untrustedServer(err, facts) };
+  if (isUnknownAuthority(err)) {
+    const settling = facts.rootsSource === 'server' && facts.failingForMs !== undefined && facts.failingForMs < UNTRUSTED_SERVER_GRACE_MS;
+    return settling ? { action: 'retry' } : { action: 'fatal', message: untrustedServer(err, facts) };
+  }
   if (facts.step === 'attest' && [Code.PERMISSION_DENIED, Code.INVALID_ARGUMENT, Code.FAILED_PRECONDITION].includes(err.code)) {
     return { action: 'fatal', message: attestationRefused(err, facts) };
   }

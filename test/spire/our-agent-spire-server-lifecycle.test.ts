@@ -176,7 +176,9 @@ describe('our agent against the real spire-server: federation, restart, CA rotat
     await createEntry(afterRevoke);
     const synced = await watch.waitFor((u) => u.svids.some((s) => s.spiffeId === afterRevoke) && u.svids.every((s) => s.bundle.length === 1), 15_000, revokeFrom);
     expect(synced.svids.every((s) => signedBy(s.leaf, newCa) && s.bundle[0]?.fingerprint256 === newCa.fingerprint256)).toBe(true);
-    expect(agent.logs().slice(from)).not.toMatch(/refuses the agent SVID|server unreachable or refused|alert number 42/);
+    // A new connection may meet spire-server's own SVID from the revoked CA for up to its 5 s
+    // rotation check (retried, see server-error-policy.ts); the agent's SVID is never refused.
+    expect(agent.logs().slice(from)).not.toMatch(/refuses the agent SVID|alert number 42|"msg":"stopping/);
     expect(agent.child?.exitCode).toBeNull();
   });
 

@@ -43,6 +43,12 @@ describe('decideOnServerError', () => {
     { name: 'untrusted server, bootstrap bundle', err: tlsUntrusted, facts: JOIN, action: 'fatal', says: [/does not verify the server's certificate/, /\/etc\/agent\/bundle\.pem/, /bundle show/] },
     { name: 'untrusted server, stored bundle', err: tlsUntrusted, facts: { ...CALL, rootsSource: 'stored' }, action: 'fatal', says: [/Move \/var\/lib\/agent\/agent-data\.json away/] },
     { name: 'untrusted server, issuer missing', err: unavailable('No connection established. Last error: Error: unable to get local issuer certificate'), facts: CALL, action: 'fatal' },
+    // After a revoke: the server's own SVID may still be the revoked CA's for a few seconds.
+    { name: 'untrusted server, synced bundle, first failure', err: tlsUntrusted, facts: { ...CALL, failingForMs: 0 }, action: 'retry' },
+    { name: 'untrusted server, synced bundle, failing for 59 s', err: tlsUntrusted, facts: { ...CALL, failingForMs: 59_000 }, action: 'retry' },
+    { name: 'untrusted server, synced bundle, failing for 60 s', err: tlsUntrusted, facts: { ...CALL, failingForMs: 60_000 }, action: 'fatal', says: [/the server's CA has been replaced/] },
+    { name: 'untrusted server, stored bundle, first failure', err: tlsUntrusted, facts: { ...CALL, rootsSource: 'stored', failingForMs: 0 }, action: 'fatal' },
+    { name: 'untrusted server, bootstrap bundle, first failure', err: tlsUntrusted, facts: { ...JOIN, failingForMs: 0 }, action: 'fatal' },
   ];
   for (const c of cases) {
     it(`${c.name} → ${c.action}`, () => {
