@@ -16,7 +16,7 @@
  */
 import { createRequire } from 'node:module';
 import { DEFAULT_HEADER_TABLE_SIZE } from './hpack.ts';
-import { BlockCursor, STATIC_TABLE } from './hpack-budget.ts';
+import { BlockCursor, STATIC_TABLE, type StringSpan } from './hpack-budget.ts';
 
 interface RawHuffmanDecoder {
   push(chunk: Buffer): void;
@@ -36,14 +36,9 @@ interface Entry {
 const isAuthorityName = (name: string): boolean => name === ':authority' || name === 'host';
 
 /** Decodes the string literal at `span` of `block` (one char per byte, as on the wire). */
-function decodeString(block: Buffer, span: { start: number; end: number }): string {
+function decodeString(block: Buffer, span: StringSpan): string {
   const huffman = ((block[span.start] as number) & 0x80) !== 0;
-  if (!huffman) {
-    // Skip the length prefix: re-read it to find where the octets start.
-    const cursor = new BlockCursor(block.subarray(span.start, span.end));
-    const length = cursor.int(7);
-    return block.toString('latin1', span.end - length, span.end);
-  }
+  if (!huffman) return block.toString('latin1', span.octets, span.end);
   const decoder = HuffmanDecoder.create();
   decoder.push(block.subarray(span.start, span.end));
   let octets: number[] | Buffer;

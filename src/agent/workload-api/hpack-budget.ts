@@ -46,6 +46,15 @@ interface FieldBound {
   readonly value: number;
 }
 
+/** Where a string literal lies in its block. */
+export interface StringSpan {
+  /** Its first byte (the H bit and the length prefix). */
+  readonly start: number;
+  /** Its first octet after the length. */
+  readonly octets: number;
+  readonly end: number;
+}
+
 /** A read position in a header block: HPACK integers and string literals (RFC 7541 §5). */
 export class BlockCursor {
   readonly buf: Buffer;
@@ -76,13 +85,14 @@ export class BlockCursor {
     }
   }
 
-  /** Skips a string literal (§5.2) and returns where it starts (its H bit) and ends. */
-  span(): { readonly start: number; readonly end: number } {
+  /** Skips a string literal (§5.2) and returns where it starts (its H bit), where its octets start, and where it ends. */
+  span(): StringSpan {
     const start = this.offset;
     const length = this.int(7);
-    if (this.offset + length > this.buf.length) throw new Error('hpack: truncated string literal');
+    const octets = this.offset;
+    if (octets + length > this.buf.length) throw new Error('hpack: truncated string literal');
     this.offset += length;
-    return { start, end: this.offset };
+    return { start, octets, end: this.offset };
   }
 
   /** Skips a string literal (§5.2) and returns an upper bound of its decoded length. */
