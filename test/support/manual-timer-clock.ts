@@ -22,6 +22,11 @@ export class ManualTimerClock implements TimerClock {
     };
   }
 
+  /** Timers set and neither fired nor cancelled. */
+  get pendingTimers(): number {
+    return this.#timers.filter((t) => !t.cancelled).length;
+  }
+
   /** Moves time forward by `ms`, firing the timers that fall due on the way, in order. */
   advance(ms: number): void {
     const end = this.#now + ms;

@@ -1,31 +1,7 @@
 import { describe, expect, it } from 'vitest';
-import { createPodIndex, type PodIndex, type TimerClock } from '../../src/attestors/workload/k8s/pod-index.ts';
+import { createPodIndex, type PodIndex } from '../../src/attestors/workload/k8s/pod-index.ts';
+import { ManualTimerClock } from '../support/manual-timer-clock.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
-
-/** A clock whose timers fire only when the test advances it. */
-class ManualTimerClock implements TimerClock {
-  #now = 0;
-  #timers: Array<{ at: number; callback: () => void; cancelled: boolean }> = [];
-  now(): number {
-    return this.#now;
-  }
-  setTimer(callback: () => void, ms: number): () => void {
-    const timer = { at: this.#now + ms, callback, cancelled: false };
-    this.#timers.push(timer);
-    return () => {
-      timer.cancelled = true;
-    };
-  }
-  get pendingTimers(): number {
-    return this.#timers.filter((t) => !t.cancelled).length;
-  }
-  advance(ms: number): void {
-    this.#now += ms;
-    const due = this.#timers.filter((t) => !t.cancelled && t.at <= this.#now).sort((a, b) => a.at - b.at);
-    this.#timers = this.#timers.filter((t) => !due.includes(t) && !t.cancelled);
-    for (const t of due) t.callback();
-  }
-}
 
 /** A fetcher whose requests the test answers by hand. */
 function manualFetcher(): {
