@@ -8,6 +8,7 @@ import type { K8sAttestorMetrics, KubeletOutcome } from '../../src/attestors/wor
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { createLogger } from '../../src/common/logger.ts';
 import { generateCa, podJson, startFakeKubelet, type FakeKubelet } from '../support/fake-kubelet.ts';
+import { failure } from '../support/api-failure.ts';
 
 const POD_UID = '5ce4a6e2-1f07-4b7e-9a1c-3f5d2b8e9c10';
 const OTHER_POD_UID = '7f6e5d4c-3b2a-4190-8f7e-6d5c4b3a2910';
@@ -106,14 +107,6 @@ function attestor(overrides: Partial<K8sAttestorOptions> = {}, target: FakeKubel
   return a;
 }
 
-async function failure(promise: Promise<unknown>): Promise<ApiError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof ApiError)) throw new Error(`expected an ApiError, got ${String(err)}`);
-  return err;
-}
 
 const live = (): AbortSignal => new AbortController().signal;
 

@@ -11,6 +11,7 @@ import type { KubeletResponse, KubeletTransport } from '../../src/attestors/work
 import { ManualTimerClock, settle } from '../support/manual-timer-clock.ts';
 import { ApiError, Code } from '../../src/common/errors.ts';
 import { createLogger } from '../../src/common/logger.ts';
+import { failure } from '../support/api-failure.ts';
 
 const POD_UID = '5ce4a6e2-1f07-4b7e-9a1c-3f5d2b8e9c10';
 const CID = 'a'.repeat(64);
@@ -69,14 +70,6 @@ function setup(reply: (n: number, clock: ManualTimerClock) => KubeletResponse): 
   return { attestor, clock, requests: () => requests };
 }
 
-async function failure(promise: Promise<unknown>): Promise<ApiError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof ApiError)) throw new Error(`expected an ApiError, got ${String(err)}`);
-  return err;
-}
 
 describe('bounded wait with the default 60 × 500 ms', () => {
   it('container never listed: 60 pod lists over 29.5 s, then pod-level selectors', async () => {

@@ -18,6 +18,7 @@ import { ApiError, Code } from '../../src/common/errors.ts';
 import { createLogger } from '../../src/common/logger.ts';
 import { eventually } from '../support/eventually.ts';
 import { generateCa, issueLeaf, startFakeKubelet, type FakeKubelet } from '../support/fake-kubelet.ts';
+import { failure } from '../support/api-failure.ts';
 
 let root: string;
 let caPath: string;
@@ -65,14 +66,6 @@ const live = (): AbortSignal => new AbortController().signal;
 /** Resolves once the fake kubelet has received `n` requests in all. */
 const received = (n: number): Promise<void> => eventually(async () => void expect(kubelet.requests).toBeGreaterThanOrEqual(n), 5_000, 5);
 
-async function failure(promise: Promise<unknown>): Promise<ApiError> {
-  const err = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(err instanceof ApiError)) throw new Error(`expected an ApiError, got ${String(err)}`);
-  return err;
-}
 
 describe('kubelet client connections', () => {
   it('sequential requests reuse one kept-alive connection', async () => {
