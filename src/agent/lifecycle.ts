@@ -341,9 +341,7 @@ export class AgentLifecycle {
   async #sync(): Promise<void> {
     const manager = this.#o.manager;
     const cached = manager.entries;
-    const synced = await this.#o.api.authorizedEntries<CachedEntry>(
-      new Map([...cached].map(([id, e]) => [id, { revisionNumber: e.revisionNumber, createdAt: e.createdAt, entry: e }])),
-    );
+    const synced = await this.#o.api.authorizedEntries(cached);
     // Unchanged entries keep their objects (every sync used to rebuild all of them: garbage
     // and CPU in proportion to the entry count, every sync interval).
     const entries: CachedEntry[] = synced.unchanged;

@@ -120,12 +120,11 @@ describe('SyncAuthorizedEntries', () => {
     entries = Array.from({ length: 8 }, (_, i) => entry(i));
     const first = await syncAuthorizedEntries(client, new Map());
     // The caller's own objects for cached entries: they come back as they are, never rebuilt.
-    const mine = new Map(first.fetched.map((e) => [e.id, { id: e.id }]));
-    const cached = new Map(first.fetched.map((e) => [e.id, { revisionNumber: e.revision_number, createdAt: e.created_at, entry: mine.get(e.id) as { id: string } }]));
+    const mine = new Map(first.fetched.map((e) => [e.id, { id: e.id, revisionNumber: e.revision_number, createdAt: e.created_at }]));
     entries = [...entries.filter((e) => e.id !== 'entry-000'), entry(9)];
     entries[2] = entry(3, 5);
     requests.length = 0;
-    const got = await syncAuthorizedEntries(client, cached);
+    const got = await syncAuthorizedEntries(client, mine);
     expect(requests).toEqual([[], ['entry-003', 'entry-009']]);
     expect(ids(got.fetched)).toEqual(['entry-003', 'entry-009']);
     expect(got.fetched.find((e) => e.id === 'entry-003')?.revision_number).toBe(5);

@@ -8,7 +8,7 @@ import type { Bundle__Output } from '../../gen/spire/api/types/Bundle.ts';
 import type { Entry__Output } from '../../gen/spire/api/types/Entry.ts';
 import type { WorkloadSvidMinter } from '../manager/cache-manager.ts';
 import type { ServerClients } from './connection.ts';
-import { AGENT_ENTRY_MASK, syncAuthorizedEntries, type CachedRevisions, type SyncedEntries } from './sync-entries.ts';
+import { AGENT_ENTRY_MASK, syncAuthorizedEntries, type CachedRevisions, type Revisioned, type SyncedEntries } from './sync-entries.ts';
 
 /** Per-call deadline, as SPIRE's agent uses. */
 const CALL_DEADLINE_MS = 30_000;
@@ -30,7 +30,7 @@ export class ServerApi implements WorkloadSvidMinter {
   }
 
   /** The authorized entries, with SyncAuthorizedEntries (GetAuthorizedEntries if the server lacks it). */
-  async authorizedEntries<T>(cached: CachedRevisions<T>): Promise<SyncedEntries<T>> {
+  async authorizedEntries<T extends Revisioned>(cached: CachedRevisions<T>): Promise<SyncedEntries<T>> {
     if (this.#useSync) {
       try {
         return await syncAuthorizedEntries(this.#clients().entry, cached, CALL_DEADLINE_MS);

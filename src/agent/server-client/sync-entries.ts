@@ -23,8 +23,14 @@ export const AGENT_ENTRY_MASK: EntryMask = {
   additional_attributes: true,
 };
 
-/** What the caller has cached: revision, creation time and its own form of each entry, by entry ID. */
-export type CachedRevisions<T> = ReadonlyMap<string, { readonly revisionNumber: number; readonly createdAt: number; readonly entry: T }>;
+/** What the sync compares of a cached entry. */
+export interface Revisioned {
+  readonly revisionNumber: number;
+  readonly createdAt: number;
+}
+
+/** What the caller has cached, in its own form, by entry ID. */
+export type CachedRevisions<T extends Revisioned> = ReadonlyMap<string, T>;
 
 /**
  * The complete authorized entry list: the caller's cached entries the server listed with the
@@ -32,13 +38,13 @@ export type CachedRevisions<T> = ReadonlyMap<string, { readonly revisionNumber: 
  * server sent in full (`fetched`: new or changed ones, or all of them when the server sent the
  * whole list in its first response).
  */
-export interface SyncedEntries<T> {
+export interface SyncedEntries<T extends Revisioned> {
   readonly unchanged: T[];
   readonly fetched: Entry__Output[];
 }
 
 /** Fetches the complete authorized entry list, reusing unchanged cached entries. */
-export function syncAuthorizedEntries<T>(client: EntryClient, cached: CachedRevisions<T>, deadlineMs = 30_000): Promise<SyncedEntries<T>> {
+export function syncAuthorizedEntries<T extends Revisioned>(client: EntryClient, cached: CachedRevisions<T>, deadlineMs = 30_000): Promise<SyncedEntries<T>> {
   return new Promise((resolve, reject) => {
     const stream = client.SyncAuthorizedEntries({ deadline: Date.now() + deadlineMs });
     const fetched = new Map<string, Entry__Output>();
@@ -79,7 +85,7 @@ export function syncAuthorizedEntries<T>(client: EntryClient, cached: CachedRevi
         for (const r of revisions) {
           const have = cached.get(r.id);
           if (have !== undefined && have.revisionNumber === r.revision_number && (r.created_at === 0 || have.createdAt === r.created_at)) {
-            unchanged.push(have.entry);
+            unchanged.push(have);
           } else {
             needed.push(r.id);
           }
