@@ -147,3 +147,78 @@ describe('shared pod index', () => {
     await expect(index.next(0, live())).rejects.toMatchObject({ code: Code.UNAVAILABLE });
   });
 });
+
+describe('pod index: background recheck of a refusing kubelet', () => {
+  const refused = (): ApiError => new ApiError(Code.PERMISSION_DENIED, 'kubelet: 403');
+  function rechecking(intervalMs = 10_000, minIntervalMs = 500): { clock: ManualTimerClock; fetcher: ReturnType<typeof manualFetcher>; index: PodIndex } {
+    const clock = new ManualTimerClock();
+    const fetcher = manualFetcher();
+    const when = (err: ApiError): boolean => err.code === Code.PERMISSION_DENIED;
+    return { clock, fetcher, index: createPodIndex({ fetchPodList: fetcher.fetch, minIntervalMs, clock, recheck: { intervalMs, when } }) };
+  }
+  /** Fails the caller-driven first fetch with `err`. */
+  async function failFirst(index: PodIndex, fetcher: ReturnType<typeof manualFetcher>, err: ApiError): Promise<void> {
+    const first = index.next(0, live()).catch((e: unknown) => e);
+    await tick();
+    fetcher.pending.shift()!.reject(err);
+    expect(await first).toBe(err);
+  }
+
+  it('asks again every interval with nobody waiting until the kubelet answers, then stops', async () => {
+    const { clock, fetcher, index } = rechecking();
+    await failFirst(index, fetcher, refused());
+    clock.advance(9_999);
+    await tick();
+    expect(fetcher.pending).toHaveLength(0);
+    clock.advance(1);
+    await tick();
+    expect([fetcher.pending.length, index.fetches]).toEqual([1, 2]);
+    fetcher.pending.shift()!.reject(refused());
+    await tick();
+    clock.advance(10_000);
+    await tick();
+    expect([fetcher.pending.length, index.fetches]).toEqual([1, 3]);
+    fetcher.pending.shift()!.resolve(list('a'));
+    await tick();
+    expect(index.peek(0)?.generation).toBe(1);
+    expect(clock.pendingTimers).toBe(0);
+    clock.advance(60_000);
+    await tick();
+    expect(index.fetches).toBe(3);
+  });
+
+  it('does not recheck failures it was not asked to (an unreachable kubelet)', async () => {
+    const { clock, fetcher, index } = rechecking();
+    await failFirst(index, fetcher, new ApiError(Code.UNAVAILABLE, 'kubelet: ECONNREFUSED'));
+    clock.advance(60_000);
+    await tick();
+    expect([fetcher.pending.length, index.fetches, clock.pendingTimers]).toEqual([0, 1, 0]);
+  });
+
+  it('a request a caller made meanwhile pushes the recheck back a full interval', async () => {
+    const { clock, fetcher, index } = rechecking();
+    await failFirst(index, fetcher, refused());
+    clock.advance(6_000);
+    const caller = index.next(0, live()).catch((e: unknown) => e);
+    await tick();
+    fetcher.pending.shift()!.reject(refused());
+    await caller;
+    clock.advance(9_999);
+    await tick();
+    expect([fetcher.pending.length, index.fetches]).toEqual([0, 2]);
+    clock.advance(1);
+    await tick();
+    expect([fetcher.pending.length, index.fetches]).toEqual([1, 3]);
+  });
+
+  it('close cancels the pending recheck', async () => {
+    const { clock, fetcher, index } = rechecking();
+    await failFirst(index, fetcher, refused());
+    expect(clock.pendingTimers).toBe(1);
+    index.close();
+    expect(clock.pendingTimers).toBe(0);
+    clock.advance(60_000);
+    await tick();
+    expect(index.fetches).toBe(1);
+  });
+});

@@ -85,9 +85,10 @@ export const HEALTH_REASONS = {
  * credential files are unreadable. No `k8s` workload can be attested until someone fixes
  * the configuration or RBAC (the error says what), and waiting does not help (k8s.ts fails
  * such attestations at once), so readiness shows it to what watches it (`kubectl get pods`,
- * alerts, a DaemonSet rollout). It lasts until a request succeeds: the agent asks the
- * kubelet when a workload needs a pod list, and workloads refused an identity retry, so
- * the agent is ready again soon after the fix, without a restart.
+ * alerts, a DaemonSet rollout). It lasts until a request succeeds: the k8s attestor asks
+ * the kubelet again every KUBELET_REFUSAL_RECHECK_MS (10 s) while it refuses, whether or
+ * not a workload needs a pod list, so the agent is ready again within about 10 s of the
+ * fix, without a restart.
  *
  * Why not `unreachable`, `timeout` or `http_error`: they are what a kubelet restart, an
  * overloaded node or an apiserver hiccup (the kubelet's webhook authorization) look like

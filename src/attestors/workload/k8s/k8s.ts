@@ -39,6 +39,14 @@ export interface K8sWorkloadAttestor extends WorkloadAttestorPlugin {
 const PLUGIN_NAME = 'k8s';
 /** Kubelet failures that waiting will not fix. */
 const PERMANENT = new Set<Code>([Code.UNAUTHENTICATED, Code.PERMISSION_DENIED, Code.FAILED_PRECONDITION, Code.INVALID_ARGUMENT]);
+/**
+ * How often a kubelet that refused the agent (401, 403, an unverifiable certificate,
+ * unreadable credentials) is asked again with no workload waiting: the agent's readiness
+ * shows the refusal until a request succeeds, so after the operator's fix (RBAC, CA) it
+ * turns ready within this, without a restart. The readiness probe's period in the shipped
+ * DaemonSet is also 10 s.
+ */
+export const KUBELET_REFUSAL_RECHECK_MS = 10_000;
 /** Containers remembered as given up on (see `givenUp` below); the oldest is forgotten first. */
 const GIVEN_UP_MAX = 1024;
 
@@ -80,6 +88,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     maxAgeMs: config.podListMaxAgeMs,
     clock,
     logger,
+    recheck: { intervalMs: KUBELET_REFUSAL_RECHECK_MS, when: (err) => PERMANENT.has(err.code) },
   });
   /**
    * Containers (`<pod UID>/<container ID>`, or the container ID alone) that were missing from

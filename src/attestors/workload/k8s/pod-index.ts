@@ -20,7 +20,11 @@
  *   a generation > N: it waits for the next shared fetch rather than triggering its own;
  * - a caller that has not seen the current snapshot gets it at once while it is younger
  *   than `maxAgeMs` (measured from the start of the request that produced it);
- * - a failed fetch rejects the callers that waited for it and leaves the snapshot alone.
+ * - a failed fetch rejects the callers that waited for it and leaves the snapshot alone;
+ * - a fetch that failed in a way {@link PodIndexOptions.recheck} names (the kubelet refused
+ *   the agent) is tried again every `recheck.intervalMs` with nobody waiting, until one
+ *   succeeds: what the refusal broke (the agent's readiness) mends itself after the fix even
+ *   when no workload asks. Never more often than the pacing above allows.
  */
 import { ApiError, Code } from '../../../common/errors.ts';
 import type { Logger } from '../../../common/logger.ts';
@@ -64,6 +68,12 @@ export interface PodIndexOptions {
   maxAgeMs?: number;
   clock?: TimerClock;
   logger?: Logger;
+  /**
+   * Failures to retry in the background: `when` picks them, `intervalMs` (at least
+   * `minIntervalMs`) spaces the retries. Without it, a failed fetch is retried only when a
+   * caller asks.
+   */
+  recheck?: { readonly intervalMs: number; readonly when: (err: ApiError) => boolean };
 }
 
 /** The shared pod index. */
@@ -103,6 +113,9 @@ export function createPodIndex(options: PodIndexOptions): PodIndex {
   let lastFetchStart: number | undefined;
   let inFlight: AbortController | undefined;
   let cancelTimer: (() => void) | undefined;
+  let cancelRecheck: (() => void) | undefined;
+  /** When the failure being rechecked was first seen; undefined while none is. */
+  let failingSince: number | undefined;
   let fetches = 0;
   let closed = false;
   const waiters = new Set<Waiter>();
@@ -197,6 +210,7 @@ export function createPodIndex(options: PodIndexOptions): PodIndex {
   function finish(controller: AbortController, result: PodSnapshot | undefined, error: ApiError | undefined): void {
     if (inFlight === controller) inFlight = undefined;
     if (result !== undefined) snapshot = result;
+    noteRecheck(error);
     for (const waiter of waiters) {
       // A waiter that has already seen this generation (only possible with a bogus
       // `after`) keeps waiting for the next one.
@@ -209,11 +223,46 @@ export function createPodIndex(options: PodIndexOptions): PodIndex {
     schedule();
   }
 
+  /** Arms, re-arms or ends the background retry after a fetch ended with `error` (or not). */
+  function noteRecheck(error: ApiError | undefined): void {
+    const { recheck } = options;
+    if (recheck === undefined) return;
+    if (error === undefined || !recheck.when(error)) {
+      if (failingSince !== undefined) {
+        if (error === undefined) logger?.info({ refused_for_ms: Math.round(clock.now() - failingSince) }, 'kubelet: the pod list is readable again');
+        failingSince = undefined;
+      }
+      cancelRecheck?.();
+      cancelRecheck = undefined;
+      return;
+    }
+    if (failingSince === undefined) {
+      failingSince = clock.now();
+      logger?.info({ interval_ms: recheck.intervalMs, error: error.message }, 'kubelet: asking again in the background until it answers');
+    }
+    const intervalMs = Math.max(recheck.intervalMs, minIntervalMs);
+    armRecheck(intervalMs, intervalMs);
+  }
+
+  /** Fetches once `intervalMs` have passed since the last request start (whoever made it). */
+  function armRecheck(intervalMs: number, delayMs: number): void {
+    cancelRecheck?.();
+    cancelRecheck = clock.setTimer(() => {
+      cancelRecheck = undefined;
+      if (closed || inFlight !== undefined || cancelTimer !== undefined) return; // that fetch's end re-arms
+      const wait = (lastFetchStart ?? -Infinity) + intervalMs - clock.now();
+      if (wait > 0) armRecheck(intervalMs, wait);
+      else startFetch();
+    }, delayMs);
+  }
+
   function close(): void {
     if (closed) return;
     closed = true;
     cancelTimer?.();
     cancelTimer = undefined;
+    cancelRecheck?.();
+    cancelRecheck = undefined;
     inFlight?.abort();
     inFlight = undefined;
     for (const waiter of waiters) {
