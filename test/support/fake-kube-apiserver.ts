@@ -57,6 +57,8 @@ export interface FakeKubeApiserver {
   validateBoundObjects: boolean;
   /** Every request received, in order. */
   readonly requests: Array<{ method: string; path: string; status: number }>;
+  /** The token of every TokenReview received, in order (kept in memory only, for assertions). */
+  readonly reviewedTokens: string[];
   addPod(spec: FakePodSpec): KubeObject;
   deletePod(namespace: string, name: string): void;
   addNode(spec: FakeNodeSpec): KubeObject;
@@ -154,6 +156,7 @@ export async function startFakeKubeApiserver(opts: FakeKubeApiserverOptions = {}
       const token = body.spec?.token ?? '';
       if (token === '') return [400, status(400, 'BadRequest', 'token is required for TokenReview in authentication')];
       const audiences = body.spec?.audiences ?? [];
+      server.reviewedTokens.push(token);
       return [201, { kind: 'TokenReview', apiVersion: 'authentication.k8s.io/v1', metadata: { creationTimestamp: null }, spec: { token, audiences }, status: await tokens.review(token, audiences, server.validateBoundObjects ? livePodUid : undefined) }];
     }
     if (req.method !== 'GET') return [405, status(405, 'MethodNotAllowed', 'the server does not allow this method on the requested resource')];
@@ -196,6 +199,7 @@ export async function startFakeKubeApiserver(opts: FakeKubeApiserverOptions = {}
     forbidden,
     validateBoundObjects: true,
     requests,
+    reviewedTokens: [],
     addPod(spec) {
       const sa = spec.serviceAccount ?? 'default';
       const hostIp = spec.hostIp ?? '10.0.0.10';
