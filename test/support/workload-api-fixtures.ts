@@ -13,7 +13,7 @@ import { WorkloadApiClient } from '../../src/common/proto.ts';
 import type { X509SVIDResponse__Output } from '../../src/gen/X509SVIDResponse.ts';
 import type { BundleSnapshot, JwtIdentity, WorkloadState, X509Identity } from '../../src/agent/manager/workload-state.ts';
 import type { IdentitySource } from '../../src/agent/workload-api/identity-source.ts';
-import type { WorkloadAttestor } from '../../src/agent/workload-attestation/workload-attestor.ts';
+import type { AttestorReport, WorkloadAttestor } from '../../src/agent/workload-attestation/workload-attestor.ts';
 import { startWorkloadApi, type WorkloadApiOptions, type WorkloadApiServer } from '../../src/agent/workload-api/workload-api.ts';
 
 /** An empty bundle snapshot for a trust domain. */
@@ -146,6 +146,14 @@ export function uidAttestor(procRoot = '/proc'): WorkloadAttestor & { calls: num
       const uid = /^Uid:\s+\d+\s+(\d+)/m.exec(status)?.[1];
       if (uid === undefined) throw new ApiError(Code.UNAVAILABLE, 'workload attestation failed');
       return [{ type: 'unix', value: `uid:${uid}` }];
+    },
+    async explain(pid: number): Promise<AttestorReport[]> {
+      const started = performance.now();
+      try {
+        return [{ plugin: 'unix', durationMs: performance.now() - started, selectors: await attestor.attest(pid), steps: [] }];
+      } catch (err) {
+        return [{ plugin: 'unix', durationMs: performance.now() - started, error: { code: Code.UNAVAILABLE, message: (err as Error).message }, steps: [] }];
+      }
     },
   };
   return attestor;

@@ -233,3 +233,24 @@ describe('createWorkloadAttestor', () => {
     expect((await attestor.attest(7, signal())).map(selectorKey)).toEqual(['unix:uid:0']);
   });
 });
+
+describe('createWorkloadAttestor: explain', () => {
+  it('gives every plugin its own report: typed selectors or the error, with the steps it traced', async () => {
+    const traced: WorkloadAttestorPlugin = {
+      name: 'k8s',
+      async attest(_pid, _signal, trace) {
+        trace?.step('cgroup', 0.5, { container_id: 'abc' });
+        return ['ns:demo'];
+      },
+    };
+    const { logger, lines } = captureLogs();
+    const attestor = createWorkloadAttestor({ plugins: [fake('unix', notFound), traced], logger, now: () => 5 });
+    const reports = await attestor.explain(7, signal());
+    expect(reports).toEqual([
+      { plugin: 'unix', durationMs: 0, error: { code: Code.NOT_FOUND, message: 'unix: process 7 not found' }, steps: [] },
+      { plugin: 'k8s', durationMs: 0, selectors: [{ type: 'k8s', value: 'ns:demo' }], steps: [{ name: 'cgroup', durationMs: 0.5, detail: { container_id: 'abc' } }] },
+    ]);
+    // Explaining is not serving: nothing logged.
+    expect(lines).toEqual([]);
+  });
+});

@@ -122,3 +122,42 @@ describe('bounded wait with the default 60 × 500 ms', () => {
     await attestor.close();
   });
 });
+
+describe('traced attestation (debug explain)', () => {
+  /** A trace on the manual clock that keeps its steps. */
+  function recorder(clock: ManualTimerClock): { trace: { now: () => number; step: (name: string, durationMs: number, detail?: Record<string, unknown>) => void }; steps: Array<{ name: string; durationMs: number; detail: Record<string, unknown> }> } {
+    const steps: Array<{ name: string; durationMs: number; detail: Record<string, unknown> }> = [];
+    return { steps, trace: { now: () => clock.now(), step: (name, durationMs, detail = {}) => void steps.push({ name, durationMs, detail }) } };
+  }
+
+  it('names the cgroup location, then a shared kubelet request with its attempts and the snapshot used', async () => {
+    const { attestor, clock } = setup((n) => ({ statusCode: 200, body: podList(n >= 3) }));
+    const { trace, steps } = recorder(clock);
+    const values = await settle(attestor.attest(PID, new AbortController().signal, trace), clock);
+    expect(values).toContain('container-name:web');
+    expect(steps).toEqual([
+      { name: 'cgroup', durationMs: 0, detail: { pod_uid: POD_UID, container_id: CID } },
+      { name: 'kubelet lookup', durationMs: 1000, detail: { source: 'kubelet request (shared)', attempts: 3, generation: 3, age_ms: 0, match: 'found' } },
+    ]);
+    await attestor.close();
+  });
+
+  it('a caller answered from a fresh snapshot says so, with the snapshot age', async () => {
+    const { attestor, clock } = setup(() => ({ statusCode: 200, body: podList(true) }));
+    await settle(attestor.attest(PID, new AbortController().signal), clock);
+    clock.advance(400);
+    const { trace, steps } = recorder(clock);
+    await attestor.attest(PID, new AbortController().signal, trace);
+    expect(steps[1]).toEqual({ name: 'kubelet lookup', durationMs: 0, detail: { source: 'pod index (fresh snapshot)', generation: 1, age_ms: 400, match: 'found' } });
+    await attestor.close();
+  });
+
+  it('a refusing kubelet: the step carries the error and the attestation fails as untraced', async () => {
+    const { attestor, clock } = setup(() => ({ statusCode: 403, body: 'Forbidden (user=x, verb=get, resource=nodes, subresource(s)=[proxy])' }));
+    const { trace, steps } = recorder(clock);
+    const err = await failure(settle(attestor.attest(PID, new AbortController().signal, trace), clock));
+    expect(err.code).toBe(Code.PERMISSION_DENIED);
+    expect(steps[1]).toMatchObject({ name: 'kubelet lookup', detail: { source: 'kubelet request (shared)', attempts: 1, last_error: err.message } });
+    await attestor.close();
+  });
+});

@@ -17,7 +17,7 @@ import type { Logger } from '../../common/logger.ts';
 import type { CallRecorder } from '../../common/recorders.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { WorkloadAttestorPlugin } from '../../attestors/workload/workload-attestor-plugin.ts';
-import type { WorkloadAttestor } from './workload-attestor.ts';
+import type { AttestorReport, TraceStep, WorkloadAttestor } from './workload-attestor.ts';
 
 /** Options of {@link createWorkloadAttestor}. */
 export interface WorkloadAttestorOptions {
@@ -96,7 +96,25 @@ export function createWorkloadAttestor(options: WorkloadAttestorOptions): Worklo
     return selectors;
   }
 
-  return { attest };
+  /** The traced attestation: each plugin on its own, nothing logged or recorded. */
+  async function explain(pid: number, signal: AbortSignal): Promise<AttestorReport[]> {
+    return Promise.all(
+      plugins.map(async (plugin): Promise<AttestorReport> => {
+        const steps: TraceStep[] = [];
+        const trace = { now, step: (name: string, durationMs: number, detail: TraceStep['detail'] = {}) => void steps.push({ name, durationMs, detail }) };
+        const started = now();
+        try {
+          const values = await plugin.attest(pid, signal, trace);
+          return { plugin: plugin.name, durationMs: now() - started, selectors: values.map((value) => ({ type: plugin.name, value })), steps };
+        } catch (err) {
+          const { code, message } = toApiError(err);
+          return { plugin: plugin.name, durationMs: now() - started, error: { code, message }, steps };
+        }
+      }),
+    );
+  }
+
+  return { attest, explain };
 }
 
 function cancelled(): ApiError {

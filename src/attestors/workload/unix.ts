@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { WorkloadAttestorPlugin } from './workload-attestor-plugin.ts';
+import type { AttestTrace, WorkloadAttestorPlugin } from './workload-attestor-plugin.ts';
 import { ApiError, Code } from '../../common/errors.ts';
 import { parseGroup, parsePasswd, type IdNameMap } from './passwd.ts';
 import { parseProcStatus } from './proc-status.ts';
@@ -49,10 +49,11 @@ export function createUnixAttestor(options: UnixAttestorOptions = {}): WorkloadA
   const userNames = cachedIdNames(join(etcRoot, 'passwd'), parsePasswd, recheckMs);
   const groupNames = cachedIdNames(join(etcRoot, 'group'), parseGroup, recheckMs);
 
-  async function attest(pid: number, signal: AbortSignal): Promise<string[]> {
+  async function attest(pid: number, signal: AbortSignal, trace?: AttestTrace): Promise<string[]> {
     if (!Number.isSafeInteger(pid) || pid <= 0) throw new ApiError(Code.INVALID_ARGUMENT, `unix: invalid pid ${pid}`);
     if (signal.aborted) throw cancelled(pid);
     const dir = join(procRoot, String(pid));
+    const t0 = trace?.now() ?? 0;
     // procfs files are generated in memory: a synchronous read costs microseconds, far less
     // than a round trip through libuv's thread pool on this hot path.
     let text: string;
@@ -64,11 +65,16 @@ export function createUnixAttestor(options: UnixAttestorOptions = {}): WorkloadA
     const parsed = parseProcStatus(text);
     if (!parsed.ok) throw new ApiError(Code.INTERNAL, `unix: malformed status of process ${pid}: ${parsed.error}`);
     const { uid, gid, groups } = parsed.value;
+    const t1 = trace?.now() ?? 0;
+    trace?.step('proc status', t1 - t0, { source: `/proc/${pid}/status` });
 
     const users = userNames();
     const groupMap = groupNames();
+    const t2 = trace?.now() ?? 0;
+    trace?.step('user and group names', t2 - t1, { source: '/etc/passwd, /etc/group (cached)' });
     const workload = discoverWorkloadPath ? await discoverWorkload(dir, pid, sizeLimit, signal) : undefined;
     if (signal.aborted) throw cancelled(pid);
+    if (trace !== undefined && workload !== undefined) trace.step('workload path', trace.now() - t2, { hashed: workload.sha256 !== undefined });
 
     // SPIRE's emission order; names only when the lookup succeeds.
     const values: string[] = [`uid:${uid.effective}`];

@@ -6,6 +6,21 @@
  * k8s/) so attestors never import from src/agent/.
  */
 
+/** A value in a trace step's detail. */
+export type TraceValue = string | number | boolean;
+
+/**
+ * Receives the steps of one attestation when someone asks why a process got its selectors
+ * (`spiffe-agent debug explain`). Never passed on the Workload API's path, so plugins time
+ * their steps only when it is given.
+ */
+export interface AttestTrace {
+  /** Monotonic milliseconds, to time steps with. */
+  now(): number;
+  /** One step: its name (e.g. `cgroup`), how long it took, and where its answer came from. */
+  step(name: string, durationMs: number, detail?: Readonly<Record<string, TraceValue>>): void;
+}
+
 /** One workload attestor plugin (unix, k8s). */
 export interface WorkloadAttestorPlugin {
   /** The selector type it produces, e.g. `unix` or `k8s`. */
@@ -15,5 +30,5 @@ export interface WorkloadAttestorPlugin {
    * A process the plugin has nothing to say about yields `[]`, not an error.
    * Errors are ApiError with a module-prefixed message (`unix: …`).
    */
-  attest(pid: number, signal: AbortSignal): Promise<string[]>;
+  attest(pid: number, signal: AbortSignal, trace?: AttestTrace): Promise<string[]>;
 }

@@ -17,7 +17,7 @@
  *   `poll_retry_interval` (SPIRE refetched for nearly every attestation): labels may be up to
  *   that old; an unknown pod or container still refetches at once (see pod-index.ts).
  */
-import type { WorkloadAttestorPlugin } from '../workload-attestor-plugin.ts';
+import type { AttestTrace, TraceValue, WorkloadAttestorPlugin } from '../workload-attestor-plugin.ts';
 import { ApiError, Code } from '../../../common/errors.ts';
 import { createKubeletClient } from './kubelet-client.ts';
 import { locateProcess } from './locate-process.ts';
@@ -154,19 +154,36 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     }
   }
 
-  async function attest(pid: number, signal: AbortSignal): Promise<string[]> {
+  async function attest(pid: number, signal: AbortSignal, trace?: AttestTrace): Promise<string[]> {
     if (!Number.isSafeInteger(pid) || pid <= 0) throw new ApiError(Code.INVALID_ARGUMENT, `k8s: invalid pid ${pid}`);
     if (signal.aborted) throw cancelled(pid);
+    const t0 = trace?.now() ?? 0;
     const { podUid, containerId } = locateProcess(procRoot, pid);
+    const t1 = trace?.now() ?? 0;
+    trace?.step('cgroup', t1 - t0, containerId === undefined ? { in_container: false } : { pod_uid: podUid ?? '(none in the cgroup path)', container_id: containerId });
     // Not in a container: nothing to say, and no error (the unix attestor still answers).
     if (containerId === undefined) return [];
+    if (trace === undefined) return lookup(pid, podUid, containerId, signal, undefined);
+    const how: Record<string, TraceValue> = {};
+    try {
+      return await lookup(pid, podUid, containerId, signal, how);
+    } finally {
+      trace.step('kubelet lookup', trace.now() - t1, how);
+    }
+  }
 
+  /**
+   * The caller's selectors from the shared pod index. `how`, when given, is told where the
+   * answer came from: `source`, the snapshot's `generation` and `age_ms`, `attempts`.
+   */
+  async function lookup(pid: number, podUid: string | undefined, containerId: string, signal: AbortSignal, how: Record<string, TraceValue> | undefined): Promise<string[]> {
     const key = podUid === undefined ? containerId : `${podUid}/${containerId}`;
     // Hot path: a fresh shared snapshot already lists the container. No promise, no wait.
     const fresh = index.peek(0);
     let seen = 0;
     if (fresh !== undefined) {
       const m = match(fresh, podUid, containerId);
+      if (how !== undefined) Object.assign(how, { source: 'pod index (fresh snapshot)', generation: fresh.generation, age_ms: Math.round(clock.now() - fresh.fetchedAt), match: m.kind });
       if (m.kind !== 'missing' || (m.pod !== undefined && disableContainerSelectors)) {
         // A final answer from the index: selectors, or an error (duplicate, ephemeral).
         metrics.podIndexHits.inc();
@@ -176,11 +193,13 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
       const gaveUpAt = givenUp.get(key);
       if (gaveUpAt !== undefined) {
         metrics.podIndexHits.inc();
+        if (how !== undefined) Object.assign(how, { source: 'pod index (container given up on earlier)', gave_up_ms_ago: Math.round(clock.now() - gaveUpAt) });
         return afterGivingUp(m, pid, podUid, containerId, gaveUpAt);
       }
       seen = fresh.generation;
     }
     metrics.podIndexMisses.inc();
+    if (how !== undefined) how['source'] = 'kubelet request (shared)';
 
     const started = clock.now();
     const budgetMs = maxPollAttempts * pollRetryIntervalMs;
@@ -195,6 +214,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
       } catch (err) {
         if (signal.aborted) throw cancelled(pid);
         const apiErr = err instanceof ApiError ? err : new ApiError(Code.UNAVAILABLE, `k8s: ${String(err)}`);
+        if (how !== undefined) Object.assign(how, { attempts, last_error: apiErr.message });
         if (PERMANENT.has(apiErr.code)) throw apiErr;
         lastError = apiErr;
         continue;
@@ -203,6 +223,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
       lastError = undefined;
       seen = snapshot.generation;
       const m = match(snapshot, podUid, containerId);
+      if (how !== undefined) Object.assign(how, { attempts, generation: snapshot.generation, age_ms: Math.round(clock.now() - snapshot.fetchedAt), match: m.kind });
       const done = settle(m, pid, containerId);
       if (done !== undefined) {
         if (m.kind === 'found' && givenUp.size > 0) givenUp.delete(key);
