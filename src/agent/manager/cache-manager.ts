@@ -614,6 +614,15 @@ export class CacheManager {
     );
   }
 
+  /**
+   * The entries a workload with these selectors matches, sorted by entry ID, whether or not
+   * their SVIDs are cached (SPIRE's MatchingRegistrationEntries; the admin API authorizes
+   * delegates with it).
+   */
+  matchingEntries(selectors: readonly Selector[]): readonly CachedEntry[] {
+    return this.#entries.match(groupKeyOf(selectors).keys);
+  }
+
   bundles(): BundleSnapshot {
     const snapshot = this.#serving() ? this.#bundles.snapshot : undefined;
     if (snapshot === undefined) throw this.#notReady();
@@ -636,6 +645,16 @@ export class CacheManager {
   }
 
   // ---- introspection ------------------------------------------------------------------
+
+  /** Whether the Workload API is served (synced, or serving a restored cache). */
+  get serving(): boolean {
+    return this.#serving();
+  }
+
+  /** notAfter (ms) of the X509-SVID cached for an entry; undefined when none is. */
+  svidExpiry(entryId: string): number | undefined {
+    return this.#svids.get(entryId)?.notAfter;
+  }
 
   /** Counts for metrics and tests. */
   stats(): { entries: number; svids: number; jwts: number; subscriptions: number; groups: number } {

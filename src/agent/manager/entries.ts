@@ -16,10 +16,16 @@ export interface CachedEntry {
   readonly selectorKeys: readonly string[];
   readonly federatesWith: readonly string[];
   readonly hint: string;
+  /** The entry's SVID TTLs in seconds; 0: the server's default (and for entries restored from the workload cache, which does not keep them). */
+  readonly x509SvidTtl: number;
+  readonly jwtSvidTtl: number;
   readonly createdAt: number;
   readonly revisionNumber: number;
   /** SVIDs of store_svid entries go to an SVID store, never to the Workload API. */
   readonly storeSvid: boolean;
+  /** Admin and downstream entries' SVIDs are never handed to a delegate (Delegated Identity API). Absent: false. */
+  readonly admin?: boolean;
+  readonly downstream?: boolean;
 }
 
 /** Converts a synced entry, or explains why it is malformed (SPIRE skips those too). */
@@ -40,9 +46,13 @@ export function toCachedEntry(e: Entry__Output): CachedEntry | string {
     selectorKeys: [...new Set(selectors.map(selectorKey))],
     federatesWith: [...e.federates_with].map((td) => td.replace(/^spiffe:\/\//, '')).sort(),
     hint: e.hint,
+    x509SvidTtl: e.x509_svid_ttl,
+    jwtSvidTtl: e.jwt_svid_ttl,
     createdAt: e.created_at,
     revisionNumber: e.revision_number,
     storeSvid: e.store_svid,
+    admin: e.admin,
+    downstream: e.downstream,
   };
 }
 
