@@ -29,18 +29,29 @@ export interface KeyAndCsr {
  * `spiffeId` is undefined (agents do not know their ID before attestation).
  */
 export function createCsr(privateKey: KeyObject, publicKey: KeyObject, spiffeId?: string): Buffer {
+  return createCsrWithSans(privateKey, publicKey, { uris: spiffeId === undefined ? [] : [spiffeId] });
+}
+
+/**
+ * Creates an ECDSA-SHA256 CSR for an EC key pair with the given URI and DNS SANs (none: no
+ * extension request) and the subject `C=US, O=SPIRE`, or an empty subject with `emptySubject`
+ * (as Go's `x509.CreateCertificateRequest` writes for a zero `pkix.Name`).
+ */
+export function createCsrWithSans(
+  privateKey: KeyObject,
+  publicKey: KeyObject,
+  sans: { uris?: readonly string[]; dnsNames?: readonly string[]; emptySubject?: boolean },
+): Buffer {
   const spki = publicKey.export({ format: 'der', type: 'spki' });
+  const names = [
+    ...(sans.dnsNames ?? []).map((n) => ctxPrimitive(2, Buffer.from(n, 'utf8'))),
+    ...(sans.uris ?? []).map((u) => ctxPrimitive(6, Buffer.from(u, 'utf8'))),
+  ];
   const attributes =
-    spiffeId === undefined
+    names.length === 0
       ? ctxConstructed(0, Buffer.alloc(0))
-      : ctxConstructed(
-          0,
-          seq(
-            oid(OID_EXTENSION_REQUEST),
-            set(seq(seq(oid(OID_SUBJECT_ALT_NAME), octetString(seq(ctxPrimitive(6, Buffer.from(spiffeId, 'utf8'))))))),
-          ),
-        );
-  const info = seq(uint(0), SUBJECT, spki, attributes);
+      : ctxConstructed(0, seq(oid(OID_EXTENSION_REQUEST), set(seq(seq(oid(OID_SUBJECT_ALT_NAME), octetString(seq(...names)))))));
+  const info = seq(uint(0), sans.emptySubject === true ? seq() : SUBJECT, spki, attributes);
   const signature = sign('sha256', info, privateKey);
   return seq(info, seq(oid(OID_ECDSA_SHA256)), bitString(signature));
 }

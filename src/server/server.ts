@@ -227,6 +227,9 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
     },
   });
 
+  const signWorkloadJwt = (spiffeId: string, audience: readonly string[], ttlSeconds: number) =>
+    ca.signJwtSvid({ spiffeId, audience, ...(ttlSeconds > 0 ? { ttlMs: ttlSeconds * 1000 } : {}) });
+
   let serving = true;
   const buildServer = (callers: CallerResolver): Server => {
     const server = new Server({ 'grpc.max_receive_message_length': 4 * 1024 * 1024 });
@@ -273,8 +276,15 @@ export async function startServer(opts: ServerOptions): Promise<RunningServer> {
             const svid = ca.signX509SvidFromCsr({ csrDer: csr, spiffeId, dnsNames, ...(ttlSeconds > 0 ? { ttlMs: ttlSeconds * 1000 } : {}) });
             return { certChain: svid.certChain, expiresAt: svid.expiresAt };
           },
-          signJwtSvid: (spiffeId, audience, ttlSeconds) =>
-            ca.signJwtSvid({ spiffeId, audience, ...(ttlSeconds > 0 ? { ttlMs: ttlSeconds * 1000 } : {}) }),
+          signJwtSvid: signWorkloadJwt,
+        },
+        minter: {
+          trustDomain: config.trustDomain,
+          signX509SvidForKey: ({ spiffeId, publicKey, ttlSeconds, dnsNames, subject }) => {
+            const svid = ca.signX509Svid({ spiffeId, publicKey, dnsNames, ...(subject ? { subject } : {}), ...(ttlSeconds > 0 ? { ttlMs: ttlSeconds * 1000 } : {}) });
+            return { certChain: svid.certChain, expiresAt: svid.expiresAt };
+          },
+          signJwtSvid: signWorkloadJwt,
         },
       }),
     );

@@ -5,6 +5,8 @@ import {
   entryValidationMessage,
   normalizeTrustDomain,
   validateEntry,
+  wildcardOverlapError,
+  workloadIdError,
 } from '../../src/server/datastore/validate.ts';
 
 const TD = 'example.org';
@@ -158,4 +160,23 @@ describe('dnsNameError', () => {
       expect(dnsNameError(tc.name)).toBe(tc.error);
     });
   }
+});
+
+describe('wildcardOverlapError and workloadIdError', () => {
+  it.each([
+    [['*.example.org', 'a.example.org'], 'name "a.example.org" overlaps with an existing wildcard name in the list: wildcard overlap'],
+    [['*.example.org', 'a.b.example.org'], undefined],
+    [['a.example.org', 'b.example.org'], undefined],
+    [['*.example.org'], undefined],
+  ])('%j → %s', (names, expected) => {
+    expect(wildcardOverlapError(names)).toBe(expected);
+  });
+  it.each([
+    ['spiffe://example.org/w', undefined],
+    ['spiffe://other.org/w', '"spiffe://other.org/w" is not a member of trust domain "example.org"'],
+    ['spiffe://example.org', '"spiffe://example.org" is not a workload in trust domain "example.org"; path is empty'],
+    ['spiffe://example.org/spire', '"spiffe://example.org/spire" is not a workload in trust domain "example.org"; path is in the reserved namespace'],
+  ])('%s → %s', (id, expected) => {
+    expect(workloadIdError(id, 'example.org')).toBe(expected);
+  });
 });

@@ -1,6 +1,7 @@
 /**
  * spire.api.server.svid.v1.SVID: agents mint workload X509-SVIDs (BatchNewX509SVID) and
- * JWT-SVIDs (NewJWTSVID) for entries they are authorized to host, and nothing else.
+ * JWT-SVIDs (NewJWTSVID) for entries they are authorized to host; administrators (the local
+ * admin socket) mint SVIDs for any workload ID (MintX509SVID, MintJWTSVID, see svid-mint.ts).
  */
 import type { SVIDHandlers } from '../../gen/spire/api/server/svid/v1/SVID.ts';
 import type { Logger } from '../../common/logger.ts';
@@ -10,6 +11,7 @@ import type { AttestedAgent, RegistrationEntry } from '../datastore/types.ts';
 import type { CallerResolver } from './caller.ts';
 import { idToProto } from './convert.ts';
 import { unary, unimplemented } from './rpc.ts';
+import { mintJwtSvid, mintX509Svid, type SvidMinter } from './svid-mint.ts';
 
 /** What the SVID service needs from the CA. Zero TTLs mean the server default. */
 export interface WorkloadSvidSigner {
@@ -21,6 +23,8 @@ export interface SvidServiceDeps {
   logger: Logger;
   callers: CallerResolver;
   signer: WorkloadSvidSigner;
+  /** Signs what administrators mint. */
+  minter: SvidMinter;
   /** The entries an agent may host, by entry ID. */
   authorizedEntryMap(agent: AttestedAgent): ReadonlyMap<string, RegistrationEntry>;
 }
@@ -80,8 +84,18 @@ export function createSvidService(deps: SvidServiceDeps): SVIDHandlers {
       };
     }),
 
-    MintX509SVID: unimplemented('MintX509SVID'),
-    MintJWTSVID: unimplemented('MintJWTSVID'),
+    MintX509SVID: unary(logger, 'MintX509SVID', (req, call) => {
+      callers.requireAdmin(call);
+      const res = mintX509Svid(req, deps.minter);
+      logger.debug({ method: 'MintX509SVID', spiffe_id: res.svid?.id ? `spiffe://${res.svid.id.trust_domain}${res.svid.id.path}` : '', expires_at: res.svid?.expires_at }, 'x509 svid minted');
+      return res;
+    }),
+    MintJWTSVID: unary(logger, 'MintJWTSVID', (req, call) => {
+      callers.requireAdmin(call);
+      const res = mintJwtSvid(req, deps.minter);
+      logger.debug({ method: 'MintJWTSVID', spiffe_id: res.svid?.id ? `spiffe://${res.svid.id.trust_domain}${res.svid.id.path}` : '', audience: req.audience }, 'jwt svid minted');
+      return res;
+    }),
     MintWITSVID: unimplemented('MintWITSVID'),
     BatchNewWITSVID: unimplemented('BatchNewWITSVID'),
     NewDownstreamX509CA: unimplemented('NewDownstreamX509CA'),

@@ -1,5 +1,5 @@
 /** X.500 distinguished names: the subject and issuer of certificates. */
-import { Tag, oid, seq, set, str } from '../../common/der.ts';
+import { Tag, children, content, decodeOid, expectTlv, oid, seq, set, str } from '../../common/der.ts';
 
 /**
  * A distinguished name. Multi-valued attributes accept one string or several. Attributes are
@@ -63,3 +63,39 @@ export const DEFAULT_SVID_SUBJECT: Readonly<DistinguishedName> = Object.freeze({
 
 /** SPIRE's default CA subject: `C=US, O=SPIFFE`. */
 export const DEFAULT_CA_SUBJECT: Readonly<DistinguishedName> = Object.freeze({ country: 'US', organization: 'SPIFFE' });
+
+const STRING_TAGS: ReadonlySet<number> = new Set([Tag.UTF8_STRING, Tag.PRINTABLE_STRING, Tag.T61_STRING, Tag.IA5_STRING]);
+
+/**
+ * Decodes a DER RDNSequence into the attributes {@link DistinguishedName} knows, as Go's
+ * `pkix.Name.FillFromRDNSequence` keeps them (other attributes and non-string values are
+ * dropped; a repeated CN or serialNumber keeps the last). Throws DerError on malformed input.
+ */
+export function decodeName(der: Buffer): DistinguishedName {
+  const name: { -readonly [K in keyof DistinguishedName]: string[] } = {};
+  const push = (key: keyof DistinguishedName, value: string): void => void (name[key] ??= []).push(value);
+  const top = expectTlv(der, 0, Tag.SEQUENCE, 'Name');
+  for (const rdnT of children(der, top)) {
+    if (rdnT.tag !== Tag.SET) continue;
+    for (const atv of children(der, rdnT)) {
+      const [typeT, valueT] = children(der, atv);
+      if (!typeT || typeT.tag !== Tag.OID || !valueT || !STRING_TAGS.has(valueT.tag)) continue;
+      const value = content(der, valueT).toString(valueT.tag === Tag.UTF8_STRING ? 'utf8' : 'latin1');
+      switch (decodeOid(content(der, typeT))) {
+        case OID_COUNTRY: push('country', value); break;
+        case OID_PROVINCE: push('province', value); break;
+        case OID_LOCALITY: push('locality', value); break;
+        case OID_ORGANIZATION: push('organization', value); break;
+        case OID_ORGANIZATIONAL_UNIT: push('organizationalUnit', value); break;
+        case OID_COMMON_NAME: name.commonName = [value]; break;
+        case OID_SERIAL_NUMBER: name.serialNumber = [value]; break;
+      }
+    }
+  }
+  const { commonName, serialNumber, ...multi } = name;
+  return {
+    ...multi,
+    ...(commonName !== undefined ? { commonName: commonName[0] as string } : {}),
+    ...(serialNumber !== undefined ? { serialNumber: serialNumber[0] as string } : {}),
+  };
+}

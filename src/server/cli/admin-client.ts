@@ -2,7 +2,7 @@
  * Clients for the server's local admin socket, shared by the CLI commands.
  */
 import { credentials, type Client } from '@grpc/grpc-js';
-import { AgentClient, BundleClient, EntryClient, HealthClient } from '../../common/proto.ts';
+import { AgentClient, BundleClient, EntryClient, HealthClient, SvidClient } from '../../common/proto.ts';
 import { unixTarget } from '../../common/grpc-client.ts';
 import type { FlagSpec } from '../../common/flags.ts';
 
@@ -18,6 +18,7 @@ export interface AdminClients {
   bundle: BundleClient;
   entry: EntryClient;
   health: HealthClient;
+  svid: SvidClient;
   close(): void;
 }
 
@@ -31,11 +32,13 @@ export function connectAdmin(socketPath: string): AdminClients {
   const bundle = new BundleClient(target, creds, options);
   const entry = new EntryClient(target, creds, options);
   const health = new HealthClient(target, creds, options);
+  const svid = new SvidClient(target, creds, options);
   return {
     agent,
     bundle,
     entry,
     health,
+    svid,
     close: () => (agent as Client).close(),
   };
 }

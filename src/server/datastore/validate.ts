@@ -115,6 +115,29 @@ function memberIdError(raw: string, trustDomain: string, workload: boolean): str
   return undefined;
 }
 
+/**
+ * Why `raw` is not a workload SPIFFE ID of `trustDomain` (SPIRE's `VerifyTrustDomainWorkloadID`:
+ * a member with a non-empty path outside the reserved `/spire` namespace), or undefined.
+ */
+export function workloadIdError(raw: string, trustDomain: string): string | undefined {
+  return memberIdError(raw, trustDomain, true);
+}
+
+/**
+ * SPIRE's `x509util.CheckForWildcardOverlap`: a name whose first label replaced by `*` is also
+ * in the list is covered by that wildcard. Returns the reason for the first such name, or undefined.
+ */
+export function wildcardOverlapError(names: readonly string[]): string | undefined {
+  const all = new Set(names);
+  for (const name of all) {
+    if (name.startsWith('*')) continue;
+    const labels = name.split('.');
+    labels[0] = '*';
+    if (all.has(labels.join('.'))) return `name ${JSON.stringify(name)} overlaps with an existing wildcard name in the list: wildcard overlap`;
+  }
+  return undefined;
+}
+
 function ttlError(name: string, ttl: number): string | undefined {
   if (!Number.isInteger(ttl)) return `invalid registration entry: ${name} must be an integer`;
   // SPIRE's wording for a negative TTL.
