@@ -3,9 +3,12 @@
  * attestation, X.509 and JWT fetches through `spire-agent api` on spire-agent's own socket,
  * rotation and entry deletion; and the real `spire-server` CLI against our admin socket
  * (`entry create|show|count|delete`, `agent list`, `bundle show`), outputs compared exactly.
+ * Then a second, small pair: our server with RSA keys (`ca_key_type` and `jwt_key_type`
+ * `rsa-2048`, as the AWS setups use) and a second spire-agent: attest, fetch, validate.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { X509Certificate } from 'node:crypto';
+import { decodeProtectedHeader } from 'jose';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
@@ -225,6 +228,63 @@ describe('the real spire-agent against our server', () => {
     expect(line).toMatch(/error="[^"]*PermissionDenied/);
     const json = await spireServerJson<{ agents: { id: SpireId; banned: boolean }[] }>('agent', 'list');
     expect(json.agents.map((a) => [idString(a.id), a.banned])).toEqual([[agentId, true]]);
+  });
+});
+
+describe('the real spire-agent against our server with RSA keys (ca_key_type and jwt_key_type rsa-2048)', () => {
+  let rsaServer: ServerHandle;
+  let rsaAgent: SpireAgentHandle;
+  let rsaBundlePath: string;
+  const api = (...args: string[]): Promise<CliResult> => rsaAgent.cli('api', ...args, '-socketPath', rsaAgent.socketPath);
+
+  beforeAll(async () => {
+    rsaServer = await startServerProcess({ trustDomain: TD, serverBlock: '  ca_key_type = "rsa-2048"\n  jwt_key_type = "rsa-2048"' });
+    rsaBundlePath = join(rsaServer.dir, 'data', 'ca', 'bundle.pem');
+    const token = await generateJoinToken(rsaServer);
+    rsaAgent = await startSpireAgent({ server: rsaServer, joinToken: token, trustBundlePath: rsaBundlePath, syncInterval: `${SYNC_INTERVAL_MS}ms` });
+    const created = await runBinary(
+      spireServerBin,
+      ['entry', 'create', '-parentID', `spiffe://${TD}/spire/agent/join_token/${token}`, '-spiffeID', WORKLOAD, '-selector', `unix:uid:${UID}`, '-socketPath', rsaServer.socketPath],
+    );
+    if (created.code !== 0) throw new Error(`entry create: ${created.stdout}${created.stderr}`);
+  });
+
+  afterAll(async () => {
+    await rsaAgent?.cleanup();
+    await rsaServer?.cleanup();
+  });
+
+  it('attests with join_token to the RSA CA; api fetch x509 gets an X509-SVID whose chain verifies against the RSA root', async () => {
+    expect(rsaAgent.logs()).toMatch(/msg="Node attestation was successful"/);
+    const root = new X509Certificate(await readFile(rsaBundlePath));
+    expect([root.publicKey.asymmetricKeyType, root.publicKey.asymmetricKeyDetails?.modulusLength]).toEqual(['rsa', 2048]);
+    const r = await eventually(async () => {
+      const out = await api('fetch', 'x509', '-output', 'json');
+      if (out.code !== 0) throw new Error(out.stderr);
+      return out;
+    }, 20_000);
+    const svids = (JSON.parse(r.stdout) as { svids: { spiffe_id: string; x509_svid: string; bundle: string }[] }).svids;
+    expect(svids.map((s) => s.spiffe_id)).toEqual([WORKLOAD]);
+    const leaf = new X509Certificate(Buffer.from(svids[0]?.x509_svid as string, 'base64'));
+    expect(leaf.checkIssued(root) && leaf.verify(root.publicKey)).toBe(true);
+    expect(leaf.subjectAltName).toBe(`URI:${WORKLOAD}`);
+    expect(Buffer.from(svids[0]?.bundle as string, 'base64').equals(root.raw)).toBe(true);
+  });
+
+  it('api fetch jwt gets an RS256 JWT-SVID that our JWKS verifies; api validate jwt accepts it', async () => {
+    const r = await api('fetch', 'jwt', '-audience', 'sts.amazonaws.com');
+    expect(r.code, r.stderr).toBe(0);
+    const token = new RegExp(`^token\\(${WORKLOAD}\\):\\n\\t(\\S+)\\n`).exec(r.stdout)?.[1] as string;
+    expect(token, r.stdout).toBeDefined();
+    expect(decodeProtectedHeader(token)).toMatchObject({ alg: 'RS256', typ: 'JWT' });
+    const doc = JSON.parse((await runBinary(spireServerBin, ['bundle', 'show', '-format', 'spiffe', '-socketPath', rsaServer.socketPath])).stdout) as JSONWebKeySet;
+    const jwtKeys = doc.keys.filter((k) => k.use === 'jwt-svid').map(({ use: _use, ...k }) => k);
+    expect(jwtKeys.map((k) => k.kty)).toEqual(['RSA']);
+    const { payload } = await jwtVerify(token, createLocalJWKSet({ keys: jwtKeys }), { audience: 'sts.amazonaws.com', algorithms: ['RS256'] });
+    expect(payload.sub).toBe(WORKLOAD);
+    const valid = await api('validate', 'jwt', '-audience', 'sts.amazonaws.com', '-svid', token);
+    expect(valid.code, valid.stderr).toBe(0);
+    expect(valid.stdout).toMatch(new RegExp(`^SVID is valid\\.\\nSPIFFE ID : ${WORKLOAD}\\n`));
   });
 });
 
