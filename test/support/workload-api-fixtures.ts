@@ -155,6 +155,10 @@ export function uidAttestor(procRoot = '/proc'): WorkloadAttestor & { calls: num
         return [{ plugin: 'unix', durationMs: performance.now() - started, error: { code: Code.UNAVAILABLE, message: (err as Error).message }, steps: [] }];
       }
     },
+    /** The unix attestor knows no pods. */
+    async explainPod(): Promise<AttestorReport[]> {
+      return [];
+    },
   };
   return attestor;
 }

@@ -37,6 +37,7 @@ interface World {
   expiries?: Record<string, number>;
   serving?: boolean;
   reports?: AttestorReport[];
+  podReports?: AttestorReport[];
   /** Start times the process shows on successive reads; a string is a read error. */
   starts?: Array<string>;
 }
@@ -48,6 +49,11 @@ function sources(world: World): ExplainSources {
     attestor: {
       attest: () => Promise.reject(new Error('explain must not use the untraced path')),
       explain: async () => world.reports ?? [{ plugin: 'unix', durationMs: 0.2, selectors: sel('unix:uid:1000'), steps: [] }],
+      explainPod: async (podUid, container) =>
+        world.podReports ??
+        (podUid === 'uid-1'
+          ? [{ plugin: 'k8s', durationMs: 1, selectors: sel('k8s:ns:shop', 'k8s:sa:default', ...(container === undefined ? [] : [`k8s:container-name:${container}`])), steps: [] }]
+          : [{ plugin: 'k8s', durationMs: 1, error: { code: Code.NOT_FOUND, message: `k8s: pod ${podUid} is not in the kubelet pod list of this node` }, steps: [] }]),
     },
     manager: {
       serving: world.serving ?? true,
@@ -143,5 +149,23 @@ describe('explain: what it shows', () => {
     const err = await explain(sources({ starts }), { pid: 42 }, signal).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ApiError);
     expect([(err as ApiError).code, (err as ApiError).message]).toEqual([Code.NOT_FOUND, message]);
+  });
+});
+
+describe('explain: a pod by UID', () => {
+  const entries = [entry('api', '/api', ['k8s:ns:shop', 'k8s:sa:api']), entry('web', '/web', ['k8s:ns:shop', 'k8s:container-name:web'])];
+  it('a container by name: its selectors, the k8s:sa near miss', async () => {
+    const report = await explain(sources({ entries }), { podUid: 'uid-1', containerName: 'web' }, signal);
+    expect(report.selectors).toEqual(['k8s:container-name:web', 'k8s:ns:shop', 'k8s:sa:default']);
+    expect(report.matched.map((e) => e.entryId)).toEqual(['web']);
+    expect(report.nearMisses.map((m) => [m.entry.entryId, m.missing])).toEqual([['api', [{ wanted: 'k8s:sa:api', found: ['k8s:sa:default'] }]]]);
+  });
+
+  it.each([
+    { name: 'a pod not on this node is NotFound', world: {}, code: Code.NOT_FOUND, message: 'k8s: pod uid-2 is not in the kubelet pod list of this node' },
+    { name: 'without a k8s attestor it says what is missing', world: { podReports: [] }, code: Code.FAILED_PRECONDITION, message: 'explaining a pod needs the k8s workload attestor; this agent has none configured' },
+  ])('$name', async ({ world, code, message }) => {
+    const err = await explain(sources(world), { podUid: 'uid-2' }, signal).catch((e: unknown) => e);
+    expect([(err as ApiError).code, (err as ApiError).message]).toEqual([code, message]);
   });
 });

@@ -161,3 +161,26 @@ describe('traced attestation (debug explain)', () => {
     await attestor.close();
   });
 });
+
+describe('attestPod (debug explain -podUID)', () => {
+  it.each([
+    { name: 'a container by name: pod and container selectors', podUid: POD_UID, container: 'web', has: ['pod-uid:' + POD_UID, 'container-name:web'], lacks: [] },
+    { name: 'no container named: pod-level selectors only', podUid: POD_UID, container: undefined, has: ['pod-uid:' + POD_UID, 'sa:web'], lacks: ['container-name:web'] },
+  ])('$name', async ({ podUid, container, has, lacks }) => {
+    const { attestor, clock } = setup(() => ({ statusCode: 200, body: podList(true) }));
+    const values = await settle(attestor.attestPod!(podUid, container, new AbortController().signal), clock);
+    for (const v of has) expect(values).toContain(v);
+    for (const v of lacks) expect(values).not.toContain(v);
+    await attestor.close();
+  });
+
+  it.each([
+    { name: 'a pod not on this node', podUid: 'nope', container: undefined, message: 'k8s: pod nope is not in the kubelet pod list of this node' },
+    { name: 'a container the pod does not have', podUid: POD_UID, container: 'db', message: 'k8s: pod demo/web has no container "db" in its status (it has: web)' },
+  ])('NotFound for $name', async ({ podUid, container, message }) => {
+    const { attestor, clock } = setup(() => ({ statusCode: 200, body: podList(true) }));
+    const err = await failure(settle(attestor.attestPod!(podUid, container, new AbortController().signal), clock));
+    expect([err.code, err.message]).toEqual([Code.NOT_FOUND, message]);
+    await attestor.close();
+  });
+});

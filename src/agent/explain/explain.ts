@@ -5,6 +5,9 @@
  * give the caller, in its exact status and message. Changes nothing: no SVID is minted, no
  * subscription made, nothing logged.
  *
+ * A pod's container can be named instead of a process (`-podUID U [-container NAME]`): the
+ * plugins that know pods (k8s) give its selectors from the kubelet's pod list.
+ *
  * For a PID, the process is pinned as the Workload API pins a caller: its start time is read
  * before attestation and checked again after it (the liveness check), so a PID reused
  * meanwhile is reported instead of explained with another process's selectors.
@@ -17,7 +20,10 @@ import type { AttestorReport, TraceStep, WorkloadAttestor } from '../workload-at
 import { explainSelectors, type MissingSelector } from './nearest-miss.ts';
 
 /** What is explained. */
-export type ExplainTarget = { readonly pid: number } | { readonly selectors: readonly Selector[] };
+export type ExplainTarget =
+  | { readonly pid: number }
+  | { readonly podUid: string; readonly containerName?: string }
+  | { readonly selectors: readonly Selector[] };
 
 /** What explain reads. All of it is the agent's live state. */
 export interface ExplainSources {
@@ -107,6 +113,12 @@ export async function explain(sources: ExplainSources, target: ExplainTarget, si
       { name: 'liveness check', durationMs: t3 - t2, detail: { same_process: true } },
     ];
     process = { uid: before.uid, gid: before.gid, steps };
+    selectors = attestors.flatMap((a) => a.selectors ?? []);
+  } else if ('podUid' in target) {
+    attestors = await sources.attestor.explainPod(target.podUid, target.containerName, signal);
+    if (attestors.length === 0) throw new ApiError(Code.FAILED_PRECONDITION, 'explaining a pod needs the k8s workload attestor; this agent has none configured');
+    const failed = attestors.find((a) => a.error !== undefined);
+    if (failed?.error !== undefined && attestors.every((a) => a.error !== undefined)) throw new ApiError(failed.error.code, failed.error.message);
     selectors = attestors.flatMap((a) => a.selectors ?? []);
   } else {
     selectors = target.selectors;

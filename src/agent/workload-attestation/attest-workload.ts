@@ -16,7 +16,7 @@ import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { CallRecorder } from '../../common/recorders.ts';
 import type { Selector } from '../../common/selector.ts';
-import type { WorkloadAttestorPlugin } from '../../attestors/workload/workload-attestor-plugin.ts';
+import type { AttestTrace, WorkloadAttestorPlugin } from '../../attestors/workload/workload-attestor-plugin.ts';
 import type { AttestorReport, TraceStep, WorkloadAttestor } from './workload-attestor.ts';
 
 /** Options of {@link createWorkloadAttestor}. */
@@ -96,25 +96,35 @@ export function createWorkloadAttestor(options: WorkloadAttestorOptions): Worklo
     return selectors;
   }
 
+  /** One plugin's traced answer: its typed selectors or its error, with its steps. */
+  async function traced(plugin: WorkloadAttestorPlugin, run: (trace: AttestTrace) => Promise<string[]>): Promise<AttestorReport> {
+    const steps: TraceStep[] = [];
+    const trace: AttestTrace = { now, step: (name, durationMs, detail = {}) => void steps.push({ name, durationMs, detail }) };
+    const started = now();
+    try {
+      const values = await run(trace);
+      return { plugin: plugin.name, durationMs: now() - started, selectors: values.map((value) => ({ type: plugin.name, value })), steps };
+    } catch (err) {
+      const { code, message } = toApiError(err);
+      return { plugin: plugin.name, durationMs: now() - started, error: { code, message }, steps };
+    }
+  }
+
   /** The traced attestation: each plugin on its own, nothing logged or recorded. */
-  async function explain(pid: number, signal: AbortSignal): Promise<AttestorReport[]> {
+  function explain(pid: number, signal: AbortSignal): Promise<AttestorReport[]> {
+    return Promise.all(plugins.map((plugin) => traced(plugin, (trace) => plugin.attest(pid, signal, trace))));
+  }
+
+  function explainPod(podUid: string, containerName: string | undefined, signal: AbortSignal): Promise<AttestorReport[]> {
     return Promise.all(
-      plugins.map(async (plugin): Promise<AttestorReport> => {
-        const steps: TraceStep[] = [];
-        const trace = { now, step: (name: string, durationMs: number, detail: TraceStep['detail'] = {}) => void steps.push({ name, durationMs, detail }) };
-        const started = now();
-        try {
-          const values = await plugin.attest(pid, signal, trace);
-          return { plugin: plugin.name, durationMs: now() - started, selectors: values.map((value) => ({ type: plugin.name, value })), steps };
-        } catch (err) {
-          const { code, message } = toApiError(err);
-          return { plugin: plugin.name, durationMs: now() - started, error: { code, message }, steps };
-        }
+      plugins.flatMap((plugin) => {
+        const { attestPod } = plugin;
+        return attestPod === undefined ? [] : [traced(plugin, (trace) => attestPod.call(plugin, podUid, containerName, signal, trace))];
       }),
     );
   }
 
-  return { attest, explain };
+  return { attest, explain, explainPod };
 }
 
 function cancelled(): ApiError {

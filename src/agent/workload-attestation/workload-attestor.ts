@@ -38,4 +38,9 @@ export interface WorkloadAttestor {
    * same attestation as {@link attest}, traced. Never throws for a plugin's failure.
    */
   explain(pid: number, signal: AbortSignal): Promise<AttestorReport[]>;
+  /**
+   * The reports of the plugins that know pods (k8s) for a pod's container by name; empty
+   * when no such plugin is configured.
+   */
+  explainPod(podUid: string, containerName: string | undefined, signal: AbortSignal): Promise<AttestorReport[]>;
 }

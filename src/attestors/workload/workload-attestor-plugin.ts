@@ -31,4 +31,10 @@ export interface WorkloadAttestorPlugin {
    * Errors are ApiError with a module-prefixed message (`unix: …`).
    */
   attest(pid: number, signal: AbortSignal, trace?: AttestTrace): Promise<string[]>;
+  /**
+   * Selector values for a pod's container found by name rather than by a process, for
+   * `debug explain -podUID` (plugins that know pods: k8s). Without `containerName`, the
+   * pod-level values only. Rejects with NOT_FOUND when the pod or container is unknown.
+   */
+  attestPod?(podUid: string, containerName: string | undefined, signal: AbortSignal, trace?: AttestTrace): Promise<string[]>;
 }

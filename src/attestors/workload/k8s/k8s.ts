@@ -278,6 +278,27 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
     );
   }
 
+  async function attestPod(podUid: string, containerName: string | undefined, signal: AbortSignal, trace?: AttestTrace): Promise<string[]> {
+    const t0 = trace?.now() ?? 0;
+    // A fresh snapshot if there is one, else one shared kubelet request: as a caller would.
+    const fresh = index.peek(0);
+    const snapshot = fresh ?? (await index.next(0, signal));
+    trace?.step('kubelet lookup', (trace?.now() ?? 0) - t0, {
+      source: fresh !== undefined ? 'pod index (fresh snapshot)' : 'kubelet request (shared)',
+      generation: snapshot.generation,
+      age_ms: Math.round(clock.now() - snapshot.fetchedAt),
+    });
+    const pod = snapshot.pods.get(podUid);
+    if (pod === undefined) throw new ApiError(Code.NOT_FOUND, `k8s: pod ${podUid} is not in the kubelet pod list of this node`);
+    if (containerName === undefined) return selectorsOf(pod, undefined);
+    const status = [...pod.containerStatuses, ...pod.initContainerStatuses].find((c) => c.name === containerName);
+    if (status === undefined) {
+      const names = [...pod.containerStatuses, ...pod.initContainerStatuses].map((c) => c.name);
+      throw new ApiError(Code.NOT_FOUND, `k8s: pod ${pod.namespace}/${pod.name} has no container "${containerName}" in its status (it has: ${names.join(', ') || 'none yet'})`);
+    }
+    return selectorsOf(pod, status);
+  }
+
   async function close(): Promise<void> {
     index.close();
     await client.close();
@@ -286,6 +307,7 @@ export function createK8sAttestor(options: K8sAttestorOptions): K8sWorkloadAttes
   return {
     name: PLUGIN_NAME,
     attest,
+    attestPod,
     get kubeletRequests() {
       return index.fetches;
     },
