@@ -224,6 +224,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       clock,
       metrics: metrics?.workloadApi,
       limits: config.workloadApiLimits,
+      sds: config.sds,
     });
   } catch (err) {
     await Promise.all([attestors.close(), closeListeners()]);

@@ -18,6 +18,7 @@ import { normaliseLogLevel } from '../common/logger.ts';
 import type { K8sAttestorOptions } from '../attestors/workload/k8s/options.ts';
 import { parseK8sPsatAgentConfig, type K8sPsatAgentConfig } from '../attestors/node/k8s-psat.ts';
 import { DEFAULT_CALLER_LIMITS, type CallerLimits } from './workload-api/caller-limits.ts';
+import { DEFAULT_SDS_CONFIG, type SdsConfig } from './sds/sds-config.ts';
 
 export type TrustBundleSource =
   | { kind: 'path'; path: string; format: 'pem' | 'spiffe' }
@@ -104,6 +105,8 @@ export interface AgentConfig {
   syncIntervalMs: number;
   /** `experimental { workload_api_limits { … } }`: per-caller limits of the Workload API. */
   workloadApiLimits: CallerLimits;
+  /** `sds { … }`: resource names and validation of the Envoy SDS service on the Workload API socket. */
+  sds: SdsConfig;
   workloadAttestors: { unix?: UnixAttestorConfig; k8s?: K8sWorkloadAttestorConfig };
   healthChecks: HealthChecksConfig;
   telemetry: TelemetryConfig;
@@ -157,10 +160,6 @@ function readAcceptedExtras(agent: ConfigReader, experimental: ConfigReader, war
     agent.duration('availability_target', 0);
     warnings.push('agent.availability_target is not supported; SVIDs rotate at 45–55 % of their lifetime');
   }
-  if (agent.has('sds')) {
-    agent.block('sds').done(['default_svid_name', 'default_bundle_name', 'default_all_bundles_name', 'disable_spiffe_cert_validation']);
-    warnings.push('agent.sds is not supported yet: the Envoy SDS API is not served');
-  }
   if (agent.bool('allow_unauthenticated_verifiers', false)) warnings.push('agent.allow_unauthenticated_verifiers is not supported; callers without an identity get PermissionDenied');
   if (agent.stringList('allowed_foreign_jwt_claims').length > 0) warnings.push('agent.allowed_foreign_jwt_claims is not supported; foreign JWT-SVIDs keep only sub, aud and exp');
   if (agent.has('admin_socket_path') || agent.has('authorized_delegates')) {
@@ -170,6 +169,23 @@ function readAcceptedExtras(agent: ConfigReader, experimental: ConfigReader, war
   if (experimental.bool('require_pq_kem', false)) warnings.push('agent.experimental.require_pq_kem is not supported');
   experimental.stringList('feature_flags');
   if (experimental.has('broker')) experimental.fail('broker', 'the broker API is not supported; remove this setting');
+}
+
+/** `sds { default_svid_name, default_bundle_name, default_all_bundles_name, disable_spiffe_cert_validation }`, SPIRE's defaults. */
+function parseSds(block: ConfigReader, warnings: string[]): SdsConfig {
+  const d = DEFAULT_SDS_CONFIG;
+  const sds: SdsConfig = {
+    defaultSvidName: block.string('default_svid_name', d.defaultSvidName),
+    defaultBundleName: block.string('default_bundle_name', d.defaultBundleName),
+    defaultAllBundlesName: block.string('default_all_bundles_name', d.defaultAllBundlesName),
+    disableSpiffeCertValidation: block.bool('disable_spiffe_cert_validation', d.disableSpiffeCertValidation),
+  };
+  block.done();
+  if (sds.defaultAllBundlesName === sds.defaultBundleName) {
+    // As SPIRE: a warning, and the bundle name wins when a client asks for it.
+    warnings.push(`agent.sds: default_bundle_name and default_all_bundles_name are both "${sds.defaultBundleName}": default_all_bundles_name is ignored; configure distinct values`);
+  }
+  return sds;
 }
 
 function pluginData(block: ConfigReader): ConfigReader {
@@ -261,6 +277,7 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
   const workloadApiLimits = parseWorkloadApiLimits(experimental.block('workload_api_limits'));
   readAcceptedExtras(agent, experimental, warnings);
   experimental.done();
+  const sds = parseSds(agent.block('sds'), warnings);
 
   const x509Max = agent.int('x509_svid_cache_max_size', AGENT_DEFAULTS.x509SvidCacheMaxSize);
   const jwtMax = agent.int('jwt_svid_cache_max_size', AGENT_DEFAULTS.jwtSvidCacheMaxSize);
@@ -281,6 +298,7 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
     jwtSvidCacheMaxSize: jwtMax <= 0 ? AGENT_DEFAULTS.jwtSvidCacheMaxSize : jwtMax,
     syncIntervalMs,
     workloadApiLimits,
+    sds,
     workloadAttestors: {},
     healthChecks: parseHealthChecks(root.block('health_checks')),
     telemetry: parseTelemetry(root.block('telemetry')),

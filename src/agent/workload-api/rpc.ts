@@ -51,9 +51,9 @@ interface AdmissionCall {
 /**
  * Runs the middleware chain for a call and returns the attested caller. The call counts
  * against its caller's limit from identification on: `onRelease` receives the release to run
- * when the call ends, whatever way it ends.
+ * when the call ends, whatever way it ends. Exported for the SDS service's bidirectional stream.
  */
-async function admit(
+export async function admit(
   deps: RpcDeps,
   call: AdmissionCall,
   validate: (() => void) | undefined,

@@ -4,6 +4,8 @@
  * Invariants:
  * - The server never ends a stream with status OK: it ends when the client cancels, or through
  *   {@link StreamSession.fail} with an error status (PermissionDenied, Unavailable on shutdown…).
+ *   The one exception is a bidirectional stream (SDS) whose client finished sending: it ends
+ *   with OK through {@link StreamSession.complete}, as in SPIRE.
  * - A client cancel is recorded (metrics, call log) as OK once a response has reached the
  *   transport, and as Canceled before: go-spiffe's one-shot fetches (FetchX509SVID,
  *   FetchX509Bundles, FetchJWTBundles) and every source's Close() read their answer and then
@@ -15,7 +17,7 @@
  * - Messages are written in the order sent; a message of 1 MiB or more is written on a later
  *   turn of the event loop, never in the turn that sent it.
  */
-import type { ServerWritableStream } from '@grpc/grpc-js';
+import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { EncodedMessage } from './encode.ts';
@@ -72,9 +74,12 @@ export class StreamRegistry {
  */
 const STREAM_ENDED = new ApiError(Code.CANCELLED, 'workload api: the stream has ended');
 
+/** The server side of a server-streaming or bidirectional call. */
+export type StreamCall = ServerWritableStream<unknown, EncodedMessage> | ServerDuplexStream<unknown, EncodedMessage>;
+
 /** One open server stream. */
 export class StreamSession {
-  readonly #call: ServerWritableStream<unknown, EncodedMessage>;
+  readonly #call: StreamCall;
   readonly #registry: StreamRegistry;
   readonly #abort = new AbortController();
   readonly #cleanups: Array<() => void> = [];
@@ -85,7 +90,7 @@ export class StreamSession {
   #writing = false;
   #pending: EncodedMessage | undefined;
 
-  constructor(call: ServerWritableStream<unknown, EncodedMessage>, registry: StreamRegistry, onEnd: (end: StreamEnd) => void) {
+  constructor(call: StreamCall, registry: StreamRegistry, onEnd: (end: StreamEnd) => void) {
     this.#call = call;
     this.#registry = registry;
     this.#onEnd = onEnd;
@@ -146,6 +151,13 @@ export class StreamSession {
     // grpc-js turns an 'error' event on a server stream into its final status (after any
     // message already written has been flushed).
     this.#call.emit('error', status);
+  }
+
+  /** Ends a bidirectional stream with status OK once its client has finished sending. */
+  complete(): void {
+    if (this.#ended) return;
+    this.#finish({ code: Code.OK, message: 'OK' });
+    this.#call.end();
   }
 
   #finish(end: StreamEnd): void {

@@ -11,6 +11,7 @@
  *        → grpc-js connection injector (HTTP/2 with a raised RST_STREAM limit, bounded streams
  *          per connection and request size)
  *        → rpc.ts middleware → handlers → IdentitySource
+ * The same socket serves Envoy's SecretDiscoveryService (../sds/), through the same middleware.
  */
 import { createServer, type Socket } from 'node:net';
 import { Server } from '@grpc/grpc-js';
@@ -29,6 +30,8 @@ import { assertLibcAvailable } from './libc.ts';
 import type { WorkloadApiMetrics } from './metrics.ts';
 import { PeerTracker } from './peer-tracker.ts';
 import { createWorkloadApiHandlers, workloadApiServiceDefinition } from './service.ts';
+import { DEFAULT_SDS_CONFIG, type SdsConfig } from '../sds/sds-config.ts';
+import { createSdsHandlers, sdsServiceDefinition } from '../sds/sds-service.ts';
 import { isSessionFailure, watchSessionFailures } from './session-failures.ts';
 import { listenOnSocket, prepareSocketPath, removeSocketFile } from './socket-file.ts';
 import { StreamRegistry } from './stream-session.ts';
@@ -56,13 +59,18 @@ export interface WorkloadApiOptions {
   limits?: CallerLimits;
   /** How long a new connection may take to send its first request; see connection-gate.ts. */
   firstRequestDeadlineMs?: number;
+  /** The `sds { … }` settings of the Envoy SDS service served on the same socket; SPIRE's defaults when absent. */
+  sds?: SdsConfig;
 }
 
 /**
  * The largest request message accepted. Workload API requests are tiny (the largest is a
- * JWT-SVID to validate); grpc-js would otherwise buffer up to 4 MiB per call for any caller.
+ * JWT-SVID to validate), but an Envoy SDS request carries the whole Envoy node: its metadata
+ * (large under Istio) and the list of every extension in the build with its type URLs, tens of
+ * KiB, sent again with every ACK. grpc-js would otherwise buffer up to 4 MiB per call for any
+ * caller (grpc-js has no per-method limit).
  */
-export const MAX_REQUEST_BYTES = 64 * 1024;
+export const MAX_REQUEST_BYTES = 1024 * 1024;
 
 /** A running Workload API server. */
 export interface WorkloadApiServer {
@@ -145,21 +153,20 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     // SVIDs are about 6 MB) and must never be refused for it, as in SPIRE (large-response.ts).
     'grpc.max_send_message_length': -1,
   });
+  const clock = opts.clock ?? systemClock;
+  // One call log and one set of limits for both services: a caller's SDS streams count with its Workload API calls.
+  const rpcDeps = { tracker, callLog: new CallLog(logger, clock), attestor: opts.attestor, logger, streams, metrics };
   grpcServer.addService(
     workloadApiServiceDefinition,
     createWorkloadApiHandlers({
-      tracker,
-      callLog: new CallLog(logger, opts.clock ?? systemClock),
-      attestor: opts.attestor,
-      logger,
-      streams,
-      metrics,
+      ...rpcDeps,
       source: opts.source,
-      clock: opts.clock ?? systemClock,
+      clock,
       allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers ?? false,
       allowedForeignJwtClaims: new Set(opts.allowedForeignJwtClaims ?? []),
     }),
   );
+  grpcServer.addService(sdsServiceDefinition, createSdsHandlers({ ...rpcDeps, source: opts.source, clock, config: opts.sds ?? DEFAULT_SDS_CONFIG }));
   grpcServer.addService(HealthService, createHealthHandlers(opts.source));
 
   const resetLimit = opts.streamResetLimit ?? DEFAULT_STREAM_RESET_LIMIT;
@@ -228,3 +235,4 @@ export type { IdentitySource } from './identity-source.ts';
 export type { BundleSnapshot, JwtIdentity, WorkloadState, X509Identity } from '../manager/workload-state.ts';
 export { DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
 export { DEFAULT_CALLER_LIMITS, type CallerLimits } from './caller-limits.ts';
+export { DEFAULT_SDS_CONFIG, type SdsConfig } from '../sds/sds-config.ts';
