@@ -170,6 +170,11 @@ export class AgentLifecycle {
     return this.#identity?.notAfter;
   }
 
+  /** The agent's current SVID (chain and key), once it has one. */
+  get agentSvid(): AgentSvid | undefined {
+    return this.#identity;
+  }
+
   /** When the last successful sync finished (clock milliseconds), if any. */
   get lastSyncAt(): number | undefined {
     return this.#lastSyncAt;

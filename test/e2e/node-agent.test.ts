@@ -4,24 +4,20 @@
  * (manifests/examples) and the go-spiffe workload of test/e2e/workload, each through its
  * overlay in test/e2e/overlay (hostNetwork and friends: the node has no pod network).
  *
- * The order is the one manifests/README.md gives: server, its bundle into ConfigMap
- * spire-bundle, the node-alias and workload entries, then the agent and the workloads.
+ * The order is the one manifests/README.md gives (support/deploy.ts): server, its bundle into
+ * ConfigMap spire-bundle, the node-alias and workload entries, then the agent and the workloads.
  * Recorded, not asserted: the time from applying the agent to the workload's first SVID, and
  * the agent container's memory from its cgroup.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { CLUSTER, NODE, OVERLAY, TRUST_DOMAIN, containerMemory, createEntry, kubectl, kubectlResult, mib, podsOf, serverCli, waitFor, type PodInfo } from './support/kube.ts';
 import { fetchIn, hostLogLines, logLines, type FetchOut } from './support/workload.ts';
+import { AGENT_SELECTOR, EXAMPLE_ID, WORKLOAD_ID, deployProduct } from './support/deploy.ts';
 
-const ALIAS = `spiffe://${TRUST_DOMAIN}/k8s-cluster/${CLUSTER}`;
-const WORKLOAD_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload`;
 const EXACT_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-exact`;
 const WRONG_IMAGE_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-wrong-image`;
-const EXAMPLE_ID = `spiffe://${TRUST_DOMAIN}/ns/spiffe-demo/sa/example-workload`;
-const AGENT_SELECTOR = 'app.kubernetes.io/name=spiffe-agent';
 
 /** The selectors `spiffe-server agent show` prints, one per line ("Selectors : type:value", as spire-server), sorted. */
 function agentSelectors(show: string): string[] {
@@ -41,37 +37,14 @@ let firstSvidAt: number;
 
 beforeAll(async () => {
   nodeUid = (await kubectl(['get', 'node', NODE, '-o', 'jsonpath={.metadata.uid}'])).trim();
-
-  // 1. The server, and its bundle for the agents (manifests/README.md "Without SPIRE").
-  await kubectl(['apply', '-k', join(OVERLAY, 'server')]);
-  await kubectl(['-n', 'spire-server', 'rollout', 'status', 'statefulset/spiffe-server', '--timeout=300s'], undefined, 310_000);
-  const bundle = await waitFor('the server admin socket', 60_000, async () => {
-    const pem = await serverCli(['bundle', 'show']);
-    return pem.includes('BEGIN CERTIFICATE') ? pem : undefined;
-  });
-  await kubectl(['apply', '-f', '-'], 'apiVersion: v1\nkind: Namespace\nmetadata:\n  name: spire-system\n');
-  const bundleFile = join(mkdtempSync(join(tmpdir(), 'sna-e2e-')), 'bundle.crt');
-  writeFileSync(bundleFile, bundle);
-  await kubectl(['-n', 'spire-system', 'create', 'configmap', 'spire-bundle', `--from-file=${bundleFile}`]);
-  rmSync(dirname(bundleFile), { recursive: true });
-
-  // 2. Entries: a node alias every agent of the cluster gets, the workloads under it.
-  await createEntry({ spiffeId: ALIAS, node: true, selectors: [`k8s_psat:cluster:${CLUSTER}`] });
-  await createEntry({ spiffeId: WORKLOAD_ID, selectors: ['k8s:ns:spiffe-e2e', 'k8s:sa:e2e-workload'] });
-  await createEntry({ spiffeId: EXAMPLE_ID, selectors: ['k8s:ns:spiffe-demo', 'k8s:sa:example-workload'] });
-
-  // 3. The agent, then the workloads at once (the agent must serve them as soon as it can).
-  applyAt = Date.now();
-  await kubectl(['apply', '-k', join(OVERLAY, 'agent')]);
-  await kubectl(['apply', '-k', join(OVERLAY, 'workloads')]);
-  await kubectl(['apply', '-k', join(OVERLAY, 'examples')]);
-  await kubectl(['-n', 'spire-system', 'rollout', 'status', 'daemonset/spiffe-agent', '--timeout=300s'], undefined, 310_000);
+  const deployed = await deployProduct();
+  applyAt = deployed.applyAt;
   await kubectl(['-n', 'spiffe-e2e', 'rollout', 'status', 'deployment/e2e-workload', '--timeout=300s'], undefined, 310_000);
   const first = await waitFor('the workload watch to log its first X509-SVID', 60_000, async () =>
     (await logLines('spiffe-e2e', 'deploy/e2e-workload')).find((l) => l['event'] === 'x509'),
   );
   firstSvidAt = Date.parse(first['time'] as string);
-  note(`kubectl apply (agent) → first X509-SVID in the go-spiffe workload: ${((firstSvidAt - applyAt) / 1000).toFixed(1)} s`);
+  if (deployed.fresh) note(`kubectl apply (agent) → first X509-SVID in the go-spiffe workload: ${((firstSvidAt - applyAt) / 1000).toFixed(1)} s`);
   agentPod = (await podsOf('spire-system', AGENT_SELECTOR))[0] as PodInfo;
   await noteAgentMemory('idle after deploy');
 }, 900_000);

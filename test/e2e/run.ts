@@ -93,7 +93,7 @@ async function main(): Promise<number> {
     const images = imagesResult.value;
     const up = new Cluster({ root, state, bin: bins.dir }, log);
     const upStart = Date.now();
-    await up.up([images.pause, images.product, images.workload]);
+    await up.up([images.pause, images.product, images.workload, images.csiDriver, images.csiRegistrar]);
     mkdirSync(SERVER_DATA_DIR, { recursive: true });
     chownSync(SERVER_DATA_DIR, 65532, 65532);
     log(`cluster up in ${((Date.now() - upStart) / 1000).toFixed(1)} s`);

@@ -123,15 +123,15 @@ function levelOf(code: Code): CallLevel {
   return 'debug';
 }
 
-const MESSAGES: Readonly<Record<CallLevel, string>> = {
-  error: 'workload api call failed',
-  warn: 'workload api call denied',
-  info: 'workload api call denied',
-  debug: 'workload api call',
-};
+/** The log message of a call at each level, for the API named `api` ("workload api", "admin api"). */
+function callMessages(api: string): Readonly<Record<CallLevel, string>> {
+  return { error: `${api} call failed`, warn: `${api} call denied`, info: `${api} call denied`, debug: `${api} call` };
+}
+
+const WORKLOAD_API_MESSAGES = callMessages('workload api');
 
 /** Step 5: one structured line per call, at a level that matches who is at fault. */
-export function logCall(logger: Logger, record: CallRecord, suppressed = 0): void {
+export function logCall(logger: Logger, record: CallRecord, suppressed = 0, messages = WORKLOAD_API_MESSAGES): void {
   const level = levelOf(record.code);
   logger[level](
     {
@@ -142,7 +142,7 @@ export function logCall(logger: Logger, record: CallRecord, suppressed = 0): voi
       ...(record.code === Code.OK || record.code === Code.CANCELLED ? {} : { error: record.message }),
       ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
     },
-    MESSAGES[level],
+    messages[level],
   );
 }
 
@@ -159,19 +159,22 @@ export const REFUSAL_LOG_INTERVAL_MS = 10_000;
 export class CallLog {
   readonly #logger: Logger;
   readonly #rate: KeyedRateLimit;
+  readonly #messages: Readonly<Record<CallLevel, string>>;
 
-  constructor(logger: Logger, clock: Clock = systemClock) {
+  /** `api` names the API in each line's message (default "workload api"). */
+  constructor(logger: Logger, clock: Clock = systemClock, api = 'workload api') {
     this.#logger = logger;
     this.#rate = new KeyedRateLimit({ intervalMs: REFUSAL_LOG_INTERVAL_MS, clock });
+    this.#messages = api === 'workload api' ? WORKLOAD_API_MESSAGES : callMessages(api);
   }
 
   record(record: CallRecord): void {
     // Debug lines are off in production and never held back.
     if (levelOf(record.code) === 'debug') {
-      logCall(this.#logger, record);
+      logCall(this.#logger, record, 0, this.#messages);
       return;
     }
     const decision = this.#rate.admit(`${record.pid ?? '-'}:${record.code}`);
-    if (decision.admitted) logCall(this.#logger, record, decision.suppressed);
+    if (decision.admitted) logCall(this.#logger, record, decision.suppressed, this.#messages);
   }
 }

@@ -36,13 +36,14 @@ function listen(server: Server, path: string): Promise<void> {
 }
 
 /**
- * Listens on the Unix socket `path` (published atomically, already connectable by everyone)
- * and returns its identity. On failure the server is closed and `path` is untouched.
+ * Listens on the Unix socket `path` (published atomically, already connectable by everyone,
+ * or with the given `mode`: the admin socket is 0770) and returns its identity. On failure the
+ * server is closed and `path` is untouched.
  */
-export async function listenOnSocket(server: Server, path: string): Promise<SocketFileId> {
+export async function listenOnSocket(server: Server, path: string, mode = 0o777): Promise<SocketFileId> {
   return publishSocket(path, {
     ...OWNER,
-    mode: 0o777,
+    mode,
     bind: (tempPath) => listen(server, tempPath),
     unbind: () => new Promise<void>((resolve) => server.close(() => resolve())),
   });

@@ -17,6 +17,12 @@
  *    refuses a loopback node IP ("failed to validate nodeIP: nodeIP can't be loopback
  *    address"), so the node's InternalIP (and a hostNetwork pod's IP) is the host's address:
  *    the overlays point probes at 127.0.0.1 and the apiserver reaches the kubelet by name.
+ *  - the kubelet's root directory is the standard /var/lib/kubelet: a CSI driver's DaemonSet
+ *    (manifests/csi) mounts /var/lib/kubelet/{pods,plugins,plugins_registry} from the host, and
+ *    the target paths the kubelet hands to it must be the same inside and outside. The kubelet
+ *    bind-mounts its root directory onto itself as an rshared mount at start (the host's / is
+ *    private here), which the driver's Bidirectional mount propagation needs; `down` unmounts
+ *    it and everything under it, and removes the directory if `up` created it.
  */
 import { spawn, execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, closeSync, rmdirSync, readlinkSync, unlinkSync } from 'node:fs';
@@ -30,9 +36,11 @@ const HOSTS_TAG = '# spiffe-node-agent-e2e';
 /** Host sysctls the kubelet sets; their values before `up` are restored by `down`. */
 const SYSCTLS = ['vm.overcommit_memory', 'vm.panic_on_oom', 'kernel.panic', 'kernel.panic_on_oops', 'kernel.keys.root_maxkeys', 'kernel.keys.root_maxbytes'];
 /** Loopback ports the cluster and the deployed pods (hostNetwork) listen on. */
-export const PORTS = [2379, 2380, 2381, 6443, 10248, 10250, 10257, 10259, 8081, 9982, 9988];
+export const PORTS = [2379, 2380, 2381, 6443, 10248, 10250, 10257, 10259, 8081, 9982, 9988, 9809];
+/** The kubelet's root directory (--root-dir). */
+export const KUBELET_ROOT = '/var/lib/kubelet';
 /** Host paths the deployed manifests create (hostPath volumes): removed by `down` if `up` did not find them. */
-export const HOST_PATHS = ['/run/spire/agent-sockets', '/run/spire', '/var/lib/spiffe-node-agent-e2e'];
+export const HOST_PATHS = ['/run/spire/agent-sockets', '/run/spire', '/var/lib/spiffe-node-agent-e2e', KUBELET_ROOT];
 
 export interface ClusterPaths {
   /** Work dir: pki/, conf/, logs/, run/ (etcd data, kubelet root, containerd root), state.json. */
@@ -180,10 +188,10 @@ export class Cluster {
       `--kubeconfig=${kc('scheduler')}`, `--authentication-kubeconfig=${kc('scheduler')}`,
       `--authorization-kubeconfig=${kc('scheduler')}`, '--bind-address=127.0.0.1', '--secure-port=10259', '--leader-elect=false',
     ]);
-    mkdirSync(join(this.run, 'kubelet'), { recursive: true });
+    mkdirSync(KUBELET_ROOT, { recursive: true });
     this.start('kubelet', b('kubelet'), [
       `--config=${join(this.conf, 'kubelet.yaml')}`, `--kubeconfig=${kc('kubelet')}`,
-      `--hostname-override=${NODE_NAME}`, `--root-dir=${join(this.run, 'kubelet')}`, '--v=1',
+      `--hostname-override=${NODE_NAME}`, `--root-dir=${KUBELET_ROOT}`, '--v=1',
     ]);
     await this.waitFor(`node ${NODE_NAME} Ready`, 180, async () =>
       (await this.kubectl(['get', 'node', NODE_NAME, '-o', 'jsonpath={.status.conditions[?(@.type=="Ready")].status}'])).trim() === 'True');
@@ -218,14 +226,14 @@ export class Cluster {
     await stop('etcd');
     for (const [name, pid] of Object.entries(s.pids)) await stopPid(pid, name, this.log);
 
-    // Mounts the kubelet and containerd made (volumes, overlay snapshots, sandbox /dev/shm).
-    const mounts = readFileSync('/proc/mounts', 'utf8')
-      .split('\n')
-      .map((l) => (l.split(' ')[1] ?? '').replace(/\\040/g, ' '))
-      .filter((m) => m.startsWith(`${this.run}/`) || m.startsWith(`${this.paths.state}/`) || m.startsWith('/run/containerd/'))
-      .sort()
-      .reverse();
-    for (const m of mounts) await exec('umount', ['-l', m]).catch((err: Error) => this.log(`down: umount ${m}: ${err.message}`));
+    // Mounts the kubelet and containerd made (volumes, CSI bind mounts, the kubelet's rshared
+    // bind of its root directory, overlay snapshots, sandbox /dev/shm), deepest first.
+    const ours = [this.run, this.paths.state, '/run/containerd', KUBELET_ROOT];
+    for (const m of mountsUnder(ours).reverse()) await exec('umount', ['-l', m]).catch((err: Error) => this.log(`down: umount ${m}: ${err.message}`));
+    // A bind mount of /var/lib/kubelet onto itself can be stacked (one per kubelet start).
+    for (let i = 0; i < 8 && mountsUnder([KUBELET_ROOT]).length > 0; i++) {
+      for (const m of mountsUnder([KUBELET_ROOT]).reverse()) await exec('umount', ['-l', m]).catch(() => '');
+    }
     if (s.cgroupsBefore !== undefined) await removeCgroups(new Set(s.cgroupsBefore), this.log);
     if (s.sysctls !== undefined) {
       for (const [k, v] of Object.entries(s.sysctls)) {
@@ -256,8 +264,21 @@ export class Cluster {
         }
       }
     }
-    for (const p of s.createdHostPaths ?? []) rmSync(p, { recursive: true, force: true });
-    rmSync(this.run, { recursive: true, force: true });
+    // Never recurse into a directory that still has something mounted below it (a CSI bind
+    // mount of the agent's socket directory, a hostPath): that would delete the host's files.
+    const removable = (p: string): boolean => {
+      const left = mountsUnder([p]);
+      if (left.length > 0) this.log(`down: ${p} kept: still mounted below it: ${left.join(', ')}`);
+      return left.length === 0;
+    };
+    for (const p of s.createdHostPaths ?? []) if (removable(p)) rmSync(p, { recursive: true, force: true });
+    if (!(s.createdHostPaths ?? []).includes(KUBELET_ROOT) && existsSync(KUBELET_ROOT) && removable(KUBELET_ROOT)) {
+      // It was there before: remove only what this run's kubelet put in it.
+      for (const d of ['pods', 'plugins', 'plugins_registry', 'pod-resources', 'device-plugins', 'checkpoints', 'cpu_manager_state', 'memory_manager_state', 'dra_manager_state']) {
+        rmSync(join(KUBELET_ROOT, d), { recursive: true, force: true });
+      }
+    }
+    if (removable(this.run)) rmSync(this.run, { recursive: true, force: true });
     rmSync(this.paths.state, { recursive: true, force: true });
     // containerd 1.6 keeps runc state and shim sockets under /run/containerd whatever `state` says.
     for (const d of ['/run/containerd/runc/k8s.io', '/run/containerd/runc', '/run/containerd/fifo', '/run/containerd/s', '/run/containerd']) {
@@ -433,6 +454,15 @@ export async function exec(cmd: string, args: string[], input?: string, cwd?: st
     });
     if (input !== undefined) child.stdin?.end(input);
   });
+}
+
+/** Mount points at or below any of `dirs`, from /proc/mounts, sorted (parents first). */
+function mountsUnder(dirs: string[]): string[] {
+  return readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => (l.split(' ')[1] ?? '').replace(/\\040/g, ' '))
+    .filter((m) => m !== '' && dirs.some((d) => m === d || m.startsWith(`${d}/`)))
+    .sort();
 }
 
 function alive(pid: number): boolean {

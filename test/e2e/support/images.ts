@@ -9,6 +9,10 @@
  *    node_modules at /nodejs/bin/node, the glibc libraries it and the native modules link
  *    against (Debian 12 here, like the base), /etc/passwd with nonroot 65532, /tmp 1777;
  *  - the workload image: the static go-spiffe program of test/e2e/workload (CGO off);
+ *  - the csi.spiffe.io driver's two images, both static (CGO off) and running as root like
+ *    the upstream images: spiffe-csi-driver v0.2.6 from the Go module proxy
+ *    (test/e2e/csi-driver), and test/e2e/csi-registrar, the suite's stand-in for
+ *    node-driver-registrar (not served by the proxy);
  *  - the pod sandbox image registry.k8s.io/pause:3.10: a tiny static Go program.
  */
 import { execFile } from 'node:child_process';
@@ -24,6 +28,9 @@ const execFileAsync = promisify(execFile);
 export const PRODUCT_IMAGE = 'spiffe-node-agent:0.1.0';
 export const WORKLOAD_IMAGE = 'localhost/spiffe-e2e-workload:0.1.0';
 export const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10';
+/** What overlay/csi swaps the shipped driver images for (kustomize `images:`). */
+export const CSI_DRIVER_IMAGE = 'localhost/spiffe-csi-driver:0.2.6';
+export const CSI_REGISTRAR_IMAGE = 'localhost/spiffe-e2e-csi-registrar:0.1.0';
 
 export interface ImageConfig {
   Env: string[];
@@ -229,12 +236,23 @@ export interface BuiltImages {
   readonly product: string;
   readonly workload: string;
   readonly pause: string;
+  readonly csiDriver: string;
+  readonly csiRegistrar: string;
   /** The product image's config as written (for the layout test). */
   readonly productConfig: ImageConfig;
 }
 
-async function goBuild(src: string, out: string): Promise<void> {
-  await run(process.env['GO'] ?? 'go', ['build', '-trimpath', '-ldflags', '-s -w', '-o', out, '.'], src, { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' });
+/** A static build (CGO off) of package `pkg` of the module in `src`. */
+async function goBuild(src: string, out: string, pkg = '.'): Promise<void> {
+  await run(process.env['GO'] ?? 'go', ['build', '-trimpath', '-ldflags', '-s -w', '-o', out, pkg], src, { ...process.env, CGO_ENABLED: '0', GOFLAGS: '-mod=mod' });
+}
+
+/** An image holding one static binary at /<name>, run as the image's root user (no USER). */
+async function staticImage(ref: string, work: string, name: string, build: (out: string) => Promise<void>, out: string): Promise<void> {
+  const root = join(work, name);
+  baseRootfs(root);
+  await build(join(root, name));
+  await writeDockerArchive(ref, root, { Env: ['PATH=/'], Entrypoint: [`/${name}`], Cmd: null, WorkingDir: '/' }, out);
 }
 
 /**
@@ -303,8 +321,12 @@ func main() {
     await goBuild(pauseSrc, join(pauseRoot, 'pause'));
     const pause = join(dir, 'pause.tar');
     await writeDockerArchive(PAUSE_IMAGE, pauseRoot, { Env: [], Entrypoint: ['/pause'], Cmd: null, WorkingDir: '/' }, pause);
-    log(`images: workload and pause built (${((Date.now() - t0) / 1000).toFixed(0)} s in all)`);
-    return { dir, product, workload, pause, productConfig: config };
+    const csiDriver = join(dir, 'csi-driver.tar');
+    await staticImage(CSI_DRIVER_IMAGE, work, 'spiffe-csi-driver', (o) => goBuild(join(REPO, 'test/e2e/csi-driver'), o, 'github.com/spiffe/spiffe-csi/cmd/spiffe-csi-driver'), csiDriver);
+    const csiRegistrar = join(dir, 'csi-registrar.tar');
+    await staticImage(CSI_REGISTRAR_IMAGE, work, 'csi-registrar', (o) => goBuild(join(REPO, 'test/e2e/csi-registrar'), o), csiRegistrar);
+    log(`images: workload, pause and the CSI driver's two built (${((Date.now() - t0) / 1000).toFixed(0)} s in all)`);
+    return { dir, product, workload, pause, csiDriver, csiRegistrar, productConfig: config };
   } finally {
     rmSync(work, { recursive: true, force: true });
   }

@@ -1,0 +1,47 @@
+/**
+ * Closing a gRPC server that serves injected Unix-socket connections (the Workload API and
+ * the admin API): let calls finish for a grace period, then cut what is left.
+ */
+import type { Socket } from 'node:net';
+import type { Server } from '@grpc/grpc-js';
+
+/** Shuts the server down, forcing it after `graceMs`. */
+export function tryShutdown(server: Server, graceMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      server.forceShutdown();
+      resolve();
+    }, graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/**
+ * Resolves once every socket has closed, destroying those still open after `graceMs`.
+ *
+ * Why wait rather than destroy at once: after a shutdown, the bytes still queued for a socket
+ * are exactly the streams' final UNAVAILABLE statuses, and destroy() discards them (the client
+ * then sees "Connection dropped"). Each HTTP/2 session ends its socket by itself once its
+ * streams are done. grpc-js's tryShutdown cannot be relied on for this: with injected
+ * connections it reports sessions closed as soon as they are asked to close (1.14).
+ */
+export function socketsClosed(sockets: ReadonlySet<Socket>, graceMs: number): Promise<void> {
+  const open = [...sockets].filter((s) => !s.destroyed);
+  if (open.length === 0) return Promise.resolve();
+  return new Promise((resolve) => {
+    let remaining = open.length;
+    const timer = setTimeout(() => {
+      for (const socket of open) socket.destroy();
+    }, graceMs);
+    for (const socket of open) {
+      socket.once('close', () => {
+        if (--remaining > 0) return;
+        clearTimeout(timer);
+        resolve();
+      });
+    }
+  });
+}
