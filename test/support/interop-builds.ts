@@ -129,3 +129,35 @@ export async function buildGo(go: Toolchain): Promise<string> {
   await pruneSiblings(dir);
   return bin;
 }
+
+/**
+ * Builds a Go program of test/support/go/<name> (its go.mod, go.sum and main.go, dependencies
+ * from the Go module proxy) once per input hash and Go version; returns the binary, cached
+ * under {@link cacheRoot} where other uids can run it.
+ */
+export async function buildGoProgram(go: Toolchain, name: string): Promise<string> {
+  if (!go.ok) throw new Error(go.reason);
+  const dir = join(REPO, 'test/support/go', name);
+  const inputs = ['go.mod', 'go.sum', 'main.go'].filter((f) => existsSync(join(dir, f))).map((f) => readFileSync(join(dir, f)));
+  const out = join(cacheRoot(), `${name}-${hashOf([go.version, ...inputs])}`);
+  const bin = join(out, name);
+  if (existsSync(bin)) return bin;
+  await mkdirShared(out);
+  const env: NodeJS.ProcessEnv = { ...process.env, GOFLAGS: '-mod=readonly -buildvcs=false', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' };
+  if (env['HOME'] === undefined && env['GOCACHE'] === undefined) {
+    env['GOCACHE'] = join(cacheRoot(), 'gocache');
+    env['GOPATH'] = join(cacheRoot(), 'gopath');
+    env['GOFLAGS'] += ' -modcacherw';
+  }
+  const tmp = `${bin}.tmp-${process.pid}`;
+  try {
+    await timed(`go build ${name} (${go.version})`, () => execFileAsync(go.bin, ['build', '-o', tmp, '.'], { cwd: dir, env, timeout: 600_000, maxBuffer: 16 << 20 }));
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`go build ${name} failed: ${e.stderr ?? e.message}`);
+  }
+  await chmod(tmp, 0o755);
+  await rename(tmp, bin);
+  await pruneSiblings(out);
+  return bin;
+}
