@@ -27,6 +27,7 @@ import type { SVIDClient as SvidClientType } from '../gen/spire/api/server/svid/
 import type { EntryClient as EntryClientType } from '../gen/spire/api/server/entry/v1/Entry.ts';
 import type { BundleClient as BundleClientType } from '../gen/spire/api/server/bundle/v1/Bundle.ts';
 import type { HealthClient as HealthClientType } from '../gen/grpc/health/v1/Health.ts';
+import type { AgentDebugClient as AgentDebugClientType } from '../gen/spiffenodeagent/admin/v1/AgentDebug.ts';
 
 /**
  * Absolute path of the `proto/` include directory. Resolved relative to this
@@ -205,3 +206,10 @@ export const HealthClient = protos.grpc.health.v1.Health;
 export type HealthClient = HealthClientType;
 /** Service definition for `grpc.health.v1.Health`. */
 export const HealthService = protos.grpc.health.v1.Health.service;
+
+/** Client constructor for our own `spiffenodeagent.admin.v1.AgentDebug` (the agent's admin socket). */
+export const AgentDebugClient = protos.spiffenodeagent.admin.v1.AgentDebug;
+/** Client instance type for `spiffenodeagent.admin.v1.AgentDebug`. */
+export type AgentDebugClient = AgentDebugClientType;
+/** Service definition for `spiffenodeagent.admin.v1.AgentDebug`. */
+export const AgentDebugService = protos.spiffenodeagent.admin.v1.AgentDebug.service;

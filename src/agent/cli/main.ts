@@ -14,6 +14,7 @@ if (process.argv[2] === 'run') {
 const { agentApiCommands } = await import('./api-commands.ts');
 const { healthcheckCommand } = await import('./healthcheck-command.ts');
 const { runCommand } = await import('./run-command.ts');
+const { debugCommands } = await import('./debug-commands.ts');
 
-const code = await runCommands('spiffe-agent', [runCommand, ...agentApiCommands, healthcheckCommand], process.argv.slice(2), processIo);
+const code = await runCommands('spiffe-agent', [runCommand, ...agentApiCommands, healthcheckCommand, ...debugCommands()], process.argv.slice(2), processIo);
 process.exitCode = code;
