@@ -61,12 +61,17 @@ describe('SPIRE agent.conf compatibility', () => {
     });
   }
 
-  it('refuses settings for features this agent lacks, naming the fix', async () => {
+  it('accepts the admin socket settings in SPIRE\'s names, and refuses an admin socket beside the Workload API socket as spire-agent does', async () => {
     const json = JSON.parse(await readFile(join(FIXTURES, 'helm-agent.json'), 'utf8')) as { agent: Record<string, unknown> };
     json.agent['admin_socket_path'] = '/tmp/spire-agent/private/admin.sock';
+    json.agent['authorized_delegates'] = ['spiffe://example.org/cilium'];
+    const config = parseAgentConfig(await parseConfigText('agent.json', JSON.stringify(json)), '/');
+    expect(config.admin).toEqual({ adminSocketPath: '/tmp/spire-agent/private/admin.sock', authorizedDelegates: ['spiffe://example.org/cilium'] });
+
+    json.agent['admin_socket_path'] = '/tmp/spire-agent/public/admin/admin.sock';
     const err = await Promise.resolve()
       .then(async () => parseAgentConfig(await parseConfigText('agent.json', JSON.stringify(json)), '/'))
       .catch((e: unknown) => e);
-    expect((err as ApiError).message).toBe('config: agent.admin_socket_path: the admin socket and Delegated Identity API are not supported yet; remove this setting');
+    expect((err as ApiError).message).toBe('config: agent.admin_socket_path: admin socket cannot be in the same directory or a subdirectory as that containing the Workload API socket');
   });
 });
