@@ -21,6 +21,7 @@ import { Cluster } from './support/cluster.ts';
 import { buildImages } from './support/images.ts';
 import { ensureK8sBinaries, k8sCacheDir } from './support/k8s-build.ts';
 import { REPO } from '../support/server-process.ts';
+import { ensureSpireBinaries } from '../../bench/support/spire-build.ts';
 
 /** The hostPath the e2e server overlay's PersistentVolume points at (overlay/server/pv.yaml). */
 export const SERVER_DATA_DIR = '/var/lib/spiffe-node-agent-e2e/server-data';
@@ -83,12 +84,16 @@ async function main(): Promise<number> {
       await cluster.down();
     }
     ensureHostPackages();
-    const [binsResult, imagesResult] = await Promise.allSettled([
+    // SPIRE's spire-server runs on the host for spire-k8s-psat.test.ts (it needs cgo for
+    // sqlite3, so it is no image): the build npm run test:spire reuses.
+    const [binsResult, imagesResult, spireResult] = await Promise.allSettled([
       ensureK8sBinaries({ log }).then((b) => (log(b.built ? `k8s binaries built in ${((b.buildMs ?? 0) / 1000).toFixed(0)} s` : `k8s binaries reused from ${b.dir}`), b)),
       buildImages(join(root, 'images'), log, process.env['E2E_SOURCE'] === 'HEAD' ? 'HEAD' : 'worktree'),
+      ensureSpireBinaries({ log }).then((b) => (log(b.built ? `SPIRE ${b.version} built in ${((b.buildMs ?? 0) / 1000).toFixed(0)} s` : `SPIRE ${b.version} reused from ${b.dir}`), b)),
     ]);
     if (binsResult.status === 'rejected') throw binsResult.reason;
     if (imagesResult.status === 'rejected') throw imagesResult.reason;
+    if (spireResult.status === 'rejected') throw spireResult.reason;
     const bins = binsResult.value;
     const images = imagesResult.value;
     const up = new Cluster({ root, state, bin: bins.dir }, log);
@@ -111,6 +116,7 @@ async function main(): Promise<number> {
           E2E_CONTAINERD_SOCK: up.sock,
           E2E_IMAGES: images.dir,
           E2E_LOGS: up.logs,
+          E2E_SPIRE_SERVER: spireResult.value.server,
         },
       });
       vitest.once('exit', (c, sig) => resolve(c ?? (sig ? 1 : 0)));

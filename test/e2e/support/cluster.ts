@@ -36,11 +36,11 @@ const HOSTS_TAG = '# spiffe-node-agent-e2e';
 /** Host sysctls the kubelet sets; their values before `up` are restored by `down`. */
 const SYSCTLS = ['vm.overcommit_memory', 'vm.panic_on_oom', 'kernel.panic', 'kernel.panic_on_oops', 'kernel.keys.root_maxkeys', 'kernel.keys.root_maxbytes'];
 /** Loopback ports the cluster and the deployed pods (hostNetwork) listen on. */
-export const PORTS = [2379, 2380, 2381, 6443, 10248, 10250, 10257, 10259, 8081, 9982, 9988, 9809];
+export const PORTS = [2379, 2380, 2381, 6443, 10248, 10250, 10257, 10259, 8081, 9982, 9988, 9809, 8091, 9983, 9989];
 /** The kubelet's root directory (--root-dir). */
 export const KUBELET_ROOT = '/var/lib/kubelet';
 /** Host paths the deployed manifests create (hostPath volumes): removed by `down` if `up` did not find them. */
-export const HOST_PATHS = ['/run/spire/agent-sockets', '/run/spire', '/var/lib/spiffe-node-agent-e2e', KUBELET_ROOT];
+export const HOST_PATHS = ['/run/spire/agent-sockets', '/run/spire/agent-sockets-psat', '/run/spire', '/var/lib/spiffe-node-agent-e2e', KUBELET_ROOT];
 
 export interface ClusterPaths {
   /** Work dir: pki/, conf/, logs/, run/ (etcd data, kubelet root, containerd root), state.json. */
@@ -440,6 +440,18 @@ imageGCLowThresholdPercent: 99
 `,
     );
   }
+}
+
+/**
+ * Records (or, with `pid` undefined, forgets) a test fixture's process in the run's state file
+ * under `root`, so that `down` stops it by its PID if the test that started it could not.
+ */
+export function recordProcess(root: string, name: string, pid: number | undefined): void {
+  const file = join(root, 'state.json');
+  const s = JSON.parse(readFileSync(file, 'utf8')) as State;
+  if (pid === undefined) delete s.pids[name];
+  else s.pids[name] = pid;
+  writeFileSync(file, JSON.stringify(s, null, 2));
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -11,9 +11,9 @@ export interface FetchOut {
   message?: string;
 }
 
-/** Runs the program's one-shot fetch (X509 and JWT) inside a workload container of namespace spiffe-e2e. */
-export async function fetchIn(deployment: string, audience: string, container = 'workload'): Promise<FetchOut> {
-  const r = await kubectlResult(['-n', 'spiffe-e2e', 'exec', `deploy/${deployment}`, '-c', container, '--', '/e2e-workload', 'fetch', '-audience', audience]);
+/** Runs the program's one-shot fetch (X509 and JWT) inside a workload container (namespace spiffe-e2e unless given). */
+export async function fetchIn(deployment: string, audience: string, container = 'workload', namespace = 'spiffe-e2e'): Promise<FetchOut> {
+  const r = await kubectlResult(['-n', namespace, 'exec', `deploy/${deployment}`, '-c', container, '--', '/e2e-workload', 'fetch', '-audience', audience]);
   const line = r.stdout.trim().split('\n').at(-1) ?? '';
   try {
     return JSON.parse(line) as FetchOut;
