@@ -27,7 +27,7 @@ import { ServerApi } from './server-client/server-api.ts';
 import { agentSvid, isSignedByAny, isUsable, type AgentSvid } from './agent-svid.ts';
 import { shouldRotate } from './svid/rotation-policy.ts';
 import { deleteState, loadState, saveState, stateFile } from './storage.ts';
-import { decideOnServerError, type FailedStep, type RootsSource } from './server-error-policy.ts';
+import { decideOnServerError, isUnknownAuthority, type FailedStep, type RootsSource } from './server-error-policy.ts';
 import type { CacheManager } from './manager/cache-manager.ts';
 import { toCachedEntry, type CachedEntry } from './manager/entries.ts';
 import { TaintTracker, toTrustDomainBundle, type TrustDomainBundle } from './manager/bundles.ts';
@@ -114,6 +114,8 @@ export class AgentLifecycle {
    * (before the authority is revoked and the server refuses the SVID). Cleared by a new SVID.
    */
   #identityTainted = false;
+  /** The SVID (chain PEM) whose refusal by the server was last explained, so each is explained once. */
+  #refusalExplained: string | undefined;
   /** Resolves when the loop ends. */
   readonly done: Promise<LifecycleEnd>;
 
@@ -421,6 +423,8 @@ export class AgentLifecycle {
     const apiError = err instanceof AttestationFailed ? err.error : toApiError(err);
     const config = this.#o.config;
     const failingForMs = this.#failures === 0 ? 0 : this.#o.clock.now() - this.#failingSince;
+    // A connection that failed for another reason than our roots: #7076, or our SVID refused?
+    const probed = apiError.code === Code.UNAVAILABLE && !isUnknownAuthority(apiError) ? await this.#checkTlsMode() : undefined;
     const decision = decideOnServerError(apiError, {
       step,
       attestorType: this.#o.nodeAttestor.type,
@@ -430,6 +434,8 @@ export class AgentLifecycle {
       stateFile: stateFile(config.dataDir),
       rootsSource: this.#rootsSource,
       failingForMs,
+      reattestable: this.#identity?.reattestable ?? false,
+      ...(probed === undefined ? {} : { svidRefused: probed }),
     });
     switch (decision.action) {
       case 'banned':
@@ -443,13 +449,16 @@ export class AgentLifecycle {
         this.#dropClients();
         return { reason: 'fatal', message: decision.message };
       case 'reattest':
-        this.#log.warn({ reason: decision.reason, error: apiError.message }, 'server requires attestation again');
+        this.#log.warn({ reason: decision.reason, error: apiError.message }, decision.message ?? 'server requires attestation again');
         this.#identity = undefined;
         break;
       case 'retry':
+        if (decision.advice !== undefined && this.#identity !== undefined && this.#identity.certChainPem !== this.#refusalExplained) {
+          this.#refusalExplained = this.#identity.certChainPem;
+          this.#log.error({ spiffe_id: this.#identity.spiffeId, error: apiError.message }, decision.advice);
+        }
         break;
     }
-    if (apiError.code === Code.UNAVAILABLE) await this.#checkTlsMode();
     if (this.#failures === 0) this.#failingSince = this.#o.clock.now();
     this.#failures++;
     const waitMs = this.#retryDelay();
@@ -469,18 +478,22 @@ export class AgentLifecycle {
     return undefined;
   }
 
-  /** After an Unavailable failure: whether the server needs TLS 1.2 (spiffe/spire#7076). */
-  async #checkTlsMode(): Promise<void> {
+  /**
+   * After an Unavailable failure: whether the server needs TLS 1.2 (spiffe/spire#7076), or
+   * refuses our SVID (returned with the alert it sent).
+   */
+  async #checkTlsMode(): Promise<{ alert: string | undefined } | undefined> {
     const identity = this.#identity !== undefined && isUsable(this.#identity, this.#o.clock.now()) ? this.#identity : undefined;
     const expected = `spiffe://${this.#o.config.trustDomain}/spire/server`;
-    const changed = await this.#tls.afterUnavailable({
+    const finding = await this.#tls.afterUnavailable({
       address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
       trustDomain: this.#o.config.trustDomain,
       rootsPem: this.#roots === undefined ? undefined : certificatesToPem(this.#roots),
       ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
       checkServerIdentity: (cert) => checkSpiffeIdentity(cert, expected),
     });
-    if (changed) this.#dropClients();
+    if (finding.kind === 'switched') this.#dropClients();
+    return finding.kind === 'certificate-refused' ? { alert: finding.alert } : undefined;
   }
 
   async #run(): Promise<LifecycleEnd> {

@@ -14,6 +14,11 @@
  *   rotation check (every 5 s after the taint), so a new connection in between meets a server
  *   SVID of the revoked CA. That is retried for {@link UNTRUSTED_SERVER_GRACE_MS}.
  * - PermissionDenied with reason AGENT_BANNED: the stored identity is deleted first.
+ * A server that refuses the agent's SVID in the TLS handshake (a certificate alert, e.g.
+ * after `localauthority x509 revoke` of the authority that signed it while the agent missed
+ * the taint) is to the agent what SPIRE's AGENT_NOT_ACTIVE is: a reattestable agent (k8s_psat,
+ * whose AttestAgent does not use the SVID) attests again with a new key; any other keeps
+ * retrying (the authority may come back) and is told once what an operator must do.
  * Everything else (the server down or hung, an overloaded server, a failed mint, a
  * k8s_psat token file not written yet) is retried.
  *
@@ -46,6 +51,10 @@ export interface ErrorFacts {
   rootsSource: RootsSource;
   /** How long calls have been failing, this one included (0 for the first failure). */
   failingForMs?: number;
+  /** Whether the agent's current SVID came from a reattestable attestation (k8s_psat). */
+  reattestable?: boolean;
+  /** Set when a TLS probe found the server refusing the agent SVID, with the alert received (e.g. `42 bad_certificate`). */
+  svidRefused?: { alert: string | undefined };
 }
 
 /**
@@ -56,8 +65,10 @@ export const UNTRUSTED_SERVER_GRACE_MS = 60_000;
 
 /** The decision. */
 export type ErrorDecision =
-  | { action: 'retry' }
-  | { action: 'reattest'; reason: string }
+  /** `advice`: what an operator must do, to be logged once per SVID. */
+  | { action: 'retry'; advice?: string }
+  /** `message`: what happened, when it is not a PermissionDenied reason. */
+  | { action: 'reattest'; reason: string; message?: string }
   | { action: 'banned' }
   | { action: 'fatal'; message: string };
 
@@ -114,11 +125,26 @@ function untrustedServer(err: ApiError, facts: ErrorFacts): string {
   }
 }
 
+function svidRefused(alert: string | undefined): string {
+  return `the server refuses the agent SVID in the TLS handshake (alert ${alert ?? 'about the certificate'}): the X.509 authority that signed it is no longer trusted by the server (e.g. it was revoked with "spire-server localauthority x509 revoke" before the agent rotated its SVID), or the server no longer accepts it for another reason; this is not spiffe/spire#7076`;
+}
+
+function svidRefusedAdvice(facts: ErrorFacts, alert: string | undefined): string {
+  const agentId = facts.joinToken === undefined ? '<agent ID>' : `spiffe://${facts.trustDomain}/spire/agent/join_token/${facts.joinToken}`;
+  return `${svidRefused(alert)}. A ${facts.attestorType} agent cannot attest again by itself: create a new join token on the server (spiffe-server token generate, or spire-server token generate), move ${facts.stateFile} away and restart the agent with -joinToken <token> (or join_token in the config); evict the old record (spiffe-server agent evict -spiffeID ${agentId}). Retrying meanwhile`;
+}
+
 /** Decides what to do about `err` (see file comment). */
 export function decideOnServerError(err: ApiError, facts: ErrorFacts): ErrorDecision {
   const reason = err.details?.['reason'];
   if (reason === 'AGENT_BANNED') return { action: 'banned' };
   if (typeof reason === 'string' && REATTEST_REASONS.has(reason)) return { action: 'reattest', reason };
+  if (facts.svidRefused !== undefined && facts.step === 'call') {
+    const alert = facts.svidRefused.alert;
+    return facts.reattestable === true
+      ? { action: 'reattest', reason: 'SVID_REFUSED', message: `${svidRefused(alert)}: attesting again with a new key` }
+      : { action: 'retry', advice: svidRefusedAdvice(facts, alert) };
+  }
   if (isUnknownAuthority(err)) {
     const settling = facts.rootsSource === 'server' && facts.failingForMs !== undefined && facts.failingForMs < UNTRUSTED_SERVER_GRACE_MS;
     return settling ? { action: 'retry' } : { action: 'fatal', message: untrustedServer(err, facts) };

@@ -96,13 +96,56 @@ function status(code: number, reason: string, message: string, details?: { name?
   return { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code };
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
+function readBodyBytes(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
+}
+
+/** The length-delimited and varint fields of one protobuf message, by field number (last wins; repeated kept in order). */
+function protoFields(buf: Buffer): Map<number, Buffer[]> {
+  const out = new Map<number, Buffer[]>();
+  let i = 0;
+  const varint = (): number => {
+    let n = 0;
+    for (let shift = 0; ; shift += 7) {
+      const b = buf[i++];
+      if (b === undefined) throw new Error('truncated varint');
+      n += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return n;
+    }
+  };
+  while (i < buf.length) {
+    const key = varint();
+    const [field, wire] = [Math.floor(key / 8), key % 8];
+    if (wire === 0) varint();
+    else if (wire === 2) {
+      const len = varint();
+      out.set(field, [...(out.get(field) ?? []), buf.subarray(i, i + len)]);
+      i += len;
+    } else throw new Error(`unsupported wire type ${wire}`);
+  }
+  return out;
+}
+
+/**
+ * A TokenReview sent as Kubernetes protobuf (client-go's default for built-in types: the
+ * `k8s\0` magic, then runtime.Unknown{typeMeta{apiVersion, kind}, raw}), as the JSON form.
+ */
+function tokenReviewFromProtobuf(body: Buffer): { apiVersion?: string; kind?: string; spec?: { token?: string; audiences?: string[] } } {
+  if (body.subarray(0, 4).toString('latin1') !== 'k8s\0') throw new Error('missing the k8s protobuf magic');
+  const unknown = protoFields(body.subarray(4));
+  const typeMeta = protoFields(unknown.get(1)?.[0] ?? Buffer.alloc(0));
+  const review = protoFields(unknown.get(2)?.[0] ?? Buffer.alloc(0));
+  const spec = protoFields(review.get(2)?.[0] ?? Buffer.alloc(0));
+  return {
+    apiVersion: typeMeta.get(1)?.[0]?.toString('utf8'),
+    kind: typeMeta.get(2)?.[0]?.toString('utf8'),
+    spec: { token: spec.get(1)?.[0]?.toString('utf8'), audiences: (spec.get(2) ?? []).map((a) => a.toString('utf8')) },
+  };
 }
 
 /** Starts the fake apiserver on a free loopback port. */
@@ -146,7 +189,9 @@ export async function startFakeKubeApiserver(opts: FakeKubeApiserverOptions = {}
       if (forbidden.has('tokenreviews')) return [403, status(403, 'Forbidden', forbiddenMessage('tokenreviews', ''), { kind: 'tokenreviews' })];
       let body: { apiVersion?: string; kind?: string; spec?: { token?: string; audiences?: string[] } };
       try {
-        body = JSON.parse(await readBody(req)) as typeof body;
+        const raw = await readBodyBytes(req);
+        // Answered in JSON either way: client-go accepts it (its Accept header lists */*).
+        body = req.headers['content-type'] === 'application/vnd.kubernetes.protobuf' ? tokenReviewFromProtobuf(raw) : (JSON.parse(raw.toString('utf8')) as typeof body);
       } catch (err) {
         return [400, status(400, 'BadRequest', `the object provided is unrecognized: ${(err as Error).message}`)];
       }

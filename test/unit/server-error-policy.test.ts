@@ -50,6 +50,14 @@ describe('decideOnServerError', () => {
     { name: 'untrusted server, stored bundle, first failure', err: tlsUntrusted, facts: { ...CALL, rootsSource: 'stored', failingForMs: 0 }, action: 'fatal' },
     { name: 'untrusted server, bootstrap bundle, first failure', err: tlsUntrusted, facts: { ...JOIN, failingForMs: 0 }, action: 'fatal' },
   ];
+  // The server refuses the agent SVID in the TLS handshake (found by the TLS probe).
+  const reset = unavailable('No connection established. Last error: Error: read ECONNRESET');
+  const refused = { svidRefused: { alert: '42 bad_certificate' } };
+  cases.push(
+    { name: 'SVID refused, reattestable (k8s_psat)', err: reset, facts: { ...CALL, ...refused, attestorType: 'k8s_psat', joinToken: undefined, reattestable: true }, action: 'reattest' },
+    { name: 'SVID refused, join_token', err: reset, facts: { ...CALL, ...refused, reattestable: false }, action: 'retry' },
+    { name: 'SVID refused at attestation (not an SVID call)', err: reset, facts: { ...JOIN, ...refused, reattestable: true }, action: 'retry' },
+  );
   for (const c of cases) {
     it(`${c.name} → ${c.action}`, () => {
       const decision = decideOnServerError(c.err, c.facts);
@@ -57,4 +65,27 @@ describe('decideOnServerError', () => {
       for (const pattern of c.says ?? []) expect(decision.action === 'fatal' ? decision.message : '').toMatch(pattern);
     });
   }
+});
+
+describe('decideOnServerError: an SVID the server refuses', () => {
+  const reset = unavailable('No connection established. Last error: Error: read ECONNRESET');
+  it('a reattestable agent attests again, and is told why', () => {
+    expect(decideOnServerError(reset, { ...CALL, attestorType: 'k8s_psat', joinToken: undefined, reattestable: true, svidRefused: { alert: '42 bad_certificate' } })).toEqual({
+      action: 'reattest',
+      reason: 'SVID_REFUSED',
+      message:
+        'the server refuses the agent SVID in the TLS handshake (alert 42 bad_certificate): the X.509 authority that signed it is no longer trusted by the server (e.g. it was revoked with "spire-server localauthority x509 revoke" before the agent rotated its SVID), or the server no longer accepts it for another reason; this is not spiffe/spire#7076: attesting again with a new key',
+    });
+  });
+  it('a join_token agent retries, with advice naming the state file, a new token and the record to evict', () => {
+    expect(decideOnServerError(reset, { ...CALL, reattestable: false, svidRefused: { alert: undefined } })).toEqual({
+      action: 'retry',
+      advice:
+        'the server refuses the agent SVID in the TLS handshake (alert about the certificate): the X.509 authority that signed it is no longer trusted by the server (e.g. it was revoked with "spire-server localauthority x509 revoke" before the agent rotated its SVID), or the server no longer accepts it for another reason; this is not spiffe/spire#7076. A join_token agent cannot attest again by itself: create a new join token on the server (spiffe-server token generate, or spire-server token generate), move /var/lib/agent/agent-data.json away and restart the agent with -joinToken <token> (or join_token in the config); evict the old record (spiffe-server agent evict -spiffeID spiffe://example.org/spire/agent/join_token/tok-123). Retrying meanwhile',
+    });
+  });
+  it('a PermissionDenied reason wins over the probe', () => {
+    const banned = new ApiError(Code.PERMISSION_DENIED, 'agent is banned', { reason: 'AGENT_BANNED' });
+    expect(decideOnServerError(banned, { ...CALL, reattestable: true, svidRefused: { alert: '42 bad_certificate' } })).toEqual({ action: 'banned' });
+  });
 });

@@ -24,7 +24,8 @@
  * localauthority x509 revoke` (or for an SVID from another CA), spire-server answers the
  * client certificate with alert 42 (bad_certificate). Under TLS 1.3 the client has finished
  * its handshake by then, so the alert arrives after it like #7076's close; the probe tells
- * the two apart by the alert and says what the operator must do instead.
+ * the two apart by the alert and reports it, and the error policy decides what follows
+ * (server-error-policy.ts: a reattestable agent attests again).
  */
 import { connect, type ConnectionOptions, type PeerCertificate } from 'node:tls';
 import { constants } from 'node:crypto';
@@ -137,6 +138,14 @@ export function probeServerTls(target: ProbeTarget, mode: ServerTlsMode, timeout
   });
 }
 
+/**
+ * What a probe after a failed call found: the mode was switched (reconnect), the server
+ * refuses the SVID presented (`alert` as `42 bad_certificate`), or nothing to act on.
+ */
+export type TlsFinding = { kind: 'switched' } | { kind: 'certificate-refused'; alert: string | undefined; detail: string } | { kind: 'none' };
+
+const NONE: TlsFinding = { kind: 'none' };
+
 /** Least time between two probes: a server that is down is not probed at every retry. */
 export const PROBE_SPACING_MS = 30_000;
 
@@ -153,8 +162,6 @@ export class ServerTlsSelector {
   #lastProbeAt: number | undefined;
   #warnedAnonymous = false;
   #warnedNoFallback = false;
-  /** The client certificate (PEM) last reported as refused, so each SVID is reported once. */
-  #reportedRefused: string | undefined;
 
   constructor(logger: Logger, now: () => number = Date.now) {
     this.#log = logger;
@@ -167,20 +174,21 @@ export class ServerTlsSelector {
 
   /**
    * Called after a call failed as Unavailable: probes the server and switches to TLS 1.2
-   * without tickets when that is what it needs. Returns whether the mode changed.
+   * without tickets when that is what it needs; reports a refused SVID (not logged here: the
+   * error policy decides what it means for this agent).
    */
-  async afterUnavailable(target: ProbeTarget): Promise<boolean> {
-    if (this.#mode !== 'default') return false;
+  async afterUnavailable(target: ProbeTarget): Promise<TlsFinding> {
     const now = this.#now();
-    if (this.#lastProbeAt !== undefined && now - this.#lastProbeAt < PROBE_SPACING_MS) return false;
+    if (this.#lastProbeAt !== undefined && now - this.#lastProbeAt < PROBE_SPACING_MS) return NONE;
     this.#lastProbeAt = now;
+    if (this.#mode !== 'default') {
+      const current = await probeServerTls(target, this.#mode);
+      return current.outcome === 'certificate-refused' ? refusedFinding(current.detail) : NONE;
+    }
     const normal = await probeServerTls(target, 'default');
     const server = `spiffe://${target.trustDomain}/spire/server`;
-    if (normal.outcome === 'certificate-refused') {
-      this.#refused(server, target, normal.detail);
-      return false;
-    }
-    if (normal.outcome !== 'closed-after-handshake') return false;
+    if (normal.outcome === 'certificate-refused') return refusedFinding(normal.detail);
+    if (normal.outcome !== 'closed-after-handshake') return NONE;
     if (target.identity === undefined) {
       if (!this.#warnedAnonymous) {
         this.#warnedAnonymous = true;
@@ -189,13 +197,10 @@ export class ServerTlsSelector {
           `${server} closes every TLS 1.3 connection right after the handshake (spire-server 1.15.0-1.15.1 built with Go 1.26, spiffe/spire#7076), and it refuses TLS 1.2 without a client certificate: an agent without an SVID cannot attest to it; upgrade the server to 1.15.2 or later`,
         );
       }
-      return false;
+      return NONE;
     }
     const legacy = await probeServerTls(target, 'tls12-no-tickets');
-    if (legacy.outcome === 'certificate-refused') {
-      this.#refused(server, target, legacy.detail);
-      return false;
-    }
+    if (legacy.outcome === 'certificate-refused') return refusedFinding(legacy.detail);
     if (legacy.outcome !== 'ok') {
       if (!this.#warnedNoFallback) {
         this.#warnedNoFallback = true;
@@ -204,25 +209,17 @@ export class ServerTlsSelector {
           `${server} closes every TLS 1.3 connection right after the handshake (spiffe/spire#7076) and TLS 1.2 without session tickets failed too`,
         );
       }
-      return false;
+      return NONE;
     }
     this.#mode = 'tls12-no-tickets';
     this.#log.warn(
       { server: target.address, error: normal.detail, issue: 'https://github.com/spiffe/spire/issues/7076' },
       `${server} closes every TLS 1.3 connection right after the handshake (spire-server 1.15.0-1.15.1 built with Go 1.26, spiffe/spire#7076): using TLS 1.2 without session tickets for it from now on, still verifying its certificate chain and SPIFFE ID`,
     );
-    return true;
+    return { kind: 'switched' };
   }
+}
 
-  /** Says once per SVID that the server refuses it, and what that means. */
-  #refused(server: string, target: ProbeTarget, detail: string): void {
-    const presented = target.identity?.certChainPem;
-    if (presented === undefined || presented === this.#reportedRefused) return;
-    this.#reportedRefused = presented;
-    const alert = receivedCertificateAlert(detail);
-    this.#log.error(
-      { server: target.address, alert, error: detail },
-      `${server} refuses the agent SVID in the TLS handshake (alert ${alert ?? 'about the certificate'}): the SVID is not signed by an X.509 authority the server still trusts (e.g. its authority was revoked with "spire-server localauthority x509 revoke" before the agent rotated), or the server no longer accepts it for another reason; this is not spiffe/spire#7076. The agent must attest again: a reattestable agent (k8s_psat) once its stored SVID is removed, a join_token agent with a new join token`,
-    );
-  }
+function refusedFinding(detail: string): TlsFinding {
+  return { kind: 'certificate-refused', alert: receivedCertificateAlert(detail), detail };
 }

@@ -94,7 +94,7 @@ export interface SpireServerHandle extends ServerHandle {
  * Starts the real `spire-server` (join_token, sqlite3, disk key manager) on 127.0.0.1 and a
  * temp dir; resolves once `spire-server healthcheck` passes and the bundle is written.
  */
-export async function startSpireServer(setup: { trustDomain?: string; serverBlock?: string } = {}): Promise<SpireServerHandle> {
+export async function startSpireServer(setup: { trustDomain?: string; serverBlock?: string; /** Extra plugin blocks (e.g. NodeAttestor "k8s_psat"). */ plugins?: string } = {}): Promise<SpireServerHandle> {
   const bins = await spireBinaries();
   const dir = await mkdtemp(join(tmpdir(), 'sna-spire-server-'));
   const trustDomain = setup.trustDomain ?? 'example.org';
@@ -133,6 +133,7 @@ plugins {
       keys_path = "${join(dataDir, 'keys.json')}"
     }
   }
+${setup.plugins ?? ''}
 }
 `,
   );
@@ -198,6 +199,8 @@ export async function startSpireAgent(setup: {
   joinToken: string;
   trustBundlePath: string;
   syncInterval?: string;
+  /** Extra lines in the agent block (e.g. admin_socket_path). */
+  extraAgent?: string;
 }): Promise<SpireAgentHandle> {
   const bins = await spireBinaries();
   const dir = await mkdtemp(join(tmpdir(), 'sna-spire-agent-'));
@@ -220,6 +223,7 @@ export async function startSpireAgent(setup: {
   experimental {
     sync_interval = "${setup.syncInterval ?? '1s'}"
   }
+${setup.extraAgent ?? ''}
 }
 plugins {
   NodeAttestor "join_token" {
