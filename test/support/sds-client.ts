@@ -3,48 +3,13 @@
  * speaks StreamSecrets as Envoy does and does mTLS with the secrets it received): built once
  * per input hash and Go version next to the interop builds, and driven over JSON lines.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { chmod, rename } from 'node:fs/promises';
-import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
-import { promisify } from 'node:util';
-import { cacheRoot, hashOf, mkdirShared, pruneSiblings, timed, type Toolchain } from './interop-builds.ts';
-import { REPO } from './server-process.ts';
-
-const execFileAsync = promisify(execFile);
-
-export const SDS_CLIENT_DIR = join(REPO, 'test/support/go/sds-client');
+import { buildGoProgram, type Toolchain } from './interop-builds.ts';
 
 /** Builds the client once per (go.mod, go.sum, main.go, Go version); returns the binary. */
-export async function buildSdsClient(go: Toolchain): Promise<string> {
-  if (!go.ok) throw new Error(go.reason);
-  const inputs = ['go.mod', 'go.sum', 'main.go'].map((f) => readFileSync(join(SDS_CLIENT_DIR, f)));
-  const dir = join(cacheRoot(), `sdsclient-${hashOf([go.version, ...inputs])}`);
-  const bin = join(dir, 'sds-client');
-  if (existsSync(bin)) return bin;
-  await mkdirShared(dir);
-  const env: NodeJS.ProcessEnv = { ...process.env, GOFLAGS: '-mod=readonly -buildvcs=false', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' };
-  if (env['HOME'] === undefined && env['GOCACHE'] === undefined) {
-    env['GOCACHE'] = join(cacheRoot(), 'gocache');
-    env['GOPATH'] = join(cacheRoot(), 'gopath');
-    env['GOFLAGS'] += ' -modcacherw';
-  }
-  const run = async (args: string[]): Promise<void> => {
-    try {
-      await execFileAsync(go.bin, args, { cwd: SDS_CLIENT_DIR, env, timeout: 600_000, maxBuffer: 16 << 20 });
-    } catch (err) {
-      const e = err as { stderr?: string; message: string };
-      throw new Error(`go ${args.join(' ')} (sds-client) failed: ${e.stderr ?? e.message}`);
-    }
-  };
-  await timed('go mod download (sds-client)', () => run(['mod', 'download']));
-  const tmp = `${bin}.tmp-${process.pid}`;
-  await timed(`go build sds-client (${go.version})`, () => run(['build', '-o', tmp, '.']));
-  await chmod(tmp, 0o755);
-  await rename(tmp, bin);
-  await pruneSiblings(dir);
-  return bin;
+export function buildSdsClient(go: Toolchain): Promise<string> {
+  return buildGoProgram(go, 'sds-client');
 }
 
 /** One JSON event the client printed. */

@@ -13,18 +13,18 @@ import { randomBytes } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import type { handleBidiStreamingCall, ServerDuplexStream, ServiceDefinition, UntypedServiceImplementation } from '@grpc/grpc-js';
 import type { Clock } from '../../common/clock.ts';
-import { ApiError, Code, toApiError } from '../../common/errors.ts';
+import { ApiError, Code } from '../../common/errors.ts';
 import { loadProtos } from '../../common/proto.ts';
 import { KeyedRateLimit } from '../../common/rate-limit.ts';
-import type { Selector } from '../../common/selector.ts';
+import type { StatusCounter } from '../../common/recorders.ts';
 import type { DiscoveryRequest__Output } from '../../gen/envoy/service/discovery/v3/DiscoveryRequest.ts';
 import type { DiscoveryResponse } from '../../gen/envoy/service/discovery/v3/DiscoveryResponse.ts';
 import { encodeResponse, serializerOf, withPassthroughSerializers, type EncodedMessage } from '../workload-api/encode.ts';
 import type { IdentitySource } from '../workload-api/identity-source.ts';
 import { NOOP_WORKLOAD_API_METRICS } from '../workload-api/metrics.ts';
 import { admit, unaryRpc, type Caller, type RpcDeps, type UnarySpec } from '../workload-api/rpc.ts';
-import { StreamSession, subscribeSession } from '../workload-api/stream-session.ts';
-import type { WorkloadState } from '../manager/workload-state.ts';
+import { currentState } from '../workload-api/handlers/validate-jwt-svid.ts';
+import { StreamSession, subscribeSession, type StreamCall } from '../workload-api/stream-session.ts';
 import type { SdsConfig } from './sds-config.ts';
 import { buildSecrets } from './secrets.ts';
 import { SecretStreamState, type StreamNote, type StreamStep } from './stream-state.ts';
@@ -115,16 +115,21 @@ function runStream(opts: SdsHandlerOptions, rate: KeyedRateLimit, session: Strea
   call.on('end', () => session.complete());
 }
 
+/** A session whose end is counted and logged as a call of `method`. */
+function recordedSession(opts: SdsHandlerOptions, method: string, calls: StatusCounter, call: StreamCall): StreamSession {
+  const started = performance.now();
+  const pid = opts.tracker.pidOf(call.getPeer());
+  return new StreamSession(call, opts.streams, (end) => {
+    calls.inc(end.code);
+    opts.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
+  });
+}
+
 function streamSecrets(opts: SdsHandlerOptions, rate: KeyedRateLimit): handleBidiStreamingCall<DiscoveryRequest__Output, EncodedMessage> {
   const method = 'StreamSecrets';
   const calls = (opts.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
   return (call) => {
-    const started = performance.now();
-    const pid = opts.tracker.pidOf(call.getPeer());
-    const session = new StreamSession(call, opts.streams, (end) => {
-      calls.inc(end.code);
-      opts.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
-    });
+    const session = recordedSession(opts, method, calls, call);
     if (session.ended) return;
     admit(opts, call, undefined, session.signal, (release) => session.onEnd(release))
       .then((caller) => {
@@ -132,41 +137,6 @@ function streamSecrets(opts: SdsHandlerOptions, rate: KeyedRateLimit): handleBid
       })
       .catch((err: unknown) => session.fail(err));
   };
-}
-
-/**
- * The workload's current state: the first one the source delivers (at once when the agent
- * holds every SVID the caller is entitled to). Rejects when the call is cancelled first.
- */
-function currentState(source: IdentitySource, selectors: readonly Selector[], signal: AbortSignal): Promise<WorkloadState> {
-  return new Promise((resolve, reject) => {
-    let done = false;
-    let unsubscribe: (() => void) | undefined;
-    const finish = (): void => {
-      done = true;
-      signal.removeEventListener('abort', onAbort);
-      unsubscribe?.();
-    };
-    const onAbort = (): void => {
-      if (done) return;
-      finish();
-      reject(new ApiError(Code.CANCELLED, 'sds: call cancelled'));
-    };
-    signal.addEventListener('abort', onAbort);
-    try {
-      unsubscribe = source.subscribe(selectors, (state) => {
-        if (done) return;
-        finish();
-        resolve(state);
-      });
-    } catch (err) {
-      finish();
-      reject(toApiError(err));
-      return;
-    }
-    // The listener may have run inside subscribe(), before unsubscribe was known.
-    if (done) unsubscribe();
-  });
 }
 
 function fetchSecrets(opts: SdsHandlerOptions): UnarySpec<DiscoveryRequest__Output> {
@@ -186,12 +156,6 @@ function deltaSecrets(opts: SdsHandlerOptions): handleBidiStreamingCall<unknown,
   const method = 'DeltaSecrets';
   const calls = (opts.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
   return (call) => {
-    const started = performance.now();
-    const pid = opts.tracker.pidOf(call.getPeer());
-    const session = new StreamSession(call, opts.streams, (end) => {
-      calls.inc(end.code);
-      opts.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
-    });
-    session.fail(new ApiError(Code.UNIMPLEMENTED, 'Method is not implemented'));
+    recordedSession(opts, method, calls, call).fail(new ApiError(Code.UNIMPLEMENTED, 'Method is not implemented'));
   };
 }
