@@ -32,6 +32,7 @@ import { PeerTracker } from './peer-tracker.ts';
 import { createWorkloadApiHandlers, workloadApiServiceDefinition } from './service.ts';
 import { DEFAULT_SDS_CONFIG, type SdsConfig } from '../sds/sds-config.ts';
 import { createSdsHandlers, sdsServiceDefinition } from '../sds/sds-service.ts';
+import { socketsClosed, tryShutdown } from './server-close.ts';
 import { isSessionFailure, watchSessionFailures } from './session-failures.ts';
 import { listenOnSocket, prepareSocketPath, removeSocketFile } from './socket-file.ts';
 import { StreamRegistry } from './stream-session.ts';
@@ -90,46 +91,6 @@ export interface WorkloadApiServer {
 
 /** How long close() lets calls finish before cutting connections. */
 const SHUTDOWN_GRACE_MS = 1_000;
-
-function tryShutdown(server: Server, graceMs: number): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      server.forceShutdown();
-      resolve();
-    }, graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-  });
-}
-
-/**
- * Resolves once every socket has closed, destroying those still open after `graceMs`.
- *
- * Why wait rather than destroy at once: after a shutdown, the bytes still queued for a socket
- * are exactly the streams' final UNAVAILABLE statuses, and destroy() discards them (the client
- * then sees "Connection dropped"). Each HTTP/2 session ends its socket by itself once its
- * streams are done. grpc-js's tryShutdown cannot be relied on for this: with injected
- * connections it reports sessions closed as soon as they are asked to close (1.14).
- */
-function socketsClosed(sockets: ReadonlySet<Socket>, graceMs: number): Promise<void> {
-  const open = [...sockets].filter((s) => !s.destroyed);
-  if (open.length === 0) return Promise.resolve();
-  return new Promise((resolve) => {
-    let remaining = open.length;
-    const timer = setTimeout(() => {
-      for (const socket of open) socket.destroy();
-    }, graceMs);
-    for (const socket of open) {
-      socket.once('close', () => {
-        if (--remaining > 0) return;
-        clearTimeout(timer);
-        resolve();
-      });
-    }
-  });
-}
 
 /**
  * Starts the Workload API on a Unix socket: removes a stale socket file (refusing to touch
