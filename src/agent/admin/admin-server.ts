@@ -23,9 +23,9 @@ import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT } from '../workload-a
 import { assertLibcAvailable } from '../workload-api/libc.ts';
 import { CallLog } from '../workload-api/middleware.ts';
 import { PeerTracker } from '../workload-api/peer-tracker.ts';
-import { socketsClosed, tryShutdown } from '../workload-api/server-close.ts';
+import { closeSocketServer } from '../workload-api/server-close.ts';
 import { isSessionFailure, watchSessionFailures } from '../workload-api/session-failures.ts';
-import { listenOnSocket, removeSocketFile } from '../workload-api/socket-file.ts';
+import { listenOnSocket } from '../workload-api/socket-file.ts';
 import { StreamRegistry } from '../workload-api/stream-session.ts';
 import type { AdminRpcDeps } from './admin-rpc.ts';
 
@@ -132,12 +132,8 @@ export async function startAdminApi(opts: AdminApiOptions): Promise<AdminApiServ
     close() {
       closed ??= (async () => {
         closing = true;
-        const listenerClosed = new Promise<void>((resolve) => netServer.close(() => resolve()));
-        streams.closeAll(new ApiError(Code.UNAVAILABLE, 'admin api: the agent is shutting down'));
-        await tryShutdown(grpcServer, SHUTDOWN_GRACE_MS);
-        await socketsClosed(sockets, SHUTDOWN_GRACE_MS);
-        await listenerClosed;
-        await removeSocketFile(opts.socketPath, fileId);
+        const shutdownError = new ApiError(Code.UNAVAILABLE, 'admin api: the agent is shutting down');
+        await closeSocketServer({ netServer, grpcServer, streams, sockets, socketPath: opts.socketPath, fileId, shutdownError, graceMs: SHUTDOWN_GRACE_MS });
         logger.info({ admin_socket_path: opts.socketPath }, 'admin api stopped');
       })();
       return closed;

@@ -2,8 +2,11 @@
  * Closing a gRPC server that serves injected Unix-socket connections (the Workload API and
  * the admin API): let calls finish for a grace period, then cut what is left.
  */
-import type { Socket } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import type { Server } from '@grpc/grpc-js';
+import type { ApiError } from '../../common/errors.ts';
+import { removeSocketFile, type SocketFileId } from './socket-file.ts';
+import type { StreamRegistry } from './stream-session.ts';
 
 /** Shuts the server down, forcing it after `graceMs`. */
 export function tryShutdown(server: Server, graceMs: number): Promise<void> {
@@ -44,4 +47,31 @@ export function socketsClosed(sockets: ReadonlySet<Socket>, graceMs: number): Pr
       });
     }
   });
+}
+
+/** What {@link closeSocketServer} closes. */
+export interface SocketServerParts {
+  readonly netServer: NetServer;
+  readonly grpcServer: Server;
+  readonly streams: StreamRegistry;
+  readonly sockets: ReadonlySet<Socket>;
+  readonly socketPath: string;
+  readonly fileId: SocketFileId;
+  /** The status open streams end with (UNAVAILABLE, never OK). */
+  readonly shutdownError: ApiError;
+  readonly graceMs: number;
+}
+
+/**
+ * Closes a gRPC server on a Unix socket: stops accepting, ends open streams with
+ * `shutdownError`, lets calls finish for `graceMs`, waits for the connections to close, and
+ * removes the socket file if it is still ours.
+ */
+export async function closeSocketServer(parts: SocketServerParts): Promise<void> {
+  const listenerClosed = new Promise<void>((resolve) => parts.netServer.close(() => resolve()));
+  parts.streams.closeAll(parts.shutdownError);
+  await tryShutdown(parts.grpcServer, parts.graceMs);
+  await socketsClosed(parts.sockets, parts.graceMs);
+  await listenerClosed;
+  await removeSocketFile(parts.socketPath, parts.fileId);
 }

@@ -32,9 +32,9 @@ import { PeerTracker } from './peer-tracker.ts';
 import { createWorkloadApiHandlers, workloadApiServiceDefinition } from './service.ts';
 import { DEFAULT_SDS_CONFIG, type SdsConfig } from '../sds/sds-config.ts';
 import { createSdsHandlers, sdsServiceDefinition } from '../sds/sds-service.ts';
-import { socketsClosed, tryShutdown } from './server-close.ts';
+import { closeSocketServer } from './server-close.ts';
 import { isSessionFailure, watchSessionFailures } from './session-failures.ts';
-import { listenOnSocket, prepareSocketPath, removeSocketFile } from './socket-file.ts';
+import { listenOnSocket, prepareSocketPath } from './socket-file.ts';
 import { StreamRegistry } from './stream-session.ts';
 
 /** Options of {@link startWorkloadApi}. */
@@ -171,12 +171,8 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   const close = (): Promise<void> => {
     closed ??= (async () => {
       closing = true;
-      const listenerClosed = new Promise<void>((resolve) => netServer.close(() => resolve()));
-      streams.closeAll(new ApiError(Code.UNAVAILABLE, 'workload api: the agent is shutting down'));
-      await tryShutdown(grpcServer, SHUTDOWN_GRACE_MS);
-      await socketsClosed(sockets, SHUTDOWN_GRACE_MS);
-      await listenerClosed;
-      await removeSocketFile(opts.socketPath, fileId);
+      const shutdownError = new ApiError(Code.UNAVAILABLE, 'workload api: the agent is shutting down');
+      await closeSocketServer({ netServer, grpcServer, streams, sockets, socketPath: opts.socketPath, fileId, shutdownError, graceMs: SHUTDOWN_GRACE_MS });
       logger.info({ socket_path: opts.socketPath }, 'workload api stopped');
     })();
     return closed;
