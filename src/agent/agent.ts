@@ -7,7 +7,8 @@
  * workload call is answered with Unavailable instead of the agent crashing or blocking,
  * unless the workload cache in data_dir (workload-cache.ts) was restored: it serves at once.
  * The HTTP listeners are bound just before it, so a taken port fails the start before the
- * socket exists.
+ * socket exists. The admin socket (`admin_socket_path`: Delegated Identity API, Debug), when
+ * configured, is bound right after the Workload API socket.
  */
 import { constants } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
@@ -35,6 +36,9 @@ import type { KubeletOutcomeListener } from '../attestors/workload/k8s/metrics.t
 import type { AgentMetrics } from './telemetry/agent-metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { discardWorkloadCache, openWorkloadCache, type WorkloadCacheWriter } from './workload-cache.ts';
+import { prepareAdminSocketPath, startAdminApi, type AdminApiServer } from './admin/admin-server.ts';
+import { delegatedIdentityService } from './admin/delegated-identity.ts';
+import { debugService } from './admin/debug-service.ts';
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -46,6 +50,8 @@ export interface AgentOptions {
 export interface RunningAgent {
   readonly manager: CacheManager;
   readonly workloadApi: WorkloadApiServer;
+  /** The admin API (`admin_socket_path`), when configured. */
+  readonly adminApi: AdminApiServer | undefined;
   /** Resolves when the agent stops by itself (e.g. banned) or after stop(). */
   readonly ended: Promise<LifecycleEnd>;
   /** The agent's SPIFFE ID once attested. */
@@ -148,9 +154,14 @@ async function prepareDataDir(dataDir: string): Promise<void> {
 export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const { config, logger } = opts;
   const clock = opts.clock ?? systemClock;
+  const startedAt = clock.now();
   // First, before any file is touched: an agent already serving on socket_path may share
   // data_dir with this one. Refused here, this agent exits without touching its socket.
   await withConfigPath('agent.socket_path', config.socketPath, 'socket', () => prepareSocketPath(config.socketPath));
+  const adminSocketPath = config.admin.adminSocketPath;
+  if (adminSocketPath !== undefined) {
+    await withConfigPath('agent.admin_socket_path', adminSocketPath, 'socket', () => prepareAdminSocketPath(adminSocketPath));
+  }
   await withConfigPath('agent.data_dir', config.dataDir, 'directory', () => prepareDataDir(config.dataDir));
   const bootstrapRoots = await readBootstrapBundle(config);
   const nodeAttestor = nodeAttestorFor(config);
@@ -215,11 +226,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const closeListeners = async (): Promise<void> => {
     await Promise.all([listeners.metrics?.close(), listeners.health?.close()]);
   };
+  const workloadAttestor = createWorkloadAttestor({ plugins: attestors.plugins, logger: logger.child({ subsystem: 'attestor' }), metrics: metrics?.workloadAttestor });
   try {
     workloadApi = await startWorkloadApi({
       socketPath: config.socketPath,
       source: manager,
-      attestor: createWorkloadAttestor({ plugins: attestors.plugins, logger: logger.child({ subsystem: 'attestor' }), metrics: metrics?.workloadAttestor }),
+      attestor: workloadAttestor,
       logger: logger.child({ subsystem: 'workload_api' }),
       clock,
       metrics: metrics?.workloadApi,
@@ -233,6 +245,41 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   }
   const serving = workloadApi;
   logger.info({ socket_path: config.socketPath, trust_domain: config.trustDomain }, 'workload API listening');
+
+  let adminApi: AdminApiServer | undefined;
+  if (adminSocketPath !== undefined) {
+    const adminLog = logger.child({ subsystem: 'admin_api' });
+    try {
+      adminApi = await startAdminApi({
+        socketPath: adminSocketPath,
+        logger: adminLog,
+        clock,
+        limits: config.workloadApiLimits,
+        services: [
+          delegatedIdentityService({ source: manager, attestor: workloadAttestor, authorizedDelegates: config.admin.authorizedDelegates, logger: adminLog }),
+          debugService({
+            clock,
+            logger: adminLog,
+            facts: {
+              agentSvidChain: () => lifecycle?.agentSvid?.certChain,
+              ownRoots: () => manager.ownRoots(),
+              cacheCounts: () => {
+                const stats = manager.stats();
+                return { x509Svids: stats.svids, jwtSvids: stats.jwts };
+              },
+              lastSyncAt: () => lifecycle?.lastSyncAt,
+              startedAt,
+            },
+          }),
+        ],
+      });
+    } catch (err) {
+      await Promise.all([serving.close(), attestors.close(), closeListeners()]);
+      throw await configPathError(err, 'agent.admin_socket_path', adminSocketPath, 'socket');
+    }
+    logger.info({ admin_socket_path: adminSocketPath, authorized_delegates: config.admin.authorizedDelegates }, 'admin API listening');
+  }
+  const admin = adminApi;
 
   lifecycle = new AgentLifecycle(
     { config, logger: logger.child({ subsystem: 'lifecycle' }), clock, nodeAttestor, manager, api, metrics: metrics?.lifecycle },
@@ -248,7 +295,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   });
   const ended = current.done.then(async (end) => {
     if (end.reason === 'banned') {
-      await serving.close();
+      await Promise.all([serving.close(), admin?.close()]);
       await cacheWriter?.close();
       await discardWorkloadCache(config.dataDir, cacheLog);
     }
@@ -259,6 +306,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   return {
     manager,
     workloadApi: serving,
+    adminApi: admin,
     ended,
     agentId: () => current.agentId,
     healthListener: listeners.health,
@@ -270,7 +318,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         // (deadlines are up to 30 s): give it a moment, not the whole deadline.
         let graceTimer: NodeJS.Timeout | undefined;
         const grace = new Promise<void>((resolve) => (graceTimer = setTimeout(resolve, LIFECYCLE_STOP_GRACE_MS)));
-        await Promise.all([serving.close(), Promise.race([current.stop().catch(() => undefined), grace])]);
+        await Promise.all([serving.close(), admin?.close(), Promise.race([current.stop().catch(() => undefined), grace])]);
         clearTimeout(graceTimer);
         await cacheWriter?.flush();
         await cacheWriter?.close();

@@ -18,6 +18,7 @@ import { normaliseLogLevel } from '../common/logger.ts';
 import type { K8sAttestorOptions } from '../attestors/workload/k8s/options.ts';
 import { parseK8sPsatAgentConfig, type K8sPsatAgentConfig } from '../attestors/node/k8s-psat.ts';
 import { DEFAULT_CALLER_LIMITS, type CallerLimits } from './workload-api/caller-limits.ts';
+import { parseAdminConfig, type AdminConfig } from './admin/admin-config.ts';
 import { DEFAULT_SDS_CONFIG, type SdsConfig } from './sds/sds-config.ts';
 
 export type TrustBundleSource =
@@ -108,6 +109,8 @@ export interface AgentConfig {
   /** `sds { … }`: resource names and validation of the Envoy SDS service on the Workload API socket. */
   sds: SdsConfig;
   workloadAttestors: { unix?: UnixAttestorConfig; k8s?: K8sWorkloadAttestorConfig };
+  /** `admin_socket_path` and `authorized_delegates`: the admin API (Delegated Identity, Debug). */
+  admin: AdminConfig;
   healthChecks: HealthChecksConfig;
   telemetry: TelemetryConfig;
   /**
@@ -162,9 +165,6 @@ function readAcceptedExtras(agent: ConfigReader, experimental: ConfigReader, war
   }
   if (agent.bool('allow_unauthenticated_verifiers', false)) warnings.push('agent.allow_unauthenticated_verifiers is not supported; callers without an identity get PermissionDenied');
   if (agent.stringList('allowed_foreign_jwt_claims').length > 0) warnings.push('agent.allowed_foreign_jwt_claims is not supported; foreign JWT-SVIDs keep only sub, aud and exp');
-  if (agent.has('admin_socket_path') || agent.has('authorized_delegates')) {
-    agent.fail(agent.has('admin_socket_path') ? 'admin_socket_path' : 'authorized_delegates', 'the admin socket and Delegated Identity API are not supported yet; remove this setting');
-  }
   if (agent.has('trust_bundle_url')) agent.fail('trust_bundle_url', 'is not supported; use trust_bundle_path (a PEM or SPIFFE bundle file, e.g. from a ConfigMap)');
   if (experimental.bool('require_pq_kem', false)) warnings.push('agent.experimental.require_pq_kem is not supported');
   experimental.stringList('feature_flags');
@@ -281,12 +281,13 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
 
   const x509Max = agent.int('x509_svid_cache_max_size', AGENT_DEFAULTS.x509SvidCacheMaxSize);
   const jwtMax = agent.int('jwt_svid_cache_max_size', AGENT_DEFAULTS.jwtSvidCacheMaxSize);
+  const socketPath = resolve(cwd, overrides.socketPath ?? agent.string('socket_path', AGENT_DEFAULTS.socketPath));
 
   const config: AgentConfig = {
     trustDomain,
     serverAddress,
     serverPort,
-    socketPath: resolve(cwd, overrides.socketPath ?? agent.string('socket_path', AGENT_DEFAULTS.socketPath)),
+    socketPath,
     dataDir: resolve(cwd, agent.string('data_dir', AGENT_DEFAULTS.dataDir)),
     logLevel,
     trustBundle,
@@ -300,6 +301,7 @@ export function parseAgentConfig(tree: ConfigTree, cwd = process.cwd(), override
     workloadApiLimits,
     sds,
     workloadAttestors: {},
+    admin: parseAdminConfig(agent, trustDomain, socketPath, cwd, warnings),
     healthChecks: parseHealthChecks(root.block('health_checks')),
     telemetry: parseTelemetry(root.block('telemetry')),
     warnings,
