@@ -36,7 +36,7 @@ import type { KubeletOutcomeListener } from '../attestors/workload/k8s/metrics.t
 import type { AgentMetrics } from './telemetry/agent-metrics.ts';
 import { startMetricsServer } from './telemetry/metrics-server.ts';
 import { discardWorkloadCache, openWorkloadCache, type WorkloadCacheWriter } from './workload-cache.ts';
-import { prepareAdminSocketPath, startAdminApi, type AdminApiServer } from './admin/admin-server.ts';
+import { adminCallerLimits, prepareAdminSocketPath, startAdminApi, type AdminApiServer } from './admin/admin-server.ts';
 import { delegatedIdentityService } from './admin/delegated-identity.ts';
 import { debugService } from './admin/debug-service.ts';
 
@@ -254,7 +254,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         socketPath: adminSocketPath,
         logger: adminLog,
         clock,
-        limits: config.workloadApiLimits,
+        limits: adminCallerLimits(config.workloadApiLimits),
         services: [
           delegatedIdentityService({ source: manager, attestor: workloadAttestor, authorizedDelegates: config.admin.authorizedDelegates, logger: adminLog }),
           debugService({

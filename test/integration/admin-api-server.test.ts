@@ -18,10 +18,10 @@ import { ManualClock } from '../../src/common/clock.ts';
 import { Code } from '../../src/common/errors.ts';
 import { loadProtos } from '../../src/common/proto.ts';
 import { selectorKey, type Selector } from '../../src/common/selector.ts';
-import { startAdminApi, type AdminApiServer } from '../../src/agent/admin/admin-server.ts';
+import { adminCallerLimits, startAdminApi, type AdminApiServer } from '../../src/agent/admin/admin-server.ts';
 import { delegatedIdentityService, type DelegateEntry, type DelegatedIdentitySource } from '../../src/agent/admin/delegated-identity.ts';
 import { debugService, type DebugFacts } from '../../src/agent/admin/debug-service.ts';
-import type { CallerLimits } from '../../src/agent/workload-api/caller-limits.ts';
+import { DEFAULT_CALLER_LIMITS, type CallerLimits } from '../../src/agent/workload-api/caller-limits.ts';
 import type { BundleSnapshot, JwtIdentity, WorkloadState, X509Identity } from '../../src/agent/manager/workload-state.ts';
 import type { SubscribeToX509SVIDsResponse__Output } from '../../src/gen/spire/api/agent/delegatedidentity/v1/SubscribeToX509SVIDsResponse.ts';
 import type { GetInfoResponse__Output } from '../../src/gen/spire/agent/debug/v1/GetInfoResponse.ts';
@@ -210,6 +210,17 @@ describe('limits', () => {
     await expect.poll(() => open.every((s) => s.messages.length === 1)).toBe(true);
     const err = await collect(client['SubscribeToJWTBundles']!({})).ended;
     expect(err.code).toBe(Code.RESOURCE_EXHAUSTED);
+  });
+});
+
+describe('a delegate serving many workloads', () => {
+  beforeEach(() => start(adminCallerLimits(DEFAULT_CALLER_LIMITS)));
+
+  it('holds more streams on one connection than a workload may (150, past the Workload API’s 100)', async () => {
+    const client = delegated();
+    const streams = Array.from({ length: 150 }, () => collect(client['SubscribeToX509SVIDs']!({ selectors: [{ type: 'unix', value: 'uid:4242' }] })));
+    await expect.poll(() => streams.filter((s) => s.messages.length === 1).length, { timeout: 10_000 }).toBe(150);
+    expect(server.streamCount()).toBe(150);
   });
 });
 

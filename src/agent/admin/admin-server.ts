@@ -75,6 +75,16 @@ export interface AdminApiServer {
 }
 
 /**
+ * The admin socket's per-caller limits from the Workload API's: the same, except that one
+ * connection may carry every call its caller may hold. A delegate holds a stream per workload
+ * it serves (a node's pods) on one connection, where a workload needs a handful; past
+ * `streams_per_connection` its next stream would wait, silently, for a free slot.
+ */
+export function adminCallerLimits(workload: CallerLimits): CallerLimits {
+  return { ...workload, streamsPerConnection: Math.max(workload.streamsPerConnection, workload.callsPerCaller) };
+}
+
+/**
  * Checks the admin socket path (creating its directory, 0755, as SPIRE): free or a stale
  * socket. Throws a PathError if another process serves there or another kind of file is there.
  */
