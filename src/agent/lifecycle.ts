@@ -21,12 +21,12 @@ import { fromSpiffeBundleJson } from '../common/spiffe-bundle.ts';
 import type { NodeAttestor } from '../attestors/node/node-attestor.ts';
 import type { AgentConfig } from './config.ts';
 import { checkSpiffeIdentity, connectToServer, type ServerClients } from './server-client/connection.ts';
-import { ServerTlsSelector } from './server-client/tls-fallback.ts';
+import { ServerTlsSelector, type ProbeTarget } from './server-client/tls-fallback.ts';
 import { attestAgent } from './server-client/attest.ts';
 import { ServerApi } from './server-client/server-api.ts';
 import { agentSvid, isSignedByAny, isUsable, type AgentSvid } from './agent-svid.ts';
 import { shouldRotate } from './svid/rotation-policy.ts';
-import { deleteState, loadState, saveState, stateFile } from './storage.ts';
+import { deleteState, loadServerTlsModes, loadState, saveServerTlsModes, saveState, serverTlsFile, stateFile } from './storage.ts';
 import { decideOnServerError, isUnknownAuthority, type FailedStep, type RootsSource } from './server-error-policy.ts';
 import type { CacheManager } from './manager/cache-manager.ts';
 import { toCachedEntry, type CachedEntry } from './manager/entries.ts';
@@ -483,17 +483,64 @@ export class AgentLifecycle {
    * refuses our SVID (returned with the alert it sent).
    */
   async #checkTlsMode(): Promise<{ alert: string | undefined } | undefined> {
+    const finding = await this.#tls.afterUnavailable(this.#probeTarget());
+    if (finding.kind === 'switched') {
+      this.#dropClients();
+      await this.#persistTlsMode();
+    }
+    return finding.kind === 'certificate-refused' ? { alert: finding.alert } : undefined;
+  }
+
+  /** What a TLS probe dials: the server as the channel does, with the agent SVID while it is usable. */
+  #probeTarget(): ProbeTarget {
     const identity = this.#identity !== undefined && isUsable(this.#identity, this.#o.clock.now()) ? this.#identity : undefined;
     const expected = `spiffe://${this.#o.config.trustDomain}/spire/server`;
-    const finding = await this.#tls.afterUnavailable({
-      address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
+    return {
+      address: this.#serverAddress,
       trustDomain: this.#o.config.trustDomain,
       rootsPem: this.#roots === undefined ? undefined : certificatesToPem(this.#roots),
       ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
       checkServerIdentity: (cert) => checkSpiffeIdentity(cert, expected),
-    });
-    if (finding.kind === 'switched') this.#dropClients();
-    return finding.kind === 'certificate-refused' ? { alert: finding.alert } : undefined;
+    };
+  }
+
+  /** host:port of the server: what the TLS mode is remembered by. */
+  get #serverAddress(): string {
+    return `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`;
+  }
+
+  /** Starts in the TLS mode an earlier run found for this server address (spiffe/spire#7076), saying so once. */
+  async #restoreTlsMode(): Promise<void> {
+    const { modes, problem } = await loadServerTlsModes(this.#o.config.dataDir);
+    if (problem !== undefined) this.#log.warn({ error: problem }, 'cannot use the remembered server TLS mode; probing again when needed');
+    const mode = modes[this.#serverAddress];
+    if (mode === undefined || mode === 'default') return;
+    this.#tls.restore(mode);
+    this.#log.warn(
+      { server: this.#serverAddress, mode, file: serverTlsFile(this.#o.config.dataDir), issue: 'https://github.com/spiffe/spire/issues/7076' },
+      `spiffe://${this.#o.config.trustDomain}/spire/server needed TLS 1.2 without session tickets when last seen (spiffe/spire#7076): using it from the first call, still verifying its certificate chain and SPIFFE ID; the default mode is tried again after the first sync and hourly`,
+    );
+  }
+
+  /** Remembers the current TLS mode for this server address in data_dir (atomic, like the agent state). */
+  async #persistTlsMode(): Promise<void> {
+    const dataDir = this.#o.config.dataDir;
+    try {
+      const { modes } = await loadServerTlsModes(dataDir);
+      await saveServerTlsModes(dataDir, { ...modes, [this.#serverAddress]: this.#tls.mode });
+    } catch (err) {
+      this.#log.warn({ error: toApiError(err).message, file: serverTlsFile(dataDir) }, 'cannot remember the server TLS mode; the next start probes again');
+    }
+  }
+
+  /** After a sync in `tls12-no-tickets` mode: back to the default when the server accepts it again (upgraded). */
+  async #recheckTlsMode(): Promise<void> {
+    if (this.#tls.mode === 'default') return;
+    const target = this.#probeTarget();
+    if (target.identity === undefined) return;
+    if (!(await this.#tls.recheck(target))) return;
+    this.#dropClients();
+    await this.#persistTlsMode();
   }
 
   async #run(): Promise<LifecycleEnd> {
@@ -503,6 +550,7 @@ export class AgentLifecycle {
       this.#log.error({ error: toApiError(err).message }, 'cannot use the stored agent state');
       throw err;
     }
+    await this.#restoreTlsMode();
     while (!this.#stopped) {
       try {
         if (this.#failures > 0) this.#dropClients();
@@ -510,6 +558,7 @@ export class AgentLifecycle {
         await this.#rotateIfDue();
         await this.#timedSync();
         this.#recovered();
+        await this.#recheckTlsMode();
         // A taint found by this sync: rotate now rather than an interval later.
         if (this.#identityTainted) await this.#rotateIfDue();
         await this.#sleep(this.#o.config.syncIntervalMs);

@@ -3,12 +3,15 @@
  * its private key (with the `disk` key manager), the trust bundle and whether the agent
  * re-attests to rotate. One file, written atomically with mode 0600, so the SVID and its
  * key can never disagree and a crash at any moment leaves the previous or the new state.
+ * Beside it, `<data_dir>/server-tls.json` remembers the servers that need TLS 1.2 without
+ * session tickets (spiffe/spire#7076), by `host:port`, written the same way.
  */
 import { join } from 'node:path';
 import { mkdir, rm } from 'node:fs/promises';
 import { createPrivateKey, type KeyObject } from 'node:crypto';
 import { readFileIfExists, writeFileAtomic } from '../common/atomic-file.ts';
 import { ApiError, Code } from '../common/errors.ts';
+import type { ServerTlsMode } from './server-client/tls-fallback.ts';
 
 /** What the agent keeps across restarts. */
 export interface StoredState {
@@ -87,6 +90,43 @@ export async function saveState(dataDir: string, state: StoredState): Promise<vo
   };
   if (state.key !== undefined) doc.key = state.key.export({ format: 'der', type: 'pkcs8' }).toString('base64');
   await writeFileAtomic(stateFile(dataDir), `${JSON.stringify(doc)}\n`, { mode: 0o600 });
+}
+
+/** The file that remembers which servers need another TLS mode (spiffe/spire#7076). */
+export function serverTlsFile(dataDir: string): string {
+  return join(dataDir, 'server-tls.json');
+}
+
+/** The TLS mode remembered for each server address (`host:port`); only non-default modes are kept. */
+export type ServerTlsModes = Readonly<Record<string, ServerTlsMode>>;
+
+/**
+ * Loads the remembered TLS modes. Missing file: none. An unreadable or unknown file is not
+ * fatal (the modes are a hint the agent finds again by probing): `problem` says why it was ignored.
+ */
+export async function loadServerTlsModes(dataDir: string): Promise<{ modes: ServerTlsModes; problem?: string }> {
+  const path = serverTlsFile(dataDir);
+  const raw = await readFileIfExists(path);
+  if (raw === undefined) return { modes: {} };
+  try {
+    const doc = JSON.parse(raw.toString('utf8')) as { version?: unknown; servers?: unknown };
+    if (doc.version !== 1 || typeof doc.servers !== 'object' || doc.servers === null) throw new Error('not a server TLS file of version 1');
+    const modes: Record<string, ServerTlsMode> = {};
+    for (const [address, entry] of Object.entries(doc.servers as Record<string, { mode?: unknown }>)) {
+      if (entry?.mode === 'tls12-no-tickets') modes[address] = entry.mode;
+    }
+    return { modes };
+  } catch (err) {
+    return { modes: {}, problem: `storage: ignoring ${path}: ${err instanceof Error ? err.message : String(err)}` };
+  }
+}
+
+/** Writes the TLS modes atomically (0600), as the agent state; `default` entries are dropped. */
+export async function saveServerTlsModes(dataDir: string, modes: ServerTlsModes): Promise<void> {
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  const servers: Record<string, { mode: ServerTlsMode }> = {};
+  for (const [address, mode] of Object.entries(modes)) if (mode !== 'default') servers[address] = { mode };
+  await writeFileAtomic(serverTlsFile(dataDir), `${JSON.stringify({ version: 1, servers })}\n`, { mode: 0o600 });
 }
 
 /** Deletes the stored identity (a banned agent must not reuse it). */

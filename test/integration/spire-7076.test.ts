@@ -6,8 +6,11 @@
  * (still verifying the server's chain and SPIFFE ID, still presenting its SVID) and logs that
  * once; without an SVID (first attestation) no mode works and it says so once.
  *
+ * The mode found is remembered in data_dir by server address: a restarted agent uses it from
+ * its first call, and goes back to the default once the server accepts it again (upgraded).
+ *
  * Not #7076: a server that refuses the agent's SVID (alert 42, as spire-server after
- * `localauthority x509 revoke`) is told apart and named as such, in both TLS modes.
+ * `localauthority x509 revoke`) is told apart and reported as such, in both TLS modes.
  *
  * Needs Go >= 1.26: in CI (CI=true) a missing toolchain fails the suite, elsewhere it is skipped.
  */
@@ -15,7 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createPrivateKey } from 'node:crypto';
 import { Writable } from 'node:stream';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -227,6 +230,45 @@ describe.skipIf(!IN_CI && !GO.ok)('spiffe/spire#7076: a server that closes TLS 1
     }
   }, 60_000);
 
+  it('the agent process remembers the mode in data_dir: after a restart it uses TLS 1.2 from its first call (said once), and goes back to the default once the server accepts it', async () => {
+    const own = await startTls7076(await buildTls7076(detectGo()), TD);
+    const agent = await agentProcess(own);
+    const rpcsSince = (from: number): string[] => own.logs().slice(from).split('\n').filter((l) => l.startsWith('rpc '));
+    try {
+      await agent.storeSvid(own, false);
+      agent.run();
+      await eventually(async () => expect(agent.count('"msg":"synced with the server again"')).toBe(1), 20_000);
+      expect(JSON.parse(await readFile(join(agent.dataDir, 'server-tls.json'), 'utf8'))).toEqual({ version: 1, servers: { [own.address]: { mode: 'tls12-no-tickets' } } });
+      expect((await stat(join(agent.dataDir, 'server-tls.json'))).mode & 0o777).toBe(0o600);
+      await agent.stop();
+
+      // Restarted: no failed first call, no new finding; the remembered mode, said once.
+      let from = own.logs().length;
+      agent.run();
+      await eventually(async () => expect(rpcsSince(from).filter((l) => l.includes('Entry/SyncAuthorizedEntries')).length).toBeGreaterThanOrEqual(3), 20_000);
+      expect(rpcsSince(from)[0]).toBe(`rpc /spire.api.server.entry.v1.Entry/SyncAuthorizedEntries version=TLS 1.2 peer=${AGENT_ID}`);
+      expect(rpcsSince(from).every((l) => l.includes('version=TLS 1.2'))).toBe(true);
+      expect(agent.count('needed TLS 1.2 without session tickets when last seen (spiffe/spire#7076): using it from the first call')).toBe(1);
+      expect(agent.count('server unreachable or refused')).toBe(0);
+      expect(agent.count('using TLS 1.2 without session tickets for it from now on')).toBe(0);
+      // The re-check after the first sync met #7076 again: still TLS 1.2, nothing logged.
+      expect(agent.count('accepts TLS 1.3 again')).toBe(0);
+      await agent.stop();
+
+      // The server is upgraded meanwhile: the next start re-checks after its first sync and goes back.
+      await own.upgrade();
+      from = own.logs().length;
+      agent.run();
+      await eventually(async () => expect(rpcsSince(from).filter((l) => l.includes('version=TLS 1.3')).length).toBeGreaterThanOrEqual(2), 20_000);
+      expect(rpcsSince(from)[0]).toContain('version=TLS 1.2');
+      expect(agent.count(`spiffe://${TD}/spire/server accepts TLS 1.3 again (upgraded past spiffe/spire#7076): back to the default TLS mode`)).toBe(1);
+      expect(JSON.parse(await readFile(join(agent.dataDir, 'server-tls.json'), 'utf8'))).toEqual({ version: 1, servers: {} });
+    } finally {
+      await agent.cleanup();
+      await own.stop();
+    }
+  }, 90_000);
+
   it('the agent process: a reattestable agent re-attests over TLS 1.2, presenting its SVID', async () => {
     // Agent SVIDs valid for 10 minutes from an hour ago: past half-life, so rotation is due.
     const shortLived = await startTls7076(await buildTls7076(detectGo()), TD, '10m');
@@ -250,6 +292,7 @@ describe.skipIf(!IN_CI && !GO.ok)('spiffe/spire#7076: a server that closes TLS 1
 
 /** The real agent process, configured for `target` (join_token, 300 ms sync), not yet started. */
 async function agentProcess(target: Tls7076Server): Promise<{
+  dataDir: string;
   run(): void;
   stop(): Promise<void>;
   count(text: string): number;
@@ -298,6 +341,7 @@ plugins {
     await exited;
   };
   return {
+    dataDir,
     run() {
       output = '';
       child = spawn(NODE, [AGENT_BIN, 'run', '-config', configPath], { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -61,6 +61,8 @@ export interface Tls7076Server {
   agentKeyPem: string;
   /** The server's log so far (ClientHellos, handshake errors, RPCs). */
   logs(): string;
+  /** Makes it behave as the fixed release (TLS 1.3 works again); resolves once it says so. */
+  upgrade(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -92,6 +94,14 @@ export async function startTls7076(bin: string, td: string, agentTtl = '24h'): P
     agentPem: await read('agent.pem'),
     agentKeyPem: await read('agent-key.pem'),
     logs: () => log,
+    async upgrade() {
+      child.kill('SIGUSR1');
+      const deadline = Date.now() + 5_000;
+      while (!/^upgraded$/m.test(log)) {
+        if (Date.now() > deadline) throw new Error(`tls7076 did not upgrade: ${log.slice(-2000)}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
     async stop() {
       if (child.exitCode === null && child.signalCode === null) {
         const exited = new Promise((r) => child.once('exit', r));

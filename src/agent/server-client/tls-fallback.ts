@@ -149,17 +149,23 @@ const NONE: TlsFinding = { kind: 'none' };
 /** Least time between two probes: a server that is down is not probed at every retry. */
 export const PROBE_SPACING_MS = 30_000;
 
+/** How often a server that needed `tls12-no-tickets` is tried again in the default mode (it may have been upgraded). */
+export const RECHECK_INTERVAL_MS = 60 * 60_000;
+
 /**
- * The TLS mode for one server, chosen once: `default` until a failed call's probe shows the
- * #7076 signature (a TLS 1.3 handshake that completes and is then closed without a byte) and
- * a TLS 1.2 handshake without tickets works; then `tls12-no-tickets` for the process's life.
- * Each finding is logged once. Probes are at least {@link PROBE_SPACING_MS} apart.
+ * The TLS mode for one server: `default` until a failed call's probe shows the #7076
+ * signature (a TLS 1.3 handshake that completes and is then closed without a byte) and a
+ * TLS 1.2 handshake without tickets works; then `tls12-no-tickets`, until a {@link recheck}
+ * finds the default accepted again (the server was upgraded). A mode found by an earlier run
+ * is restored with {@link restore} (the caller persists it). Each finding is logged once.
+ * Probes are at least {@link PROBE_SPACING_MS} apart. No I/O but the probes.
  */
 export class ServerTlsSelector {
   readonly #log: Logger;
   readonly #now: () => number;
   #mode: ServerTlsMode = 'default';
   #lastProbeAt: number | undefined;
+  #lastRecheckAt: number | undefined;
   #warnedAnonymous = false;
   #warnedNoFallback = false;
 
@@ -170,6 +176,31 @@ export class ServerTlsSelector {
 
   get mode(): ServerTlsMode {
     return this.#mode;
+  }
+
+  /** Starts from a mode an earlier run found for this server. */
+  restore(mode: ServerTlsMode): void {
+    this.#mode = mode;
+  }
+
+  /**
+   * In `tls12-no-tickets` mode, at most every {@link RECHECK_INTERVAL_MS} (the first call at
+   * once): tries the default mode, and goes back to it when the server now accepts it.
+   * Returns whether the mode changed.
+   */
+  async recheck(target: ProbeTarget): Promise<boolean> {
+    if (this.#mode === 'default') return false;
+    const now = this.#now();
+    if (this.#lastRecheckAt !== undefined && now - this.#lastRecheckAt < RECHECK_INTERVAL_MS) return false;
+    this.#lastRecheckAt = now;
+    const normal = await probeServerTls(target, 'default');
+    if (normal.outcome !== 'ok') return false;
+    this.#mode = 'default';
+    this.#log.info(
+      { server: target.address, issue: 'https://github.com/spiffe/spire/issues/7076' },
+      `spiffe://${target.trustDomain}/spire/server accepts TLS 1.3 again (upgraded past spiffe/spire#7076): back to the default TLS mode`,
+    );
+    return true;
   }
 
   /**

@@ -14,6 +14,9 @@
 // as PEM into -out (ca.pem, agent.pem, agent-key.pem), prints "listening <addr>" on stdout, and logs each ClientHello, each
 // handshake failure and each request on stderr. Every RPC gets an empty response, except
 // Bundle/GetBundle (the CA) and Agent/AttestAgent (an agent SVID for the request's CSR).
+//
+// SIGUSR1 "upgrades" it to the fixed release (1.15.2): the per-client config disables
+// session tickets too, so TLS 1.3 clients complete again; it logs "upgraded".
 package main
 
 import (
@@ -35,8 +38,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -66,15 +72,26 @@ func main() {
 	roots.AddCert(caCert)
 	serving := tls.Certificate{Certificate: [][]byte{serverDER}, PrivateKey: serverKey}
 
+	var upgraded atomic.Bool
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	go func() {
+		for range usr1 {
+			upgraded.Store(true)
+			logger.Printf("upgraded")
+		}
+	}()
+
 	perClient := func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		logger.Printf("clienthello versions=%s psk_key_exchange_modes=%t", versionNames(hello.SupportedVersions), slices.Contains(hello.Extensions, extensionPSKModes))
-		// As spire-server's getTLSConfig: session tickets are NOT disabled here.
+		// As spire-server's getTLSConfig: session tickets are NOT disabled here (until upgraded).
 		return &tls.Config{
-			Certificates:          []tls.Certificate{serving},
-			ClientAuth:            tls.RequestClientCert,
-			MinVersion:            tls.VersionTLS12,
-			NextProtos:            []string{"h2"},
-			VerifyPeerCertificate: spireVerify(roots, *td),
+			SessionTicketsDisabled: upgraded.Load(),
+			Certificates:           []tls.Certificate{serving},
+			ClientAuth:             tls.RequestClientCert,
+			MinVersion:             tls.VersionTLS12,
+			NextProtos:             []string{"h2"},
+			VerifyPeerCertificate:  spireVerify(roots, *td),
 		}, nil
 	}
 	outer := &tls.Config{
