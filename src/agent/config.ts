@@ -3,7 +3,8 @@
  *
  *   agent { trust_domain, server_address, server_port, socket_path, data_dir, log_level,
  *           trust_bundle_path, trust_bundle_format, insecure_bootstrap, join_token,
- *           x509_svid_cache_max_size, jwt_svid_cache_max_size, experimental { sync_interval, workload_api_limits } }
+ *           x509_svid_cache_max_size, jwt_svid_cache_max_size, admin_socket_path, authorized_delegates,
+ *           experimental { sync_interval, workload_api_limits } }
  *   plugins { NodeAttestor "join_token" {…}, KeyManager "disk"|"memory" {…},
  *             WorkloadAttestor "unix" { plugin_data { discover_workload_path, workload_size_limit } } }
  *
