@@ -243,5 +243,10 @@ describe('our agent against SPIRE\'s spire-server with its own k8s_psat plugin',
     expect([after.uid, after.containers.find((c) => c.name === 'spiffe-agent')?.restartCount]).toEqual([pod.uid, 0]);
     const errors = (await logLines(NS, `pod/${pod.name}`, 'spiffe-agent')).filter((l) => l['level'] === 'error');
     expect(errors.map((l) => l['msg'])).toEqual([]);
+    // The workload's open watch never broke: no error after its first SVID.
+    const events = await logLines(WORKLOAD_NS, 'deploy/e2e-psat-workload');
+    const firstSvid = events.findIndex((e) => e['event'] === 'x509');
+    expect(firstSvid).toBeGreaterThanOrEqual(0);
+    expect(events.slice(firstSvid).filter((e) => e['event'] === 'error')).toEqual([]);
   });
 });
