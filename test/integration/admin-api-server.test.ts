@@ -82,6 +82,8 @@ let source: FakeDelegateSource;
 let server: AdminApiServer;
 let clock: ManualClock;
 let facts: { chain: Buffer[] | undefined; roots: Buffer | undefined; x509: number };
+/** Finished calls as recorded for admin_api_rpcs_total, by `method status`. */
+let rpcs: Map<string, number>;
 const clients: Client[] = [];
 
 /** A client with a connection of its own. */
@@ -110,6 +112,7 @@ async function start(limits?: CallerLimits): Promise<void> {
     clock,
     limits,
     firstRequestDeadlineMs: 300,
+    metrics: { rpc: (method) => ({ inc: (code) => void rpcs.set(`${method} ${Code[code]}`, (rpcs.get(`${method} ${Code[code]}`) ?? 0) + 1) }) },
     services: [
       delegatedIdentityService({ source, attestor: uidAttestor(), authorizedDelegates: [DELEGATE], logger: pino({ level: 'silent' }) }),
       debugService({
@@ -132,6 +135,7 @@ beforeEach(async () => {
   socketPath = join(dir, 'admin', 'admin.sock');
   clock = new ManualClock(Date.now());
   facts = { chain: undefined, roots: undefined, x509: 0 };
+  rpcs = new Map();
   source = new FakeDelegateSource();
   source.entries = [
     { id: 'e-delegate', spiffeId: DELEGATE, selectors: [SELF] },
@@ -170,6 +174,7 @@ describe('delegated streams', () => {
     }
     expect(svids.messages.length + bundles.messages.length).toBe(2);
     await expect.poll(() => source.listenerCount).toBe(0);
+    expect(Object.fromEntries(rpcs)).toEqual({ 'SubscribeToX509SVIDs PERMISSION_DENIED': 1, 'SubscribeToX509Bundles PERMISSION_DENIED': 1 });
   });
 
   it('ends open streams with UNAVAILABLE on close and removes the socket file', async () => {

@@ -11,6 +11,7 @@
 import type { handleServerStreamingCall, handleUnaryCall } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
 import { toApiError, Code } from '../../common/errors.ts';
+import { NOOP_STATUS_COUNTER, type StatusCounter } from '../../common/recorders.ts';
 import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { EncodedMessage } from '../workload-api/encode.ts';
@@ -18,12 +19,20 @@ import { identifyPeer, peerPid, type CallLog } from '../workload-api/middleware.
 import type { PeerTracker, TrackedPeer } from '../workload-api/peer-tracker.ts';
 import { StreamSession, type StreamRegistry } from '../workload-api/stream-session.ts';
 
+/** What the admin API records (`admin_api_rpcs_total`; see ../telemetry/agent-metrics.ts). */
+export interface AdminApiMetrics {
+  /** Finished calls of one method, by final status. Called once per method, when handlers are built. */
+  rpc(method: string): StatusCounter;
+}
+
 /** What every admin service's handlers get from the server. */
 export interface AdminRpcDeps {
   readonly tracker: PeerTracker;
   readonly logger: Logger;
   readonly callLog: CallLog;
   readonly streams: StreamRegistry;
+  /** Nothing is recorded when absent. */
+  readonly metrics?: AdminApiMetrics;
 }
 
 /** One admitted call: its caller's connection, and a signal aborted when the call ends. */
@@ -46,6 +55,7 @@ export function adminUnary<Req>(
   method: string,
   handle: (request: Req, call: AdminCall) => Promise<EncodedMessage>,
 ): handleUnaryCall<Req, EncodedMessage> {
+  const calls = deps.metrics?.rpc(method) ?? NOOP_STATUS_COUNTER;
   return (call, callback) => {
     const started = performance.now();
     const pid = deps.tracker.pidOf(call.getPeer());
@@ -58,11 +68,13 @@ export function adminUnary<Req>(
       .then(
         (bytes) => {
           callback(null, bytes);
+          calls.inc(Code.OK);
           deps.callLog.record({ method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
         },
         (err: unknown) => {
           const apiError = toApiError(err);
           callback(toGrpcStatus(apiError));
+          calls.inc(apiError.code);
           deps.callLog.record({ method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
         },
       );
@@ -75,10 +87,12 @@ export function adminStream<Req>(
   method: string,
   start: (session: StreamSession, call: AdminCall, request: Req) => Promise<void> | void,
 ): handleServerStreamingCall<Req, EncodedMessage> {
+  const calls = deps.metrics?.rpc(method) ?? NOOP_STATUS_COUNTER;
   return (call) => {
     const started = performance.now();
     const pid = deps.tracker.pidOf(call.getPeer());
     const session = new StreamSession(call, deps.streams, (end) => {
+      calls.inc(end.code);
       deps.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
     });
     if (session.ended) return;

@@ -27,7 +27,7 @@ import { closeSocketServer } from '../workload-api/server-close.ts';
 import { isSessionFailure, watchSessionFailures } from '../workload-api/session-failures.ts';
 import { listenOnSocket } from '../workload-api/socket-file.ts';
 import { StreamRegistry } from '../workload-api/stream-session.ts';
-import type { AdminRpcDeps } from './admin-rpc.ts';
+import type { AdminApiMetrics, AdminRpcDeps } from './admin-rpc.ts';
 
 /** The admin socket's mode, as SPIRE's: owner and group only. */
 export const ADMIN_SOCKET_MODE = 0o770;
@@ -63,6 +63,8 @@ export interface AdminApiOptions {
   readonly limits?: CallerLimits;
   /** How long a new connection may take to send its first request; see connection-gate.ts. */
   readonly firstRequestDeadlineMs?: number;
+  /** Finished calls by method and status; nothing is recorded when absent. */
+  readonly metrics?: AdminApiMetrics;
 }
 
 /** A running admin API server. */
@@ -100,7 +102,7 @@ export async function startAdminApi(opts: AdminApiOptions): Promise<AdminApiServ
   const limits = opts.limits ?? DEFAULT_CALLER_LIMITS;
   const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger, limits });
   const streams = new StreamRegistry();
-  const deps: AdminRpcDeps = { tracker, logger, callLog: new CallLog(logger, clock, 'admin api'), streams };
+  const deps: AdminRpcDeps = { tracker, logger, callLog: new CallLog(logger, clock, 'admin api'), streams, metrics: opts.metrics };
 
   const grpcServer = new Server({
     'grpc.enable_channelz': 0,

@@ -15,6 +15,7 @@ import type { K8sAttestorMetrics, KubeletOutcome } from '../../attestors/workloa
 import type { LifecycleMetrics } from '../lifecycle-metrics.ts';
 import type { CacheManagerMetrics } from '../manager/metrics.ts';
 import type { WorkloadApiMetrics } from '../workload-api/metrics.ts';
+import type { AdminApiMetrics } from '../admin/admin-rpc.ts';
 import type { WorkloadAttestorMetrics } from '../workload-attestation/attest-workload.ts';
 import type { CounterCell } from './cells.ts';
 import { CounterFamily, HistogramFamily, registerGauge, type GaugeReading } from './families.ts';
@@ -45,6 +46,8 @@ export interface AgentMetricsOptions {
 export interface AgentMetrics {
   readonly registry: Registry;
   readonly workloadApi: WorkloadApiMetrics;
+  /** The admin socket's calls. */
+  readonly adminApi: AdminApiMetrics;
   readonly workloadAttestor: WorkloadAttestorMetrics;
   readonly cache: CacheManagerMetrics;
   readonly lifecycle: LifecycleMetrics;
@@ -110,6 +113,8 @@ export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
     limitRefused: (limit) => limitRefusals.child(limit),
     peerCredentialErrors: (cause) => peerCredentialErrors.child(cause),
   };
+  const adminRpcs = new CounterFamily(registry, M.adminRpcs);
+  const adminApi: AdminApiMetrics = { rpc: (method): StatusCounter => statusCounter((status) => adminRpcs.child(method, status)) };
   const workloadAttestor: WorkloadAttestorMetrics = {
     attestor: (name): CallRecorder => callRecorder((status) => attestor.child(name, status)),
   };
@@ -160,6 +165,7 @@ export function createAgentMetrics(options: AgentMetricsOptions): AgentMetrics {
   return {
     registry,
     workloadApi,
+    adminApi,
     workloadAttestor,
     cache,
     lifecycle,

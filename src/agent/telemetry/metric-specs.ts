@@ -53,6 +53,7 @@ export const METRIC_SPECS = {
     'Callers the agent could not identify for lack of a resource of its own (answered Unavailable), by errno name.',
     ['cause'],
   ),
+  adminRpcs: spec('admin_api_rpcs_total', 'Finished admin API calls (Delegated Identity, Debug) by method and gRPC status code.', ['method', 'status']),
   attestationPhase: spec(
     'workload_api_attestation_phase_duration_seconds',
     'Workload attestation phases, in seconds: peer_credentials (per connection), attestors and liveness_check (per check).',
