@@ -39,6 +39,9 @@ import { discardWorkloadCache, openWorkloadCache, type WorkloadCacheWriter } fro
 import { adminCallerLimits, prepareAdminSocketPath, startAdminApi, type AdminApiServer } from './admin/admin-server.ts';
 import { delegatedIdentityService } from './admin/delegated-identity.ts';
 import { debugService } from './admin/debug-service.ts';
+import { agentDebugService } from './admin/agent-debug-service.ts';
+import { WorkloadActivity } from './workload-api/workload-activity.ts';
+import { readProcessFacts } from './workload-api/peer-credentials.ts';
 
 export interface AgentOptions {
   config: AgentConfig;
@@ -226,6 +229,8 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   const closeListeners = async (): Promise<void> => {
     await Promise.all([listeners.metrics?.close(), listeners.health?.close()]);
   };
+  // What each connected process does, for `debug workloads`: kept only when the admin API that shows it is on.
+  const activity = adminSocketPath !== undefined ? new WorkloadActivity() : undefined;
   const workloadAttestor = createWorkloadAttestor({ plugins: attestors.plugins, logger: logger.child({ subsystem: 'attestor' }), metrics: metrics?.workloadAttestor });
   try {
     workloadApi = await startWorkloadApi({
@@ -237,6 +242,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       metrics: metrics?.workloadApi,
       limits: config.workloadApiLimits,
       sds: config.sds,
+      activity,
     });
   } catch (err) {
     await Promise.all([attestors.close(), closeListeners()]);
@@ -271,6 +277,23 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
               lastSyncAt: () => lifecycle?.lastSyncAt,
               startedAt,
             },
+          }),
+          agentDebugService({
+            explainSources: {
+              attestor: workloadAttestor,
+              manager,
+              processFacts: (pid) => {
+                const facts = readProcessFacts('/proc', pid);
+                return facts.ok ? facts.value : facts.error;
+              },
+              now: () => performance.now(),
+              wallNow: () => clock.now(),
+            },
+            matchingEntries: (selectors) => manager.matchingEntries(selectors),
+            attestor: workloadAttestor,
+            authorizedDelegates: config.admin.authorizedDelegates,
+            workloads: activity ?? new WorkloadActivity(),
+            logger: adminLog,
           }),
         ],
       });

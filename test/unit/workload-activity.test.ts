@@ -24,7 +24,8 @@ describe('WorkloadActivity', () => {
     tick(10);
     activity.attested(7, [{ type: 'unix', value: 'uid:0' }], 0.8);
     activity.stream(7, 1);
-    activity.sent(7, 1200, { spiffeIds: ['spiffe://example.org/a'], expiries: [5_000] });
+    activity.sent(7, 1200);
+    activity.served(7, [{ spiffeId: 'spiffe://example.org/a', expiresAt: 5 }]);
     activity.sent(7, 300);
     tick(5);
     activity.attested(7, [{ type: 'unix', value: 'uid:0' }], 0.4);

@@ -8,6 +8,8 @@ import { credentials } from '@grpc/grpc-js';
 import type { Command, CommandIo } from '../../common/command.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from '../../common/command.ts';
 import { systemClock } from '../../common/clock.ts';
+import { goCodeNameOf } from '../../common/code-names.ts';
+import { ApiError } from '../../common/errors.ts';
 import { unaryCall, unixTarget } from '../../common/grpc-client.ts';
 import { parseDuration } from '../../common/duration.ts';
 import type { FlagValues } from '../../common/flags.ts';
@@ -58,7 +60,8 @@ async function withDebugClient(v: FlagValues, io: CommandIo, options: AgentCliOp
   try {
     return await fn(client, timeout.value);
   } catch (err) {
-    io.err(formatRpcError(err));
+    // Every failure of a call is a gRPC status (connection failures too): printed as grpc-go does.
+    io.err(err instanceof ApiError ? `rpc error: code = ${goCodeNameOf(err.code) ?? err.code} desc = ${err.message}` : formatRpcError(err));
     return EXIT_FAILURE;
   } finally {
     client.close();

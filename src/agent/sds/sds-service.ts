@@ -133,7 +133,9 @@ function streamSecrets(opts: SdsHandlerOptions, rate: KeyedRateLimit): handleBid
     if (session.ended) return;
     admit(opts, call, undefined, session.signal, (release) => session.onEnd(release))
       .then((caller) => {
-        if (!session.ended) runStream(opts, rate, session, caller, call);
+        if (session.ended) return;
+        session.observe(opts.activity, caller.pid);
+        runStream(opts, rate, session, caller, call);
       })
       .catch((err: unknown) => session.fail(err));
   };

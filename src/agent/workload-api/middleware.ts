@@ -19,6 +19,7 @@ import { KeyedRateLimit } from '../../common/rate-limit.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
 import type { PeerTracker, TrackedPeer } from './peer-tracker.ts';
+import type { WorkloadActivity } from './workload-activity.ts';
 import type { WorkloadApiMetrics } from './metrics.ts';
 
 /** Method paths the security header applies to. */
@@ -51,6 +52,8 @@ export interface AttestDeps {
   readonly attestor: WorkloadAttestor;
   /** The `attestors` phase and each attestation's outcome; nothing recorded when absent. */
   readonly metrics?: WorkloadApiMetrics;
+  /** Each caller's last attestation, for `debug workloads`; nothing recorded when absent. */
+  readonly activity?: WorkloadActivity;
 }
 
 /**
@@ -97,6 +100,7 @@ async function attestPeer(deps: AttestDeps, peer: TrackedPeer, signal: AbortSign
   }
   deps.metrics?.attestorsSeconds.observe(secondsSince(started));
   deps.tracker.verifyAlive(peer);
+  deps.activity?.attested(pid, selectors, performance.now() - started);
   return selectors;
 }
 

@@ -34,6 +34,7 @@ import {
   type ResourceCause,
 } from './peer-credentials.ts';
 import { pidfdExited } from './libc.ts';
+import type { WorkloadActivity } from './workload-activity.ts';
 
 /** The caller of one connection, as handlers see it. */
 export interface TrackedPeer {
@@ -140,6 +141,8 @@ export interface PeerTrackerOptions {
   limits?: CallerLimits;
   /** Seconds per credential capture at accept (phase `peer_credentials`) and per liveness check (phase `liveness_check`), refusals. */
   metrics?: PeerTrackerMetrics;
+  /** Told of each process connection accepted and closed (for `debug workloads`). */
+  activity?: WorkloadActivity;
 }
 
 /** How often at most a resource problem is logged (each occurrence is counted in the metric). */
@@ -152,6 +155,7 @@ export class PeerTracker {
   readonly #metrics: PeerTrackerOptions['metrics'];
   readonly #limits: CallerLimits;
   readonly #ledger: CallerLedger;
+  readonly #activity: WorkloadActivity | undefined;
   readonly #entries = new Map<string, Entry>();
   readonly #keyPrefix = `workload-peer:${randomBytes(6).toString('hex')}:`;
   #counter = 0;
@@ -164,6 +168,7 @@ export class PeerTracker {
     this.#metrics = opts.metrics;
     this.#limits = opts.limits ?? DEFAULT_CALLER_LIMITS;
     this.#ledger = new CallerLedger(this.#limits);
+    this.#activity = opts.activity;
   }
 
   /** Open connections being tracked. */
@@ -214,6 +219,7 @@ export class PeerTracker {
     const key = `${this.#keyPrefix}${this.#counter}`;
     const entry: Entry = { peer: { key, credentials }, socket, caller, refusal, revoked: undefined };
     this.#entries.set(key, entry);
+    if (caller !== undefined && credentials.kind === 'process') this.#activity?.connected(credentials.pid, credentials.uid, credentials.gid, caller.group);
     // Public grpc-js API (getPeer) reads socket.remoteAddress, which Unix sockets leave undefined.
     Object.defineProperty(socket, 'remoteAddress', { value: key, configurable: true, enumerable: false });
     socket.once('close', () => this.#forget(key));
@@ -309,6 +315,9 @@ export class PeerTracker {
     if (entry === undefined) return;
     this.#entries.delete(key);
     releasePeerCredentials(entry.peer.credentials);
-    if (entry.caller !== undefined) this.#ledger.closeConnection(entry.caller, entry.refusal !== undefined);
+    if (entry.caller !== undefined) {
+      this.#ledger.closeConnection(entry.caller, entry.refusal !== undefined);
+      this.#activity?.disconnected(entry.caller.pid);
+    }
   }
 }

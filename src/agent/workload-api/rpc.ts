@@ -84,7 +84,11 @@ export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req
     const validate = spec.validate === undefined ? undefined : () => spec.validate?.(call.request);
     let release = (): void => {};
     admit(deps, call, validate, abort.signal, (r) => (release = r))
-      .then((caller) => spec.handle(call.request, caller, abort.signal))
+      .then(async (caller) => {
+        const bytes = await spec.handle(call.request, caller, abort.signal);
+        deps.activity?.sent(caller.pid, bytes.length);
+        return bytes;
+      })
       .finally(() => release())
       .then(
         (bytes) => {
@@ -119,7 +123,9 @@ export function streamRpc<Req>(
     if (session.ended) return;
     admit(deps, call, undefined, session.signal, (release) => session.onEnd(release))
       .then((caller) => {
-        if (!session.ended) start(session, caller, call.request);
+        if (session.ended) return;
+        session.observe(deps.activity, caller.pid);
+        start(session, caller, call.request);
       })
       .catch((err: unknown) => session.fail(err));
   };

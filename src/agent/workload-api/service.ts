@@ -38,7 +38,7 @@ export function createWorkloadApiHandlers(opts: WorkloadApiHandlerOptions): Unty
   const largeResponses = opts.largeResponses ?? new LargeResponseWarnings({ logger: opts.logger, clock: opts.clock });
   const bundleOpts = { source: opts.source, allowUnauthenticatedVerifiers: opts.allowUnauthenticatedVerifiers, largeResponses };
   return {
-    FetchX509SVID: streamRpc<X509SVIDRequest__Output>(opts, 'FetchX509SVID', fetchX509Svid(opts.source, largeResponses)),
+    FetchX509SVID: streamRpc<X509SVIDRequest__Output>(opts, 'FetchX509SVID', fetchX509Svid(opts.source, largeResponses, opts.activity)),
     FetchX509Bundles: streamRpc<X509BundlesRequest__Output>(opts, 'FetchX509Bundles', fetchBundles(bundleOpts, 'FetchX509Bundles', encodedX509Bundles)),
     FetchJWTBundles: streamRpc<JWTBundlesRequest__Output>(opts, 'FetchJWTBundles', fetchBundles(bundleOpts, 'FetchJWTBundles', encodedJwtBundles)),
     FetchJWTSVID: unaryRpc(opts, 'FetchJWTSVID', fetchJwtSvid(opts.source, largeResponses)),

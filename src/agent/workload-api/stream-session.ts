@@ -21,6 +21,7 @@ import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { EncodedMessage } from './encode.ts';
+import type { WorkloadActivity } from './workload-activity.ts';
 import type { WorkloadState } from '../manager/workload-state.ts';
 import type { IdentitySource } from './identity-source.ts';
 import type { Selector } from '../../common/selector.ts';
@@ -89,6 +90,8 @@ export class StreamSession {
   #answered = false;
   #writing = false;
   #pending: EncodedMessage | undefined;
+  /** Where sent bytes are counted once the caller is known (see {@link observe}). */
+  #activity: { readonly registry: WorkloadActivity; readonly pid: number } | undefined;
 
   constructor(call: StreamCall, registry: StreamRegistry, onEnd: (end: StreamEnd) => void) {
     this.#call = call;
@@ -114,6 +117,17 @@ export class StreamSession {
     else this.#cleanups.push(cleanup);
   }
 
+  /**
+   * Counts this stream and the bytes it sends for its caller in `debug workloads`, from now
+   * until it ends. Called once the caller is admitted.
+   */
+  observe(registry: WorkloadActivity | undefined, pid: number): void {
+    if (registry === undefined || this.#ended || this.#activity !== undefined) return;
+    this.#activity = { registry, pid };
+    registry.stream(pid, 1);
+    this.onEnd(() => registry.stream(pid, -1));
+  }
+
   /** Sends a message now, or replaces the one waiting for the transport to drain. */
   send(bytes: EncodedMessage): void {
     if (this.#ended) return;
@@ -126,6 +140,7 @@ export class StreamSession {
 
   #write(bytes: EncodedMessage): void {
     this.#writing = true;
+    this.#activity?.registry.sent(this.#activity.pid, bytes.length);
     const write = (): void => {
       if (this.#ended) return;
       this.#call.write(bytes, () => {

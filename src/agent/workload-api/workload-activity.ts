@@ -10,6 +10,13 @@
  */
 import type { Selector } from '../../common/selector.ts';
 
+/** What the registry keeps of an X.509 answer: the identities it carried (shared, never copied). */
+export interface ServedIdentity {
+  readonly spiffeId: string;
+  /** Unix seconds. */
+  readonly expiresAt: number;
+}
+
 /** One process's activity (a snapshot copy: later updates do not change it). */
 export interface CallerActivity {
   readonly pid: number;
@@ -43,8 +50,7 @@ interface ActivityRecord {
   calls: number;
   lastAttestationMs: number | undefined;
   selectors: readonly Selector[];
-  spiffeIds: readonly string[];
-  svidExpiries: readonly number[];
+  served: readonly ServedIdentity[];
   bytesSent: number;
   connectedAt: number;
   lastActivityAt: number;
@@ -83,8 +89,7 @@ export class WorkloadActivity {
       calls: 0,
       lastAttestationMs: undefined,
       selectors: [],
-      spiffeIds: [],
-      svidExpiries: [],
+      served: [],
       bytesSent: 0,
       connectedAt: now,
       lastActivityAt: now,
@@ -116,20 +121,24 @@ export class WorkloadActivity {
     r.lastActivityAt = this.#now();
   }
 
-  /** A response of `bytes` went to `pid`; an X.509 answer also says which SVIDs it carried. */
-  sent(pid: number, bytes: number, x509?: { readonly spiffeIds: readonly string[]; readonly expiries: readonly number[] }): void {
+  /** A response of `bytes` went to `pid`. */
+  sent(pid: number, bytes: number): void {
     const r = this.#byPid.get(pid);
     if (r === undefined) return;
     r.bytesSent += bytes;
     r.lastActivityAt = this.#now();
-    if (x509 !== undefined) {
-      r.spiffeIds = x509.spiffeIds;
-      r.svidExpiries = x509.expiries;
-    }
+  }
+
+  /** An X.509 answer to `pid` carried these identities (kept by reference). */
+  served(pid: number, identities: readonly ServedIdentity[]): void {
+    const r = this.#byPid.get(pid);
+    if (r !== undefined) r.served = identities;
   }
 
   /** Every connected process, most recently active first. */
   list(): CallerActivity[] {
-    return [...this.#byPid.values()].map((r) => ({ ...r })).sort((a, b) => b.lastActivityAt - a.lastActivityAt || a.pid - b.pid);
+    return [...this.#byPid.values()]
+      .map(({ served, ...r }) => ({ ...r, spiffeIds: served.map((i) => i.spiffeId), svidExpiries: served.map((i) => i.expiresAt * 1000) }))
+      .sort((a, b) => b.lastActivityAt - a.lastActivityAt || a.pid - b.pid);
   }
 }

@@ -36,6 +36,7 @@ import { closeSocketServer } from './server-close.ts';
 import { isSessionFailure, watchSessionFailures } from './session-failures.ts';
 import { listenOnSocket, prepareSocketPath } from './socket-file.ts';
 import { StreamRegistry } from './stream-session.ts';
+import type { WorkloadActivity } from './workload-activity.ts';
 
 /** Options of {@link startWorkloadApi}. */
 export interface WorkloadApiOptions {
@@ -60,6 +61,8 @@ export interface WorkloadApiOptions {
   limits?: CallerLimits;
   /** How long a new connection may take to send its first request; see connection-gate.ts. */
   firstRequestDeadlineMs?: number;
+  /** Where each connected process's activity is kept (for `debug workloads`); nothing is kept when absent. */
+  activity?: WorkloadActivity;
   /** The `sds { … }` settings of the Envoy SDS service served on the same socket; SPIRE's defaults when absent. */
   sds?: SdsConfig;
 }
@@ -102,7 +105,8 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   // Undefined when telemetry is off: then nothing is even timed.
   const metrics = opts.metrics;
   const limits = opts.limits ?? DEFAULT_CALLER_LIMITS;
-  const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger, metrics, limits });
+  const activity = opts.activity;
+  const tracker = new PeerTracker({ procRoot: opts.procRoot ?? '/proc', logger, metrics, limits, activity });
   const streams = new StreamRegistry();
 
   const grpcServer = new Server({
@@ -116,7 +120,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   });
   const clock = opts.clock ?? systemClock;
   // One call log and one set of limits for both services: a caller's SDS streams count with its Workload API calls.
-  const rpcDeps = { tracker, callLog: new CallLog(logger, clock), attestor: opts.attestor, logger, streams, metrics };
+  const rpcDeps = { tracker, callLog: new CallLog(logger, clock), attestor: opts.attestor, logger, streams, metrics, activity };
   grpcServer.addService(
     workloadApiServiceDefinition,
     createWorkloadApiHandlers({

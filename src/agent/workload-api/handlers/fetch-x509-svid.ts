@@ -11,9 +11,10 @@ import type { LargeResponseLog } from '../large-response.ts';
 import type { Caller } from '../rpc.ts';
 import { subscribeSession, type StreamSession } from '../stream-session.ts';
 import { encodedX509SvidResponse } from '../x509-svid-response.ts';
+import type { WorkloadActivity } from '../workload-activity.ts';
 
 /** The stream body of FetchX509SVID. */
-export function fetchX509Svid(source: IdentitySource, largeResponses: LargeResponseLog): (session: StreamSession, caller: Caller) => void {
+export function fetchX509Svid(source: IdentitySource, largeResponses: LargeResponseLog, activity?: WorkloadActivity): (session: StreamSession, caller: Caller) => void {
   return (session, caller) => {
     subscribeSession(source, session, caller.selectors, (state) => {
       const outcome = encodedX509SvidResponse(state);
@@ -22,6 +23,7 @@ export function fetchX509Svid(source: IdentitySource, largeResponses: LargeRespo
         return;
       }
       largeResponses.check({ method: 'FetchX509SVID', pid: caller.pid, bytes: outcome.bytes.length, counts: () => ({ svids: outcome.svids }) });
+      activity?.served(caller.pid, state.identities);
       session.send(outcome.bytes);
     });
   };
