@@ -39,6 +39,7 @@ class FakeDelegateSource implements DelegatedIdentitySource {
   entries: Array<DelegateEntry & { selectors: string[] }> = [];
   readonly identities = new Map<string, X509Identity>();
   bundles: BundleSnapshot = snapshot('example.org');
+  synced = true;
   readonly #listeners = new Map<(s: WorkloadState) => void, readonly Selector[]>();
   readonly #bundleListeners = new Set<(b: BundleSnapshot) => void>();
 
@@ -159,6 +160,13 @@ describe('delegated streams', () => {
     const stream = collect<SubscribeToX509SVIDsResponse__Output>(delegated()['SubscribeToX509SVIDs']!({ selectors: [{ type: 'unix', value: 'uid:4242' }] }));
     await expect.poll(() => stream.messages.length).toBe(1);
     expect(stream.messages[0]?.x509_svids.map((s) => s.x509_svid?.id)).toEqual([{ trust_domain: 'example.org', path: '/web' }]);
+  });
+
+  it('hands out no X509-SVID before the first sync: restored entries do not say which are admin entries', async () => {
+    source.synced = false;
+    const stream = collect<SubscribeToX509SVIDsResponse__Output>(delegated()['SubscribeToX509SVIDs']!({ selectors: [{ type: 'unix', value: 'uid:4242' }] }));
+    const err = await stream.ended;
+    expect({ code: err.code, details: err.details, messages: stream.messages.length }).toEqual({ code: Code.UNAVAILABLE, details: 'agent is not ready: it has not synchronized with the server yet', messages: 0 });
   });
 
   it('ends a delegate’s streams with PermissionDenied at the next update once its entry is gone', async () => {

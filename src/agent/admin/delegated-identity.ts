@@ -48,6 +48,12 @@ export interface DelegatedIdentitySource {
   subscribeBundles(listener: (bundles: BundleSnapshot) => void): () => void;
   /** Every entry the selectors match (SVID cached or not), sorted by entry ID. */
   matchingEntries(selectors: readonly Selector[]): readonly DelegateEntry[];
+  /**
+   * Whether the entries come from a sync with the server. Entries restored from the workload
+   * cache file do not say which are admin or downstream entries, so X509-SVIDs are not handed
+   * out until the first sync.
+   */
+  readonly synced: boolean;
 }
 
 /** Options of {@link delegatedIdentityService}. */
@@ -138,6 +144,7 @@ export function delegatedIdentityService(opts: DelegatedIdentityOptions): AdminS
 
     const subscribeToX509Svids = async (session: StreamSession, call: AdminCall, request: SubscribeToX509SVIDsRequest__Output): Promise<void> => {
       const caller = await admitDelegate(call);
+      if (!opts.source.synced) throw new ApiError(Code.UNAVAILABLE, 'agent is not ready: it has not synchronized with the server yet');
       const selectors = await targetSelectors(call, request.selectors, request.pid);
       if (session.ended) return;
       log.debug({ caller_pid: call.pid, request_selectors: selectors.length }, 'Subscribing to cache changes');
