@@ -1,5 +1,6 @@
-// `npm start`: a server and an agent on this machine, data under ./.data/quickstart, an entry
-// for the current user's uid, and the SPIFFE_ENDPOINT_SOCKET to use once the socket serves.
+// `npm start`: a server and an agent on this machine, data under ./.data/quickstart (or
+// $QUICKSTART_DIR), an entry for the current user's uid, and the SPIFFE_ENDPOINT_SOCKET to use
+// once the socket serves. The agent's admin socket serves `spiffe-agent debug …` to this user.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { randomUUID } from 'node:crypto';
 import { join, resolve } from 'node:path';
@@ -14,10 +15,12 @@ import { createWorkloadClient } from '../src/agent/workload-client/index.ts';
 import { loadState } from '../src/agent/storage.ts';
 import { agentSvid, isUsable } from '../src/agent/agent-svid.ts';
 
-const root = resolve(import.meta.dirname, '..', '.data', 'quickstart');
+const root = resolve(process.env['QUICKSTART_DIR'] || resolve(import.meta.dirname, '..', '.data', 'quickstart'));
 const uid = process.getuid?.() ?? 0;
 const adminSocket = join(root, 'server', 'api.sock');
 const agentSocket = join(root, 'agent', 'public', 'api.sock');
+const agentAdminSocket = join(root, 'agent', 'private', 'admin.sock');
+const userId = `spiffe://example.org/user/${uid}`;
 await mkdir(join(root, 'server'), { recursive: true, mode: 0o700 });
 await mkdir(join(root, 'agent'), { recursive: true, mode: 0o700 });
 const logLevel = process.env['LOG_LEVEL'] ?? 'WARN';
@@ -53,6 +56,9 @@ const agentConf = `agent {
   trust_bundle_path = "${join(serverConfig.dataDir, 'ca', 'bundle.pem')}"
   join_token = "${token}"
   log_level = "${logLevel}"
+  # debug explain / debug workloads for this user: its own entry's ID is an authorized delegate.
+  admin_socket_path = "${agentAdminSocket}"
+  authorized_delegates = ["${userId}"]
 }
 plugins {
   NodeAttestor "join_token" {
@@ -77,7 +83,7 @@ const agentId =
     ? agentSvid(stored.svid, stored.key, false).spiffeId
     : `spiffe://example.org/spire/agent/join_token/${token}`;
 try {
-  server.datastore.createEntry({ spiffeId: `spiffe://example.org/user/${uid}`, parentId: agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }] });
+  server.datastore.createEntry({ spiffeId: userId, parentId: agentId, selectors: [{ type: 'unix', value: `uid:${uid}` }] });
 } catch (err) {
   if (!(err instanceof ApiError && err.code === Code.ALREADY_EXISTS)) throw err;
 }
@@ -100,13 +106,18 @@ const node = 'node_modules/.bin/node';
 process.stdout.write(`SPIFFE_ENDPOINT_SOCKET=unix://${agentSocket}
 
 A server (trust domain example.org, 127.0.0.1:${server.port}) and an agent (${agentId}) are running.
-Your uid ${uid} is registered as spiffe://example.org/user/${uid}. In another shell, try:
+Your uid ${uid} is registered as ${userId}. In another shell, try:
 
   export SPIFFE_ENDPOINT_SOCKET=unix://${agentSocket}
   ${node} bin/spiffe-agent.js api fetch x509
   ${node} bin/spiffe-agent.js api fetch jwt -audience demo
   ${node} bin/spiffe-agent.js api watch
   ${node} bin/spiffe-server.js entry show -socketPath ${adminSocket}
+
+Why does a process get (or not get) an identity? Who is connected?
+
+  ${node} bin/spiffe-agent.js debug explain -socketPath ${agentAdminSocket} -pid $$
+  ${node} bin/spiffe-agent.js debug workloads -socketPath ${agentAdminSocket} -watch
 
 Ctrl-C stops both.
 `);
