@@ -12,6 +12,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdir, rmdir } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
+import http2 from 'node:http2';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { pino, type Logger } from 'pino';
@@ -414,5 +415,50 @@ describe.runIf(isRoot)('a live caller at the agent\'s open-files limit', () => {
     const client = ownConnection(api.socketPath);
     clients.push(client);
     expect(await fetchError(client)).toBeUndefined();
+  });
+});
+
+describe('half-sent requests', () => {
+  /** Opens a FetchX509SVID stream on `session` and sends a 1 MiB message but its last `short` bytes. */
+  function halfSent(session: http2.ClientHttp2Session, short: number): { stream: http2.ClientHttp2Stream; closed: Promise<number> } {
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/SpiffeWorkloadAPI/FetchX509SVID',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'workload.spiffe.io': 'true',
+    });
+    stream.on('error', () => {});
+    const size = 1024 * 1024;
+    const prefix = Buffer.alloc(5);
+    prefix.writeUInt32BE(size, 1);
+    stream.write(prefix);
+    stream.write(Buffer.alloc(size - short));
+    return { stream, closed: new Promise<number>((resolve) => stream.once('close', () => resolve(stream.rstCode ?? 0))) };
+  }
+
+  it('a connection holding more than 2 MiB of incomplete requests has the stream that passes it reset (ENHANCE_YOUR_CALM); whole requests still work', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = pino({ level: 'warn' }, new Writable({ write: (c: Buffer, _e, done) => (lines.push(JSON.parse(c.toString()) as Record<string, unknown>), done()) }));
+    await start({ logger });
+    const session = http2.connect('http://localhost', { createConnection: () => connect(api.socketPath) });
+    session.on('error', () => {});
+    const a = halfSent(session, 16);
+    const b = halfSent(session, 16);
+    // Two incomplete 1 MiB requests (16 bytes short each): within the budget, both still open.
+    await new Promise((r) => setTimeout(r, 300));
+    expect([a.stream.closed, b.stream.closed]).toEqual([false, false]);
+    const c = halfSent(session, 16);
+    expect(await c.closed).toBe(http2.constants.NGHTTP2_ENHANCE_YOUR_CALM);
+    expect([a.stream.closed, b.stream.closed]).toEqual([false, false]);
+    const warned = lines.find((l) => l['msg'] === 'workload stream reset: the connection holds too many half-sent request bytes');
+    expect(warned).toMatchObject({ caller_pid: process.pid, budget_bytes: 2 * 1024 * 1024 });
+    // The bytes of a reset stream no longer count: a whole request on the same connection is answered.
+    a.stream.close();
+    await a.closed;
+    const client = new WorkloadApiClient(`unix://${api.socketPath}`, credentials.createInsecure());
+    clients.push(client);
+    expect((await first(client.FetchX509SVID({}, securityHeader()))).svids.length).toBe(1);
+    session.destroy();
   });
 });
