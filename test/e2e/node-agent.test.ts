@@ -10,11 +10,42 @@
  * the agent container's memory from its cgroup.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CLUSTER, NODE, OVERLAY, TRUST_DOMAIN, containerMemory, createEntry, kubectl, kubectlResult, mib, podsOf, serverCli, waitFor, type PodInfo } from './support/kube.ts';
+import { promisify } from 'node:util';
+import { CLUSTER, NODE, OVERLAY, TRUST_DOMAIN, containerMemory, createEntry, kubectl, kubectlJson, kubectlResult, mib, podsOf, serverCli, waitFor, type PodInfo } from './support/kube.ts';
 import { fetchIn, hostLogLines, logLines, type FetchOut } from './support/workload.ts';
 import { AGENT_SELECTOR, EXAMPLE_ID, WORKLOAD_ID, deployProduct } from './support/deploy.ts';
+import { REPO } from '../support/server-process.ts';
+
+/** The agent's /ready from the host (hostNetwork: the shipped health port 9982 on the node). */
+async function agentReady(): Promise<{ status: number; body: { ready: boolean; reasons: string[]; kubelet?: { last_request: string; error?: string } } }> {
+  const res = await fetch('http://127.0.0.1:9982/ready');
+  return { status: res.status, body: (await res.json()) as never };
+}
+
+/** `spiffe-agent <args>` run on the node as root, as an operator would (this process is root). */
+async function agentCliOnNode(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await promisify(execFile)(process.execPath, [join(REPO, 'bin/spiffe-agent.js'), ...args], { cwd: '/' });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code?: number; stdout?: string; stderr?: string };
+    return { code: e.code ?? 1, stdout: e.stdout ?? '', stderr: e.stderr ?? '' };
+  }
+}
+
+/**
+ * The admin socket of the agent pod (an emptyDir in the e2e overlay), as the node's root sees
+ * it, through a short symlink: the kubelet's path is past the 107 bytes a socket address holds.
+ */
+function adminSocketOf(agent: PodInfo): string {
+  const link = join(mkdtempSync(join(tmpdir(), 'sna-')), 'admin.sock');
+  symlinkSync(`/var/lib/kubelet/pods/${agent.uid}/volumes/kubernetes.io~empty-dir/agent-admin/admin.sock`, link);
+  return link;
+}
 
 const EXACT_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-exact`;
 const WRONG_IMAGE_ID = `spiffe://${TRUST_DOMAIN}/e2e/workload-wrong-image`;
@@ -251,11 +282,25 @@ describe('changes on the running node', () => {
       await kubectl(['apply', '-k', join(OVERLAY, 'agent')]);
     }
     note(`without nodes/proxy a workload gets: ${denied.code} "${denied.message}"`);
+    // Readiness names the missing permission too (the kubelet refused the agent).
+    const down = await agentReady();
+    expect([down.status, down.body.ready, down.body.kubelet?.last_request]).toEqual([500, false, 'forbidden']);
+    expect(down.body.reasons).toHaveLength(1);
+    expect(down.body.reasons[0]).toMatch(/^workload attestation cannot read pods from the kubelet: kubelet: GET https:\/\/node1:10250\/pods returned 403 .*Grant it "get" on "nodes\/proxy"/);
     const failures = (await logLines('spire-system', `pod/${current.name}`, 'spiffe-agent')).filter((l) => l['msg'] === 'workload attestor failed');
     const message = (failures.at(-1)?.['err'] as { message?: string } | undefined)?.message ?? '';
     expect(message).toMatch(/^kubelet: GET https:\/\/node1:10250\/pods returned 403 \(Forbidden \(user=system:serviceaccount:spire-system:spire-agent, verb=get, resource=nodes, subresource\(s\)=\[pods proxy\]\)\)/);
     expect(message).toContain('may not read pods from the kubelet. Grant it "get" on "nodes/proxy"');
     expect(denied.code).toBe('Unavailable');
+    // Given back, the agent turns ready by itself: no workload asks in between (it re-asks the
+    // kubelet every 10 s while refused; the kubelet caches a denial for up to 30 s).
+    const upAt = Date.now();
+    const up = await waitFor('/ready to recover with nodes/proxy back, no workload asking', 120_000, async () => {
+      const r = await agentReady();
+      return r.status === 200 ? r : undefined;
+    }, 1_000);
+    note(`/ready recovered ${((Date.now() - upAt) / 1000).toFixed(1)} s after nodes/proxy was given back, no workload asking`);
+    expect([up.body.ready, up.body.reasons, up.body.kubelet?.last_request]).toEqual([true, [], 'ok']);
     const ok = await waitFor('a fetch to succeed with nodes/proxy back', 90_000, async () => {
       const o = await fetchIn('e2e-workload', 'e2e-audience');
       return o.error === undefined ? o : undefined;
@@ -263,6 +308,33 @@ describe('changes on the running node', () => {
     expect(ok.x509?.ids).toContain(WORKLOAD_ID);
     const [agentNow] = await podsOf('spire-system', AGENT_SELECTOR);
     expect([agentNow?.name, agentNow?.containers.find((c) => c.name === 'spiffe-agent')?.restartCount]).toEqual([current.name, 0]);
+  });
+
+  it('keeps the shipped agent.json except admin_socket_path (for debug explain)', async () => {
+    const shipped = JSON.parse(
+      (await kubectlJson<{ data: Record<string, string> }>(['create', '--dry-run=client', '-f', join(OVERLAY, '../../../manifests/agent/configmap.yaml')])).data['agent.json'] ?? '',
+    ) as { agent: Record<string, unknown> };
+    const ours = JSON.parse(readFileSync(join(OVERLAY, 'agent/agent.json'), 'utf8')) as typeof shipped;
+    expect(ours.agent['admin_socket_path']).toBe('/run/spire/agent-admin/admin.sock');
+    delete ours.agent['admin_socket_path'];
+    expect(ours).toEqual(shipped);
+  });
+
+  it('debug explain names the k8s:sa near miss of the pod under another service account, and the refusal it gets', async () => {
+    const [agent] = await podsOf('spire-system', AGENT_SELECTOR);
+    const [other] = await podsOf('spiffe-e2e', 'app=e2e-other');
+    if (agent === undefined || other === undefined) throw new Error('agent or e2e-other pod missing');
+    const run = await agentCliOnNode(['debug', 'explain', '-socketPath', adminSocketOf(agent), '-podUID', other.uid]);
+    expect([run.code, run.stderr]).toEqual([0, '']);
+    note(`debug explain -podUID (e2e-other):\n${run.stdout}`);
+    expect(run.stdout).toMatch(/^Attestor k8s \([\d.]+ ms\): \d+ selectors\n {2}kubelet lookup +[\d.]+ ms {2}age_ms=\d+ generation=\d+ source=/m);
+    expect(run.stdout).toContain('  k8s:sa:e2e-other\n');
+    expect(run.stdout).toContain('Matched entries: none');
+    expect(run.stdout).toMatch(new RegExp(`Nearest misses:\\n  ${WORKLOAD_ID} \\(entry [0-9a-f-]+\\)\\n    k8s:sa:e2e-other found, entry wants k8s:sa:e2e-workload\\n`));
+    expect(run.stdout.trimEnd().split('\n').at(-1)).toBe('Verdict: PermissionDenied "no identity issued"');
+    // The same pod's workload really gets that answer.
+    const out = await fetchIn('e2e-other', 'e2e-audience');
+    expect([out.code, out.message]).toEqual(['PermissionDenied', 'no identity issued']);
   });
 
   it('answers a container missing from the kubelet status (slow postStart) with pod-level selectors within the bound, with its container selectors once listed', async () => {
