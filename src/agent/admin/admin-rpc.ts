@@ -10,11 +10,10 @@
  */
 import type { handleServerStreamingCall, handleUnaryCall } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
-import { toApiError, Code } from '../../common/errors.ts';
 import { NOOP_STATUS_COUNTER, type StatusCounter } from '../../common/recorders.ts';
-import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { Logger } from '../../common/logger.ts';
 import type { EncodedMessage } from '../workload-api/encode.ts';
+import { answerUnary } from '../workload-api/rpc.ts';
 import { identifyPeer, peerPid, type CallLog } from '../workload-api/middleware.ts';
 import type { PeerTracker, TrackedPeer } from '../workload-api/peer-tracker.ts';
 import { StreamSession, type StreamRegistry } from '../workload-api/stream-session.ts';
@@ -62,22 +61,10 @@ export function adminUnary<Req>(
     const abort = new AbortController();
     call.on('cancelled', () => abort.abort());
     let release = (): void => {};
-    Promise.resolve()
+    const work = Promise.resolve()
       .then(() => handle(call.request, admit(deps, call.getPeer(), abort.signal, (r) => (release = r))))
-      .finally(() => release())
-      .then(
-        (bytes) => {
-          callback(null, bytes);
-          calls.inc(Code.OK);
-          deps.callLog.record({ method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
-        },
-        (err: unknown) => {
-          const apiError = toApiError(err);
-          callback(toGrpcStatus(apiError));
-          calls.inc(apiError.code);
-          deps.callLog.record({ method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
-        },
-      );
+      .finally(() => release());
+    answerUnary(work, callback, { method, pid, started, calls, callLog: deps.callLog });
   };
 }
 

@@ -7,7 +7,7 @@
  * typed per-call data (the attested caller, an AbortSignal tied to cancellation) that
  * interceptors could only hand to handlers through metadata.
  */
-import type { handleServerStreamingCall, handleUnaryCall, Metadata } from '@grpc/grpc-js';
+import type { handleServerStreamingCall, handleUnaryCall, Metadata, sendUnaryData } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
 import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import { toGrpcStatus } from '../../common/grpc-status.ts';
@@ -83,27 +83,47 @@ export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req
     call.on('cancelled', () => abort.abort());
     const validate = spec.validate === undefined ? undefined : () => spec.validate?.(call.request);
     let release = (): void => {};
-    admit(deps, call, validate, abort.signal, (r) => (release = r))
+    const work = admit(deps, call, validate, abort.signal, (r) => (release = r))
       .then(async (caller) => {
         const bytes = await spec.handle(call.request, caller, abort.signal);
         deps.activity?.sent(caller.pid, bytes.length);
         return bytes;
       })
-      .finally(() => release())
-      .then(
-        (bytes) => {
-          callback(null, bytes);
-          calls.inc(Code.OK);
-          deps.callLog.record({ method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
-        },
-        (err: unknown) => {
-          const apiError = toApiError(err);
-          callback(toGrpcStatus(apiError));
-          calls.inc(apiError.code);
-          deps.callLog.record({ method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
-        },
-      );
+      .finally(() => release());
+    answerUnary(work, callback, { method, pid, started, calls, callLog: deps.callLog });
   };
+}
+
+/** Where a finished unary call is counted and logged. */
+export interface UnaryRecord {
+  readonly method: string;
+  readonly pid: number | undefined;
+  /** performance.now() at the call's start. */
+  readonly started: number;
+  readonly calls: { inc(code: Code): void };
+  readonly callLog: CallLog;
+}
+
+/**
+ * Answers a unary call with the work's response, or with its error as a gRPC status (the one
+ * place a unary handler's errors become statuses, for the Workload API and the admin API),
+ * then counts and logs the call.
+ */
+export function answerUnary(work: Promise<EncodedMessage>, callback: sendUnaryData<EncodedMessage>, record: UnaryRecord): void {
+  const { method, pid, started, calls, callLog } = record;
+  work.then(
+    (bytes) => {
+      callback(null, bytes);
+      calls.inc(Code.OK);
+      callLog.record({ method, pid, code: Code.OK, message: 'OK', durationMs: performance.now() - started });
+    },
+    (err: unknown) => {
+      const apiError = toApiError(err);
+      callback(toGrpcStatus(apiError));
+      calls.inc(apiError.code);
+      callLog.record({ method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
+    },
+  );
 }
 
 /** Adapts a server-streaming RPC: `start` runs once the caller is attested. */
