@@ -27,6 +27,7 @@ import { closeSocketServer } from '../workload-api/server-close.ts';
 import { isSessionFailure, watchSessionFailures } from '../workload-api/session-failures.ts';
 import { listenOnSocket } from '../workload-api/socket-file.ts';
 import { StreamRegistry } from '../workload-api/stream-session.ts';
+import { boundPartialRequests, PARTIAL_REQUEST_BUDGET_BYTES } from '../workload-api/request-budget.ts';
 import type { AdminApiMetrics, AdminRpcDeps } from './admin-rpc.ts';
 
 /** The admin socket's mode, as SPIRE's: owner and group only. */
@@ -115,7 +116,11 @@ export async function startAdminApi(opts: AdminApiOptions): Promise<AdminApiServ
     grpcServer.addService(definition, handlers);
   }
   const { injector, http2Server } = createLimitedInjector(grpcServer, DEFAULT_STREAM_RESET_LIMIT);
-  if (http2Server !== undefined) watchSessionFailures(http2Server, { logger, clock, pidOf: (key) => tracker.pidOf(key) });
+  if (http2Server !== undefined) {
+    watchSessionFailures(http2Server, { logger, clock, pidOf: (key) => tracker.pidOf(key) });
+    // A delegate may hold 1,000 streams on one connection: half-sent requests are bounded per connection.
+    boundPartialRequests(http2Server, { budgetBytes: PARTIAL_REQUEST_BUDGET_BYTES });
+  }
 
   const sockets = new Set<Socket>();
   let closing = false;
