@@ -41,6 +41,7 @@ import { delegatedIdentityService } from './admin/delegated-identity.ts';
 import { debugService } from './admin/debug-service.ts';
 import { agentDebugService } from './admin/agent-debug-service.ts';
 import { WorkloadActivity } from './workload-api/workload-activity.ts';
+import { describeNearMiss, explainSelectors } from './explain/nearest-miss.ts';
 import { readProcessFacts } from './workload-api/peer-credentials.ts';
 
 export interface AgentOptions {
@@ -243,6 +244,10 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       limits: config.workloadApiLimits,
       sds: config.sds,
       activity,
+      nearestMiss: (selectors) => {
+        const [miss] = explainSelectors(selectors, manager.entries.values(), { limit: 1 }).nearMisses;
+        return miss === undefined ? undefined : describeNearMiss(miss);
+      },
     });
   } catch (err) {
     await Promise.all([attestors.close(), closeListeners()]);

@@ -123,8 +123,11 @@ describe.skipIf(!IN_CI && !isRoot)('debug explain and debug workloads over the a
     expect(text).toMatch(new RegExp(`Nearest misses:\n  ${DELEGATE_ID} \\(entry [0-9a-f-]+\\)\n    unix:uid:${STRANGER} found, entry wants unix:uid:${DELEGATE_UID}\n  ${WORKLOAD_ID} \\(entry [0-9a-f-]+\\)\n    unix:uid:${STRANGER} found, entry wants unix:uid:${NOBODY}\n`));
     expect(text.split('\n').at(-1)).toBe('Verdict: PermissionDenied "no identity issued"');
     // What the Workload API itself answers a process of that uid.
+    const from = agent.logs().length;
     const fetched = await cli(['api', 'fetch', 'x509', '-socketPath', agent.socketPath], { uid: STRANGER, gid: STRANGER });
     expect([fetched.code, fetched.stderr.trim()]).toEqual([1, 'rpc error: code = PermissionDenied desc = no identity issued']);
+    // The agent's (rate-limited) line for that refusal names the nearest miss too.
+    await agent.waitForLog(new RegExp(`"error":"no identity issued","nearest_miss":"${DELEGATE_ID}: unix:uid:${STRANGER} found, entry wants unix:uid:${DELEGATE_UID}"`), 5_000, from);
   });
 
   it('-output json gives the same facts for scripts', async () => {

@@ -111,6 +111,8 @@ export interface CallRecord {
   readonly code: Code;
   readonly message: string;
   readonly durationMs: number;
+  /** For a refused identity: the entry the caller missed most narrowly, worked out only if the line is written. */
+  readonly nearestMiss?: () => string | undefined;
 }
 
 /** Codes that mean the server (not the client) has a problem. */
@@ -145,9 +147,15 @@ export function logCall(logger: Logger, record: CallRecord, suppressed = 0, mess
       duration_ms: Math.round(record.durationMs * 1000) / 1000,
       ...(record.code === Code.OK || record.code === Code.CANCELLED ? {} : { error: record.message }),
       ...(suppressed > 0 ? { suppressed_since_last: suppressed } : {}),
+      ...nearestMissField(record),
     },
     messages[level],
   );
+}
+
+function nearestMissField(record: CallRecord): { nearest_miss?: string } {
+  const miss = record.nearestMiss?.();
+  return miss === undefined ? {} : { nearest_miss: miss };
 }
 
 /** How often at most one caller's calls ending with one refusal code are logged. */

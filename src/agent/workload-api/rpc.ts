@@ -19,6 +19,9 @@ import { NOOP_WORKLOAD_API_METRICS } from './metrics.ts';
 import type { TrackedPeer } from './peer-tracker.ts';
 import { StreamSession, type StreamRegistry } from './stream-session.ts';
 
+/** The Workload API's refusal of a caller no entry matches (SPIRE's words). */
+export const NO_IDENTITY_ISSUED = 'no identity issued';
+
 /** An attested caller. */
 export interface Caller {
   readonly peer: TrackedPeer;
@@ -28,6 +31,11 @@ export interface Caller {
 
 /** What the wrappers need. */
 export interface RpcDeps extends AttestDeps {
+  /**
+   * Names the entry a caller with these selectors misses most narrowly (for the log line of a
+   * "no identity issued" refusal; see `debug explain`); absent: not named.
+   */
+  readonly nearestMiss?: (selectors: readonly Selector[]) => string | undefined;
   readonly logger: Logger;
   /** Where each finished call is logged (rate-limited per caller for refusals). */
   readonly callLog: CallLog;
@@ -83,14 +91,26 @@ export function unaryRpc<Req>(deps: RpcDeps, method: string, spec: UnarySpec<Req
     call.on('cancelled', () => abort.abort());
     const validate = spec.validate === undefined ? undefined : () => spec.validate?.(call.request);
     let release = (): void => {};
+    let selectors: readonly Selector[] | undefined;
     const work = admit(deps, call, validate, abort.signal, (r) => (release = r))
       .then(async (caller) => {
+        selectors = caller.selectors;
         const bytes = await spec.handle(call.request, caller, abort.signal);
         deps.activity?.sent(caller.pid, bytes.length);
         return bytes;
       })
       .finally(() => release());
-    answerUnary(work, callback, { method, pid, started, calls, callLog: deps.callLog });
+    answerUnary(work, callback, { method, pid, started, calls, callLog: deps.callLog, nearestMiss: refusalMiss(deps, () => selectors) });
+  };
+}
+
+/** The nearest-miss namer of a call's log line, once the caller's selectors are known. */
+function refusalMiss(deps: RpcDeps, selectors: () => readonly Selector[] | undefined): (() => string | undefined) | undefined {
+  const { nearestMiss } = deps;
+  if (nearestMiss === undefined) return undefined;
+  return () => {
+    const known = selectors();
+    return known === undefined ? undefined : nearestMiss(known);
   };
 }
 
@@ -102,6 +122,8 @@ export interface UnaryRecord {
   readonly started: number;
   readonly calls: { inc(code: Code): void };
   readonly callLog: CallLog;
+  /** Names the nearest miss in the line of a "no identity issued" refusal. */
+  readonly nearestMiss?: (() => string | undefined) | undefined;
 }
 
 /**
@@ -110,7 +132,7 @@ export interface UnaryRecord {
  * then counts and logs the call.
  */
 export function answerUnary(work: Promise<EncodedMessage>, callback: sendUnaryData<EncodedMessage>, record: UnaryRecord): void {
-  const { method, pid, started, calls, callLog } = record;
+  const { method, pid, started, calls, callLog, nearestMiss } = record;
   work.then(
     (bytes) => {
       callback(null, bytes);
@@ -121,9 +143,14 @@ export function answerUnary(work: Promise<EncodedMessage>, callback: sendUnaryDa
       const apiError = toApiError(err);
       callback(toGrpcStatus(apiError));
       calls.inc(apiError.code);
-      callLog.record({ method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started });
+      callLog.record({ method, pid, code: apiError.code, message: apiError.message, durationMs: performance.now() - started, ...missFor(apiError, nearestMiss) });
     },
   );
+}
+
+/** The record's nearest-miss namer, for a "no identity issued" refusal only. */
+function missFor(err: { code: Code; message: string }, nearestMiss: (() => string | undefined) | undefined): { nearestMiss?: () => string | undefined } {
+  return nearestMiss !== undefined && err.code === Code.PERMISSION_DENIED && err.message === NO_IDENTITY_ISSUED ? { nearestMiss } : {};
 }
 
 /** Adapts a server-streaming RPC: `start` runs once the caller is attested. */
@@ -136,13 +163,16 @@ export function streamRpc<Req>(
   return (call) => {
     const started = performance.now();
     const pid = pidForLog(deps, call);
+    let selectors: readonly Selector[] | undefined;
+    const nearestMiss = refusalMiss(deps, () => selectors);
     const session = new StreamSession(call, deps.streams, (end) => {
       calls.inc(end.code);
-      deps.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
+      deps.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started, ...missFor(end, nearestMiss) });
     });
     if (session.ended) return;
     admit(deps, call, undefined, session.signal, (release) => session.onEnd(release))
       .then((caller) => {
+        selectors = caller.selectors;
         if (session.ended) return;
         session.observe(deps.activity, caller.pid);
         start(session, caller, call.request);

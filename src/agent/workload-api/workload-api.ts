@@ -39,6 +39,7 @@ import { StreamRegistry } from './stream-session.ts';
 import { KeyedRateLimit } from '../../common/rate-limit.ts';
 import { boundPartialRequests, PARTIAL_REQUEST_BUDGET_BYTES } from './request-budget.ts';
 import type { WorkloadActivity } from './workload-activity.ts';
+import type { Selector } from '../../common/selector.ts';
 
 /** Options of {@link startWorkloadApi}. */
 export interface WorkloadApiOptions {
@@ -65,6 +66,8 @@ export interface WorkloadApiOptions {
   firstRequestDeadlineMs?: number;
   /** Where each connected process's activity is kept (for `debug workloads`); nothing is kept when absent. */
   activity?: WorkloadActivity;
+  /** Names the entry a refused caller missed most narrowly, in the refusal's (rate-limited) log line. */
+  nearestMiss?: (selectors: readonly Selector[]) => string | undefined;
   /** The `sds { … }` settings of the Envoy SDS service served on the same socket; SPIRE's defaults when absent. */
   sds?: SdsConfig;
 }
@@ -122,7 +125,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   });
   const clock = opts.clock ?? systemClock;
   // One call log and one set of limits for both services: a caller's SDS streams count with its Workload API calls.
-  const rpcDeps = { tracker, callLog: new CallLog(logger, clock), attestor: opts.attestor, logger, streams, metrics, activity };
+  const rpcDeps = { tracker, callLog: new CallLog(logger, clock), attestor: opts.attestor, logger, streams, metrics, activity, nearestMiss: opts.nearestMiss };
   grpcServer.addService(
     workloadApiServiceDefinition,
     createWorkloadApiHandlers({
