@@ -199,6 +199,7 @@ describe('after the first sync', () => {
       spiffe_agent_lru_cache_record_map_size: 'gauge',
       spiffe_agent_lru_cache_svid_map_size: 'gauge',
       spiffe_agent_agent_svid_expiration_timestamp_seconds: 'gauge',
+      spiffe_agent_admin_api_rpcs_total: 'counter',
       spiffe_agent_manager_last_sync_timestamp_seconds: 'gauge',
       spiffe_agent_workload_api_rpcs_total: 'counter',
       spiffe_agent_workload_api_workload_attestation_duration_seconds: 'histogram',
