@@ -245,7 +245,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       sds: config.sds,
       activity,
       nearestMiss: (selectors) => {
-        const [miss] = explainSelectors(selectors, manager.entries.values(), { limit: 1 }).nearMisses;
+        const [miss] = explainSelectors(selectors, manager.matchableEntries.values(), { limit: 1 }).nearMisses;
         return miss === undefined ? undefined : describeNearMiss(miss);
       },
     });

@@ -182,4 +182,16 @@ describe.skipIf(!IN_CI && !isRoot)('debug explain and debug workloads over the a
     children.delete(watcher);
     expect(code).toBe(0);
   }, 60_000);
+
+  it('after a restart with the server down, explains from the restored cache: the entry matched, verdict OK', async () => {
+    await server.stop();
+    await agent.stop();
+    const from = agent.logs().length;
+    await agent.start();
+    await agent.waitForLog(/"msg":"admin API listening"/, 30_000, from);
+    const run = await cli(['debug', 'explain', '-socketPath', adminSocket, '-selector', `unix:uid:${NOBODY}`]);
+    expect([run.code, run.stderr]).toEqual([0, '']);
+    expect(run.stdout).toContain(`Matched entries (1):\n  ${WORKLOAD_ID}\n`);
+    expect(run.stdout.trimEnd().split('\n').at(-1)).toBe('Verdict: OK (1 X509-SVID)');
+  });
 });

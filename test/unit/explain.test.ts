@@ -57,7 +57,7 @@ function sources(world: World): ExplainSources {
     },
     manager: {
       serving: world.serving ?? true,
-      entries: new Map((world.entries ?? []).map((e) => [e.id, e])),
+      matchableEntries: new Map((world.entries ?? []).map((e) => [e.id, e])),
       svidExpiry: (id) => world.expiries?.[id],
     },
     processFacts: () => {

@@ -31,7 +31,8 @@ export interface ExplainSources {
   readonly manager: {
     /** Whether the Workload API serves (synced, or a restored cache). */
     readonly serving: boolean;
-    readonly entries: ReadonlyMap<string, CachedEntry>;
+    /** Every entry workloads are matched against now (restored ones before the first sync). */
+    readonly matchableEntries: ReadonlyMap<string, CachedEntry>;
     /** notAfter (ms) of the entry's cached X509-SVID, if one is cached. */
     svidExpiry(entryId: string): number | undefined;
   };
@@ -138,7 +139,7 @@ export async function explain(sources: ExplainSources, target: ExplainTarget, si
       svidExpiresAt: expiry === undefined ? undefined : new Date(expiry).toISOString(),
     };
   };
-  const found = explainSelectors(selectors, manager.entries.values());
+  const found = explainSelectors(selectors, manager.matchableEntries.values());
   const matched = found.matched.map(describe);
   let answer: Verdict;
   if (!manager.serving) answer = NOT_SYNCED;

@@ -651,6 +651,14 @@ export class CacheManager {
     return this.#serving();
   }
 
+  /**
+   * Every entry workloads are matched against now, by ID: the synced ones, or before the first
+   * sync those restored from the workload cache (for `debug explain`).
+   */
+  get matchableEntries(): ReadonlyMap<string, CachedEntry> {
+    return this.#entries.byId;
+  }
+
   /** notAfter (ms) of the X509-SVID cached for an entry; undefined when none is. */
   svidExpiry(entryId: string): number | undefined {
     return this.#svids.get(entryId)?.notAfter;
