@@ -70,4 +70,17 @@ describe('WorkloadActivity', () => {
     activity.sent(3, 100);
     expect(before?.bytesSent).toBe(0);
   });
+
+  it('one answer sent to many processes is summarised once, and keeps no SVID object', () => {
+    const { activity } = setup();
+    const identities = [{ spiffeId: 'spiffe://example.org/a', expiresAt: 7, certChain: Buffer.alloc(1), privateKey: Buffer.alloc(1) }];
+    activity.connected(1, 0, 0, undefined);
+    activity.connected(2, 0, 0, undefined);
+    activity.served(1, identities);
+    activity.served(2, identities);
+    const [a, b] = activity.list();
+    expect(a?.spiffeIds).toBe(b?.spiffeIds);
+    expect([a?.spiffeIds, a?.svidExpiries]).toEqual([['spiffe://example.org/a'], [7000]]);
+    expect(JSON.stringify(activity.list())).not.toContain('privateKey');
+  });
 });

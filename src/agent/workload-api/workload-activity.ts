@@ -10,7 +10,7 @@
  */
 import type { Selector } from '../../common/selector.ts';
 
-/** What the registry keeps of an X.509 answer: the identities it carried (shared, never copied). */
+/** The part of an X.509 answer's identities the registry reads. */
 export interface ServedIdentity {
   readonly spiffeId: string;
   /** Unix seconds. */
@@ -50,16 +50,29 @@ interface ActivityRecord {
   calls: number;
   lastAttestationMs: number | undefined;
   selectors: readonly Selector[];
-  served: readonly ServedIdentity[];
+  served: ServedSummary;
   bytesSent: number;
   connectedAt: number;
   lastActivityAt: number;
 }
 
+/** What is kept of an X.509 answer: its SPIFFE IDs and expiries (ms), never the SVIDs or keys themselves. */
+interface ServedSummary {
+  readonly spiffeIds: readonly string[];
+  readonly expiries: readonly number[];
+}
+
+const NOTHING_SERVED: ServedSummary = { spiffeIds: [], expiries: [] };
+
 /** The live registry. `now` is wall-clock milliseconds. */
 export class WorkloadActivity {
   readonly #now: () => number;
   readonly #byPid = new Map<number, ActivityRecord>();
+  /**
+   * One summary per answer: every stream of a selector set is sent the same identities array,
+   * so it is summarised once, and a record never pins the SVIDs (and keys) of an old answer.
+   */
+  readonly #summaries = new WeakMap<readonly ServedIdentity[], ServedSummary>();
 
   constructor(now: () => number = Date.now) {
     this.#now = now;
@@ -89,7 +102,7 @@ export class WorkloadActivity {
       calls: 0,
       lastAttestationMs: undefined,
       selectors: [],
-      served: [],
+      served: NOTHING_SERVED,
       bytesSent: 0,
       connectedAt: now,
       lastActivityAt: now,
@@ -129,16 +142,22 @@ export class WorkloadActivity {
     r.lastActivityAt = this.#now();
   }
 
-  /** An X.509 answer to `pid` carried these identities (kept by reference). */
+  /** An X.509 answer to `pid` carried these identities. */
   served(pid: number, identities: readonly ServedIdentity[]): void {
     const r = this.#byPid.get(pid);
-    if (r !== undefined) r.served = identities;
+    if (r === undefined) return;
+    let summary = this.#summaries.get(identities);
+    if (summary === undefined) {
+      summary = { spiffeIds: identities.map((i) => i.spiffeId), expiries: identities.map((i) => i.expiresAt * 1000) };
+      this.#summaries.set(identities, summary);
+    }
+    r.served = summary;
   }
 
   /** Every connected process, most recently active first. */
   list(): CallerActivity[] {
     return [...this.#byPid.values()]
-      .map(({ served, ...r }) => ({ ...r, spiffeIds: served.map((i) => i.spiffeId), svidExpiries: served.map((i) => i.expiresAt * 1000) }))
+      .map(({ served, ...r }) => ({ ...r, spiffeIds: served.spiffeIds, svidExpiries: served.expiries }))
       .sort((a, b) => b.lastActivityAt - a.lastActivityAt || a.pid - b.pid);
   }
 }
