@@ -337,6 +337,31 @@ describe('changes on the running node', () => {
     expect([out.code, out.message]).toEqual(['PermissionDenied', 'no identity issued']);
   });
 
+  it('debug explain -pid of the go-spiffe workload\'s process: located by its cgroup, its entry matched with a cached SVID, verdict OK', async () => {
+    const [agent] = await podsOf('spire-system', AGENT_SELECTOR);
+    const [workload] = await podsOf('spiffe-e2e', 'app=e2e-workload');
+    const containerId = workload?.containers.find((c) => c.name === 'workload')?.containerID.replace(/^containerd:\/\//, '');
+    if (agent === undefined || workload === undefined || containerId === undefined) throw new Error('agent or e2e-workload pod missing');
+    // The workload's process as the node sees it: the one whose cgroup names its container.
+    const pid = readdirSync('/proc').find((d) => /^\d+$/.test(d) && (() => {
+      try {
+        return readFileSync(`/proc/${d}/cgroup`, 'utf8').includes(containerId);
+      } catch {
+        return false;
+      }
+    })());
+    if (pid === undefined) throw new Error(`no process in container ${containerId}`);
+    const run = await agentCliOnNode(['debug', 'explain', '-socketPath', adminSocketOf(agent), '-pid', pid]);
+    expect([run.code, run.stderr]).toEqual([0, '']);
+    note(`debug explain -pid (e2e-workload):\n${run.stdout}`);
+    expect(run.stdout).toMatch(new RegExp(`^ {2}cgroup +[\\d.]+ ms {2}container_id=${containerId} pod_uid=${workload.uid}$`, 'm'));
+    expect(run.stdout).toMatch(/^ {2}kubelet lookup +[\d.]+ ms {2}.*source=/m);
+    expect(run.stdout).toContain('  k8s:sa:e2e-workload\n');
+    expect(run.stdout).toContain(`Matched entries (`);
+    expect(run.stdout).toContain(`  ${WORKLOAD_ID}\n`);
+    expect(run.stdout.trimEnd().split('\n').at(-1)).toMatch(/^Verdict: OK \(\d+ X509-SVIDs?\)$/);
+  });
+
   it('answers a container missing from the kubelet status (slow postStart) with pod-level selectors within the bound, with its container selectors once listed', async () => {
     const LATE_ID = `spiffe://${TRUST_DOMAIN}/e2e/late-container`;
     await createEntry({ spiffeId: LATE_ID, selectors: ['k8s:ns:spiffe-e2e', 'k8s:sa:e2e-workload', 'k8s:container-name:late'] });
