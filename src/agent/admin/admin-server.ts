@@ -11,22 +11,21 @@
  * The socket is 0770 (SPIRE's mode): only root and the agent's group may connect; the
  * Delegated Identity API then attests and authorizes each caller by its SPIFFE ID.
  */
-import { createServer, type Socket } from 'node:net';
 import { Server, type ServiceDefinition, type UntypedServiceImplementation } from '@grpc/grpc-js';
 import { systemClock, type Clock } from '../../common/clock.ts';
 import { ApiError, Code } from '../../common/errors.ts';
 import type { Logger } from '../../common/logger.ts';
 import { claimSocketPath } from '../../common/unix-socket-file.ts';
 import { DEFAULT_CALLER_LIMITS, type CallerLimits } from '../workload-api/caller-limits.ts';
-import { gateConnection } from '../workload-api/connection-gate.ts';
 import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT } from '../workload-api/http2-reset-limit.ts';
 import { assertLibcAvailable } from '../workload-api/libc.ts';
 import { CallLog } from '../workload-api/middleware.ts';
 import { PeerTracker } from '../workload-api/peer-tracker.ts';
 import { closeSocketServer } from '../workload-api/server-close.ts';
-import { isSessionFailure, watchSessionFailures } from '../workload-api/session-failures.ts';
+import { watchSessionFailures } from '../workload-api/session-failures.ts';
 import { listenOnSocket } from '../workload-api/socket-file.ts';
 import { StreamRegistry } from '../workload-api/stream-session.ts';
+import { createGatedListener } from '../workload-api/gated-listener.ts';
 import { boundPartialRequests, PARTIAL_REQUEST_BUDGET_BYTES } from '../workload-api/request-budget.ts';
 import type { AdminApiMetrics, AdminRpcDeps } from './admin-rpc.ts';
 
@@ -122,23 +121,15 @@ export async function startAdminApi(opts: AdminApiOptions): Promise<AdminApiServ
     boundPartialRequests(http2Server, { budgetBytes: PARTIAL_REQUEST_BUDGET_BYTES });
   }
 
-  const sockets = new Set<Socket>();
-  let closing = false;
-  const netServer = createServer((socket) => {
-    if (closing) {
-      socket.destroy();
-      return;
-    }
-    // Peer credentials must be read now, synchronously, while the fd is certainly this socket's.
-    if (!tracker.track(socket)) return;
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    socket.on('error', (err) => {
-      if (http2Server !== undefined && isSessionFailure(err)) return;
-      logger.debug({ error: err.message }, 'admin connection error');
-    });
-    gateConnection(socket, (connection) => injector.injectConnection(connection), { logger, firstRequestDeadlineMs: opts.firstRequestDeadlineMs });
+  const listener = createGatedListener({
+    tracker,
+    inject: (connection) => injector.injectConnection(connection),
+    http2Server,
+    logger,
+    label: 'admin',
+    firstRequestDeadlineMs: opts.firstRequestDeadlineMs,
   });
+  const { netServer, sockets } = listener;
 
   await prepareAdminSocketPath(opts.socketPath);
   const fileId = await listenOnSocket(netServer, opts.socketPath, ADMIN_SOCKET_MODE);
@@ -148,7 +139,7 @@ export async function startAdminApi(opts: AdminApiOptions): Promise<AdminApiServ
     socketPath: opts.socketPath,
     close() {
       closed ??= (async () => {
-        closing = true;
+        listener.stopAccepting();
         const shutdownError = new ApiError(Code.UNAVAILABLE, 'admin api: the agent is shutting down');
         await closeSocketServer({ netServer, grpcServer, streams, sockets, socketPath: opts.socketPath, fileId, shutdownError, graceMs: SHUTDOWN_GRACE_MS });
         logger.info({ admin_socket_path: opts.socketPath }, 'admin api stopped');

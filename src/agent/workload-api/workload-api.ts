@@ -13,7 +13,6 @@
  *        → rpc.ts middleware → handlers → IdentitySource
  * The same socket serves Envoy's SecretDiscoveryService (../sds/), through the same middleware.
  */
-import { createServer, type Socket } from 'node:net';
 import { Server } from '@grpc/grpc-js';
 import { systemClock, type Clock } from '../../common/clock.ts';
 import { ApiError, Code } from '../../common/errors.ts';
@@ -21,7 +20,6 @@ import type { Logger } from '../../common/logger.ts';
 import { HealthService } from '../../common/proto.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
 import { DEFAULT_CALLER_LIMITS, type CallerLimits } from './caller-limits.ts';
-import { gateConnection } from './connection-gate.ts';
 import { CallLog } from './middleware.ts';
 import { createHealthHandlers } from './handlers/health.ts';
 import { createLimitedInjector, DEFAULT_STREAM_RESET_LIMIT, type StreamResetLimit } from './http2-reset-limit.ts';
@@ -33,9 +31,10 @@ import { createWorkloadApiHandlers, workloadApiServiceDefinition } from './servi
 import { DEFAULT_SDS_CONFIG, type SdsConfig } from '../sds/sds-config.ts';
 import { createSdsHandlers, sdsServiceDefinition } from '../sds/sds-service.ts';
 import { closeSocketServer } from './server-close.ts';
-import { isSessionFailure, watchSessionFailures } from './session-failures.ts';
+import { watchSessionFailures } from './session-failures.ts';
 import { listenOnSocket, prepareSocketPath } from './socket-file.ts';
 import { StreamRegistry } from './stream-session.ts';
+import { createGatedListener } from './gated-listener.ts';
 import { KeyedRateLimit } from '../../common/rate-limit.ts';
 import { boundPartialRequests, PARTIAL_REQUEST_BUDGET_BYTES } from './request-budget.ts';
 import type { WorkloadActivity } from './workload-activity.ts';
@@ -159,29 +158,17 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     });
   }
 
-  const sockets = new Set<Socket>();
-  let closing = false;
-  const netServer = createServer((socket) => {
-    if (closing) {
-      socket.destroy();
-      return;
-    }
-    // Peer credentials must be read now, synchronously, while the fd is certainly this socket's.
-    if (!tracker.track(socket)) return;
-    metrics?.connectionsAccepted.inc();
-    sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
-    socket.on('error', (err) => {
-      // A session failure is logged by watchSessionFailures, which knows whether it cut calls.
-      if (http2Server !== undefined && isSessionFailure(err)) return;
-      logger.debug({ error: err.message }, 'workload connection error');
-    });
-    gateConnection(socket, (connection) => injector.injectConnection(connection), {
-      logger,
-      firstRequestDeadlineMs: opts.firstRequestDeadlineMs,
-      onRefused: metrics === undefined ? undefined : (reason) => metrics.gateRefused(reason).inc(),
-    });
+  const listener = createGatedListener({
+    tracker,
+    inject: (connection) => injector.injectConnection(connection),
+    http2Server,
+    logger,
+    label: 'workload',
+    firstRequestDeadlineMs: opts.firstRequestDeadlineMs,
+    onAccepted: metrics === undefined ? undefined : () => metrics.connectionsAccepted.inc(),
+    onGateRefused: metrics === undefined ? undefined : (reason) => metrics.gateRefused(reason).inc(),
   });
+  const { netServer, sockets } = listener;
 
   await prepareSocketPath(opts.socketPath);
   const fileId = await listenOnSocket(netServer, opts.socketPath);
@@ -190,7 +177,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
-      closing = true;
+      listener.stopAccepting();
       const shutdownError = new ApiError(Code.UNAVAILABLE, 'workload api: the agent is shutting down');
       await closeSocketServer({ netServer, grpcServer, streams, sockets, socketPath: opts.socketPath, fileId, shutdownError, graceMs: SHUTDOWN_GRACE_MS });
       logger.info({ socket_path: opts.socketPath }, 'workload api stopped');
@@ -203,7 +190,7 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     close,
     connectionCount: () => sockets.size,
     streamCount: () => streams.size,
-    serving: () => !closing && netServer.listening,
+    serving: () => listener.accepting && netServer.listening,
   };
 }
 
