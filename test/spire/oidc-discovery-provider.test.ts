@@ -10,7 +10,8 @@ import { generateJoinToken, freePort, startServerProcess, type ServerHandle } fr
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { eventually } from '../support/eventually.ts';
 import { startOidcProvider, type OidcProviderHandle } from './support/spire-processes.ts';
-import { fetchJwtBundles, workloadClient } from './support/workload.ts';
+import { workloadClient } from '../support/workload-api-fixtures.ts';
+import { fetchJwtBundles } from './support/workload.ts';
 import type { WorkloadApiClient } from '../../src/common/proto.ts';
 
 const TD = 'example.org';

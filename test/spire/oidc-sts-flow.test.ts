@@ -13,7 +13,7 @@ import { generateJoinToken, freePort, startServerProcess, type ServerHandle } fr
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { eventually } from '../support/eventually.ts';
 import { startOidcProvider, type OidcProviderHandle } from './support/spire-processes.ts';
-import { header, workloadClient } from './support/workload.ts';
+import { securityHeader, workloadClient } from '../support/workload-api-fixtures.ts';
 import type { WorkloadApiClient } from '../../src/common/proto.ts';
 
 const TD = 'example.org';
@@ -31,7 +31,7 @@ let issuer: string;
 /** A JWT-SVID for WORKLOAD from our agent's FetchJWTSVID. */
 function fetchJwtSvid(audience: string[]): Promise<string> {
   return new Promise((resolve, reject) =>
-    client.FetchJWTSVID({ audience, spiffe_id: WORKLOAD }, header(), (err: ServiceError | null, res) =>
+    client.FetchJWTSVID({ audience, spiffe_id: WORKLOAD }, securityHeader(), (err: ServiceError | null, res) =>
       err !== null ? reject(err) : resolve(res?.svids[0]?.svid ?? '')),
   );
 }

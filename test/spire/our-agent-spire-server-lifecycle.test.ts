@@ -14,7 +14,8 @@ import { loadState } from '../../src/agent/storage.ts';
 import { NODE } from '../support/server-process.ts';
 import { eventually } from '../support/eventually.ts';
 import { runOk, spireJoinToken, startSpireServer, type SpireServerHandle } from './support/spire-processes.ts';
-import { header, watchX509, workloadClient, type SeenSvid, type X509Watch } from './support/workload.ts';
+import { securityHeader, workloadClient } from '../support/workload-api-fixtures.ts';
+import { watchX509, type SeenSvid, type X509Watch } from './support/workload.ts';
 import type { WorkloadApiClient } from '../../src/common/proto.ts';
 
 const TD = 'example.org';
@@ -187,7 +188,7 @@ describe('our agent against the real spire-server: federation, restart, CA rotat
   it('drops a cached JWT-SVID signed with a tainted JWT key: the next fetch gets one signed with the new key', async () => {
     const fetchJwt = (): Promise<string> =>
       new Promise((resolve, reject) =>
-        client.FetchJWTSVID({ audience: ['taint'], spiffe_id: WORKLOAD }, header(), (err, res) => (err !== null ? reject(err) : resolve(res?.svids[0]?.svid ?? ''))),
+        client.FetchJWTSVID({ audience: ['taint'], spiffe_id: WORKLOAD }, securityHeader(), (err, res) => (err !== null ? reject(err) : resolve(res?.svids[0]?.svid ?? ''))),
       );
     const kidOf = (token: string): string => (JSON.parse(Buffer.from(token.split('.')[0] as string, 'base64url').toString()) as { kid: string }).kid;
     const first = await fetchJwt();

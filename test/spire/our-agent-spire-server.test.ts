@@ -14,7 +14,8 @@ import { startAgentProcess, AGENT_BIN, type AgentHandle } from '../support/agent
 import { NODE } from '../support/server-process.ts';
 import { eventually } from '../support/eventually.ts';
 import { runBinary, runOk, spireBinaries, spireJoinToken, startSpireServer, type SpireServerHandle } from './support/spire-processes.ts';
-import { watchX509, workloadClient, type X509Watch } from './support/workload.ts';
+import { workloadClient } from '../support/workload-api-fixtures.ts';
+import { watchX509, type X509Watch } from './support/workload.ts';
 import type { WorkloadApiClient } from '../../src/common/proto.ts';
 
 const TD = 'example.org';

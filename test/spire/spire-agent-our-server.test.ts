@@ -15,7 +15,8 @@ import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { generateJoinToken, startServerProcess, type ServerHandle } from '../support/server-process.ts';
 import { eventually } from '../support/eventually.ts';
 import { runBinary, spireBinaries, startSpireAgent, type CliResult, type SpireAgentHandle } from './support/spire-processes.ts';
-import { watchX509, workloadClient, type X509Watch } from './support/workload.ts';
+import { workloadClient } from '../support/workload-api-fixtures.ts';
+import { watchX509, type X509Watch } from './support/workload.ts';
 import type { WorkloadApiClient } from '../../src/common/proto.ts';
 
 const TD = 'example.org';

@@ -3,22 +3,12 @@
  * make: watching a FetchX509SVID stream for changes, reading FetchJWTBundles.
  */
 import { X509Certificate } from 'node:crypto';
-import { Metadata, credentials, type ClientReadableStream, type ServiceError } from '@grpc/grpc-js';
-import { WorkloadApiClient } from '../../../src/common/proto.ts';
+import type { ClientReadableStream, ServiceError } from '@grpc/grpc-js';
+import type { WorkloadApiClient } from '../../../src/common/proto.ts';
 import type { X509SVIDResponse__Output } from '../../../src/gen/X509SVIDResponse.ts';
 import type { JWTBundlesResponse__Output } from '../../../src/gen/JWTBundlesResponse.ts';
 import { splitDerCertificates } from '../../support/svid-profile.ts';
-
-/** The security header every Workload API call carries. */
-export function header(): Metadata {
-  const md = new Metadata();
-  md.set('workload.spiffe.io', 'true');
-  return md;
-}
-
-export function workloadClient(socketPath: string): WorkloadApiClient {
-  return new WorkloadApiClient(`unix://${socketPath}`, credentials.createInsecure());
-}
+import { first, securityHeader } from '../../support/workload-api-fixtures.ts';
 
 /** One SVID of an X509SVIDResponse, decoded. */
 export interface SeenSvid {
@@ -69,7 +59,7 @@ export interface X509Watch {
 export function watchX509(client: WorkloadApiClient): X509Watch {
   const updates: SeenUpdate[] = [];
   let failure: ServiceError | undefined;
-  const stream: ClientReadableStream<X509SVIDResponse__Output> = client.FetchX509SVID({}, header());
+  const stream: ClientReadableStream<X509SVIDResponse__Output> = client.FetchX509SVID({}, securityHeader());
   stream.on('data', (res: X509SVIDResponse__Output) => updates.push(decodeUpdate(res)));
   stream.on('error', (err: ServiceError) => {
     if (err.code !== 1) failure = err;
@@ -91,13 +81,7 @@ export function watchX509(client: WorkloadApiClient): X509Watch {
 }
 
 /** The first FetchJWTBundles message: trust domain ID → JWKS JSON text. */
-export function fetchJwtBundles(client: WorkloadApiClient): Promise<Record<string, string>> {
-  return new Promise((resolve, reject) => {
-    const stream = client.FetchJWTBundles({}, header());
-    stream.once('data', (res: JWTBundlesResponse__Output) => {
-      resolve(Object.fromEntries(Object.entries(res.bundles).map(([td, b]) => [td, Buffer.from(b).toString('utf8')])));
-      stream.cancel();
-    });
-    stream.on('error', (err: ServiceError) => err.code !== 1 && reject(err));
-  });
+export async function fetchJwtBundles(client: WorkloadApiClient): Promise<Record<string, string>> {
+  const res = await first<JWTBundlesResponse__Output>(client.FetchJWTBundles({}, securityHeader()));
+  return Object.fromEntries(Object.entries(res.bundles).map(([td, b]) => [td, Buffer.from(b).toString('utf8')]));
 }
