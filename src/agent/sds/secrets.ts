@@ -24,7 +24,7 @@ import { trustDomainId } from '../../common/spiffe-id.ts';
 import type { Node__Output } from '../../gen/envoy/config/core/v3/Node.ts';
 import type { Secret } from '../../gen/envoy/extensions/transport_sockets/tls/v3/Secret.ts';
 import type { SPIFFECertValidatorConfig } from '../../gen/envoy/extensions/transport_sockets/tls/v3/SPIFFECertValidatorConfig.ts';
-import { federatedTrustDomains } from '../workload-api/bundle-responses.ts';
+import { servedFederatedDomains } from '../workload-api/bundle-responses.ts';
 import type { WorkloadState, X509Identity } from '../manager/workload-state.ts';
 import type { SdsConfig } from './sds-config.ts';
 import { useSpiffeValidator } from './validator-choice.ts';
@@ -112,15 +112,6 @@ function trustedCaContexts(bundles: ReadonlyMap<string, Buffer | undefined>): Va
       throw new ApiError(Code.INTERNAL, 'unable to use "SPIFFE validator" on Envoy below 1.17');
     },
   };
-}
-
-/**
- * Federated trust domains the caller gets bundles for: those its entries federate with that
- * the agent has a bundle for (none without an identity), sorted by name.
- */
-export function servedFederatedDomains(state: WorkloadState): string[] {
-  const { bundles } = state;
-  return federatedTrustDomains(state.identities, bundles.trustDomain).filter((td) => bundles.x509.has(td) || bundles.jwks.has(td));
 }
 
 /** A string as Go's %q writes it. */

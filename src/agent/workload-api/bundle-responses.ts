@@ -47,8 +47,11 @@ export function jwksOf(bundles: BundleSnapshot, td: string): Buffer {
   return jwks === undefined || jwks.length === 0 ? EMPTY_JWKS : jwks;
 }
 
-/** Federated trust domains the state's caller gets bundles for (none without an identity). */
-function servedFederatedDomains(state: WorkloadState): string[] {
+/**
+ * Federated trust domains the state's caller gets bundles for: those its entries federate with
+ * that the agent has a bundle for (none without an identity), sorted by name.
+ */
+export function servedFederatedDomains(state: WorkloadState): string[] {
   if (state.identities.length === 0) return [];
   return federatedTrustDomains(state.identities, state.bundles.trustDomain).filter((td) => hasBundle(state.bundles, td));
 }
