@@ -131,7 +131,8 @@ describe.skipIf(!IN_CI && !isRoot)('debug explain and debug workloads over the a
   });
 
   it('-output json gives the same facts for scripts', async () => {
-    const run = await cli(['debug', 'explain', '-socketPath', adminSocket, '-selector', `unix:uid:${STRANGER}`, '-output', 'json']);
+    // -timeout 0: no deadline, as for the api commands.
+    const run = await cli(['debug', 'explain', '-socketPath', adminSocket, '-selector', `unix:uid:${STRANGER}`, '-output', 'json', '-timeout', '0']);
     expect(run.code).toBe(0);
     const r = JSON.parse(run.stdout) as { selectors: string[]; matched?: unknown[]; near_misses: Array<{ entry: { spiffe_id: string }; missing: Array<{ wanted: string; found: string[] }> }>; verdict: { code: number; code_name: string; message: string } };
     expect(r.selectors).toEqual([`unix:uid:${STRANGER}`]);

@@ -18,14 +18,14 @@ import { goJsonLine, outputFlag, protoJsonObject, wantsJson } from '../../common
 import { parseSelector } from '../../common/selector.ts';
 import type { ExplainRequest } from '../../gen/spiffenodeagent/admin/v1/ExplainRequest.ts';
 import { formatRpcError } from '../workload-client/index.ts';
-import { interruptFor, type AgentCliOptions } from './api-common.ts';
+import { interruptFor, timeoutFromFlags, type AgentCliOptions } from './api-common.ts';
 import { formatExplain, formatWorkloads } from './debug-format.ts';
 
 /** Where the helm chart and SPIRE's examples put the agent's admin socket. */
 export const DEFAULT_ADMIN_SOCKET = '/tmp/spire-agent/private/admin.sock';
 
 const adminSocketFlag = { kind: 'string', usage: "Path to the agent's admin socket (admin_socket_path)", default: DEFAULT_ADMIN_SOCKET } as const;
-const timeoutFlag = { kind: 'string', usage: 'Time to wait for an answer', default: '10s' } as const;
+const timeoutFlag = { kind: 'string', usage: 'Time to wait for an answer (0: no limit)', default: '10s' } as const;
 
 /** The request `debug explain`'s flags ask for, or a usage error. */
 export function explainRequestFromFlags(v: FlagValues): { ok: true; value: ExplainRequest } | { ok: false; error: string } {
@@ -50,10 +50,10 @@ export function explainRequestFromFlags(v: FlagValues): { ok: true; value: Expla
   return { ok: true, value: { selectors: { selectors: parsed } } };
 }
 
-async function withDebugClient(v: FlagValues, io: CommandIo, options: AgentCliOptions, fn: (client: AgentDebugClient, timeoutMs: number) => Promise<number>): Promise<number> {
-  const timeout = parseDuration(v.strings.get('timeout') ?? '10s');
+async function withDebugClient(v: FlagValues, io: CommandIo, options: AgentCliOptions, fn: (client: AgentDebugClient, timeoutMs: number | undefined) => Promise<number>): Promise<number> {
+  const timeout = timeoutFromFlags(v);
   if (!timeout.ok) {
-    io.err(`invalid value "${v.strings.get('timeout') ?? ''}" for flag -timeout: ${timeout.error}`);
+    io.err(timeout.error);
     return EXIT_USAGE;
   }
   const client = new AgentDebugClient(unixTarget(v.strings.get('socketPath') ?? DEFAULT_ADMIN_SOCKET, options.cwd), credentials.createInsecure());
