@@ -375,9 +375,10 @@ describe('changes on the running node', () => {
     const firstAt = Date.parse(first['time'] as string);
     const before = hostLogLines('spiffe-e2e', 'e2e-late', 'late').filter((l) => l['event'] === 'error' && Date.parse(l['time'] as string) < firstAt);
     note(`late container: first X509-SVID ${((firstAt - startedAt) / 1000).toFixed(1)} s after its process started (hook: 45 s), ids ${JSON.stringify((first['svid'] as { ids: string[] }).ids)}; errors before it: ${before.map((e) => `${e['code']} "${e['message']}"`).join(', ') || 'none'}`);
-    // Pod-level selectors (ns, sa) while the container is unlisted: the ns/sa entry, not the container-name one.
+    // Pod-level selectors (ns, sa) while the container is unlisted: the ns/sa entry, not the
+    // container-name one. That alone shows the agent answered before the hook ended (once
+    // listed, the container-name entry matches too); its delay is noted, not asserted.
     expect((first['svid'] as { ids: string[] }).ids).toEqual([WORKLOAD_ID]);
-    expect(firstAt - startedAt).toBeLessThan(45_000);
     // Once the kubelet lists it, a new caller in it gets its container selectors too.
     await kubectl(['-n', 'spiffe-e2e', 'rollout', 'status', 'deployment/e2e-late', '--timeout=120s']);
     const listed = await waitFor('the late container to get its container-level entry', 60_000, async () => {
