@@ -64,10 +64,6 @@ export class TaintTracker {
 }
 
 /**
- * Builds the wire forms from concatenated DER roots and JWT keys (SPKI DER) in order; keys
- * without an ID or that cannot be parsed are skipped. Equal input gives an equal fingerprint.
- */
-/**
  * A JWK's members in the order go-jose writes them (kty, kid, crv, x, y, n, e), so the JWKS
  * bytes equal SPIRE's, not just the same JSON: clients that cache or compare the document
  * byte for byte see no change between the two agents.
@@ -79,6 +75,10 @@ function inGoJoseOrder(jwk: Record<string, unknown>): Record<string, unknown> {
   return ordered;
 }
 
+/**
+ * Builds the wire forms from concatenated DER roots and JWT keys (SPKI DER) in order; keys
+ * without an ID or that cannot be parsed are skipped. Equal input gives an equal fingerprint.
+ */
 export function trustDomainBundleOf(
   trustDomain: string,
   x509: Buffer,
