@@ -110,16 +110,16 @@ export async function ensureSpireBinaries(
   const dir = spireCacheDir(version);
   const binDir = join(dir, 'bin');
   const agent = join(binDir, 'spire-agent');
-  /** The binaries still to build: none when every one is there and spire-agent reports `version`. */
-  const missing = async (): Promise<string[]> => {
-    if (!existsSync(agent)) return names;
-    const got = await binaryVersion(agent);
-    if (got === undefined || !got.startsWith(version)) return names;
-    return names.filter((name) => !existsSync(join(binDir, name)));
+  /** The binaries still to build (none when every one is there and spire-agent reports `version`), and what it reported. */
+  const inspect = async (): Promise<{ todo: string[]; reported?: string }> => {
+    if (!existsSync(agent)) return { todo: names };
+    const reported = await binaryVersion(agent);
+    if (reported === undefined || !reported.startsWith(version)) return { todo: names };
+    return { todo: names.filter((name) => !existsSync(join(binDir, name))), reported };
   };
   const reuse = async (): Promise<SpireBinaries | undefined> => {
-    if ((await missing()).length > 0) return undefined;
-    return { ...paths(binDir, names), version: (await binaryVersion(agent)) ?? version, dir, built: false };
+    const { todo, reported } = await inspect();
+    return todo.length > 0 ? undefined : { ...paths(binDir, names), version: reported ?? version, dir, built: false };
   };
   const cached = await reuse();
   if (cached !== undefined) return cached;
@@ -128,8 +128,8 @@ export async function ensureSpireBinaries(
   const release = await acquireBuildLock(dir, log, async () => (await reuse()) !== undefined);
   if (release === undefined) return (await reuse()) as SpireBinaries;
   try {
-    const todo = await missing();
-    if (todo.length === 0) return { ...paths(binDir, names), version: (await binaryVersion(agent)) ?? version, dir, built: false };
+    const { todo, reported } = await inspect();
+    if (todo.length === 0) return { ...paths(binDir, names), version: reported ?? version, dir, built: false };
     const go = process.env['GO'] ?? 'go';
     const env = { ...process.env, GOFLAGS: '-mod=mod' };
     const logFd = openSync(join(dir, 'build.log'), 'w');
