@@ -139,10 +139,10 @@ export class AgentLifecycle {
     if (this.#clients === undefined || key !== this.#clientsKey) {
       this.#clients?.close();
       this.#clients = connectToServer({
-        address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
+        address: this.#serverAddress,
         trustDomain: this.#o.config.trustDomain,
         rootsPem,
-        ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
+        ...(identity === undefined ? {} : { identity }),
         reconnectBackoffMaxMs: this.#o.config.syncIntervalMs,
         tlsMode,
       });
@@ -264,12 +264,12 @@ export class AgentLifecycle {
     // (re-)attestation fails. It runs without a client certificate, except on a server that
     // needs TLS 1.2 (spiffe/spire#7076): there TLS 1.2 requires one, and AttestAgent ignores it.
     const tlsMode = this.#tls.mode;
-    const current = this.#identity !== undefined && isUsable(this.#identity, this.#o.clock.now()) ? this.#identity : undefined;
+    const current = this.#usableIdentity;
     const anonymous = connectToServer({
-      address: `${this.#o.config.serverAddress}:${this.#o.config.serverPort}`,
+      address: this.#serverAddress,
       trustDomain: this.#o.config.trustDomain,
       rootsPem: this.#roots === undefined ? undefined : certificatesToPem(this.#roots),
-      ...(tlsMode === 'default' || current === undefined ? {} : { identity: { certChainPem: current.certChainPem, keyPem: current.keyPem }, tlsMode }),
+      ...(tlsMode === 'default' || current === undefined ? {} : { identity: current, tlsMode }),
     });
     let result: Awaited<ReturnType<typeof attestAgent>>;
     try {
@@ -493,15 +493,21 @@ export class AgentLifecycle {
 
   /** What a TLS probe dials: the server as the channel does, with the agent SVID while it is usable. */
   #probeTarget(): ProbeTarget {
-    const identity = this.#identity !== undefined && isUsable(this.#identity, this.#o.clock.now()) ? this.#identity : undefined;
+    const identity = this.#usableIdentity;
     const expected = `spiffe://${this.#o.config.trustDomain}/spire/server`;
     return {
       address: this.#serverAddress,
       trustDomain: this.#o.config.trustDomain,
       rootsPem: this.#roots === undefined ? undefined : certificatesToPem(this.#roots),
-      ...(identity === undefined ? {} : { identity: { certChainPem: identity.certChainPem, keyPem: identity.keyPem } }),
+      ...(identity === undefined ? {} : { identity }),
       checkServerIdentity: (cert) => checkSpiffeIdentity(cert, expected),
     };
+  }
+
+  /** The agent SVID while it is usable (not expired): what is presented to the server. */
+  get #usableIdentity(): AgentSvid | undefined {
+    const identity = this.#identity;
+    return identity !== undefined && isUsable(identity, this.#o.clock.now()) ? identity : undefined;
   }
 
   /** host:port of the server: what the TLS mode is remembered by. */
@@ -554,7 +560,7 @@ export class AgentLifecycle {
     while (!this.#stopped) {
       try {
         if (this.#failures > 0) this.#dropClients();
-        if (this.#identity === undefined || !isUsable(this.#identity, this.#o.clock.now())) await this.#attest();
+        if (this.#usableIdentity === undefined) await this.#attest();
         await this.#rotateIfDue();
         await this.#timedSync();
         this.#recovered();
