@@ -22,7 +22,7 @@ import type { DiscoveryResponse } from '../../gen/envoy/service/discovery/v3/Dis
 import { encodeResponse, serializerOf, withPassthroughSerializers, type EncodedMessage } from '../workload-api/encode.ts';
 import type { IdentitySource } from '../workload-api/identity-source.ts';
 import { NOOP_WORKLOAD_API_METRICS } from '../workload-api/metrics.ts';
-import { admit, unaryRpc, type Caller, type RpcDeps, type UnarySpec } from '../workload-api/rpc.ts';
+import { bidiStreamRpc, unaryRpc, type Caller, type RpcDeps, type UnarySpec } from '../workload-api/rpc.ts';
 import { currentState } from '../workload-api/handlers/validate-jwt-svid.ts';
 import { StreamSession, subscribeSession, type StreamCall } from '../workload-api/stream-session.ts';
 import type { SdsConfig } from './sds-config.ts';
@@ -58,7 +58,7 @@ function randomNonce(): string {
 export function createSdsHandlers(opts: SdsHandlerOptions): UntypedServiceImplementation {
   const notes = new KeyedRateLimit({ intervalMs: SDS_NOTE_LOG_INTERVAL_MS, clock: opts.clock });
   return {
-    StreamSecrets: streamSecrets(opts, notes),
+    StreamSecrets: bidiStreamRpc<DiscoveryRequest__Output>(opts, 'StreamSecrets', (session, caller, call) => runStream(opts, notes, session, caller, call)),
     FetchSecrets: unaryRpc(opts, 'FetchSecrets', fetchSecrets(opts)),
     DeltaSecrets: deltaSecrets(opts),
   };
@@ -123,22 +123,6 @@ function recordedSession(opts: SdsHandlerOptions, method: string, calls: StatusC
     calls.inc(end.code);
     opts.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started });
   });
-}
-
-function streamSecrets(opts: SdsHandlerOptions, rate: KeyedRateLimit): handleBidiStreamingCall<DiscoveryRequest__Output, EncodedMessage> {
-  const method = 'StreamSecrets';
-  const calls = (opts.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
-  return (call) => {
-    const session = recordedSession(opts, method, calls, call);
-    if (session.ended) return;
-    admit(opts, call, undefined, session.signal, (release) => session.onEnd(release))
-      .then((caller) => {
-        if (session.ended) return;
-        session.observe(opts.activity, caller.pid);
-        runStream(opts, rate, session, caller, call);
-      })
-      .catch((err: unknown) => session.fail(err));
-  };
 }
 
 function fetchSecrets(opts: SdsHandlerOptions): UnarySpec<DiscoveryRequest__Output> {

@@ -7,17 +7,18 @@
  * typed per-call data (the attested caller, an AbortSignal tied to cancellation) that
  * interceptors could only hand to handlers through metadata.
  */
-import type { handleServerStreamingCall, handleUnaryCall, Metadata, sendUnaryData } from '@grpc/grpc-js';
+import type { handleBidiStreamingCall, handleServerStreamingCall, handleUnaryCall, Metadata, sendUnaryData, ServerDuplexStream } from '@grpc/grpc-js';
 import { performance } from 'node:perf_hooks';
 import { ApiError, Code, toApiError } from '../../common/errors.ts';
 import { toGrpcStatus } from '../../common/grpc-status.ts';
 import type { Logger } from '../../common/logger.ts';
+import type { StatusCounter } from '../../common/recorders.ts';
 import type { Selector } from '../../common/selector.ts';
 import type { EncodedMessage } from './encode.ts';
 import { attestCaller, identifyPeer, peerPid, requireSecurityHeader, type AttestDeps, type CallLog } from './middleware.ts';
 import { NOOP_WORKLOAD_API_METRICS } from './metrics.ts';
 import type { TrackedPeer } from './peer-tracker.ts';
-import { StreamSession, type StreamRegistry } from './stream-session.ts';
+import { StreamSession, type StreamCall, type StreamRegistry } from './stream-session.ts';
 
 /** The Workload API's refusal of a caller no entry matches (SPIRE's words). */
 export const NO_IDENTITY_ISSUED = 'no identity issued';
@@ -59,9 +60,9 @@ interface AdmissionCall {
 /**
  * Runs the middleware chain for a call and returns the attested caller. The call counts
  * against its caller's limit from identification on: `onRelease` receives the release to run
- * when the call ends, whatever way it ends. Exported for the SDS service's bidirectional stream.
+ * when the call ends, whatever way it ends.
  */
-export async function admit(
+async function admit(
   deps: RpcDeps,
   call: AdmissionCall,
   validate: (() => void) | undefined,
@@ -160,25 +161,38 @@ export function streamRpc<Req>(
   start: (session: StreamSession, caller: Caller, request: Req) => void,
 ): handleServerStreamingCall<Req, EncodedMessage> {
   const calls = (deps.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
-  return (call) => {
-    const started = performance.now();
-    const pid = pidForLog(deps, call);
-    let selectors: readonly Selector[] | undefined;
-    const nearestMiss = refusalMiss(deps, () => selectors);
-    const session = new StreamSession(call, deps.streams, (end) => {
-      calls.inc(end.code);
-      deps.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started, ...missFor(end, nearestMiss) });
-    });
-    if (session.ended) return;
-    admit(deps, call, undefined, session.signal, (release) => session.onEnd(release))
-      .then((caller) => {
-        selectors = caller.selectors;
-        if (session.ended) return;
-        session.observe(deps.activity, caller.pid);
-        start(session, caller, call.request);
-      })
-      .catch((err: unknown) => session.fail(err));
-  };
+  return (call) => serveStream(deps, method, calls, call, (session, caller) => start(session, caller, call.request));
+}
+
+/** Adapts a bidirectional-streaming RPC (SDS): `start` runs once the caller is attested, and reads the call's requests. */
+export function bidiStreamRpc<Req>(
+  deps: RpcDeps,
+  method: string,
+  start: (session: StreamSession, caller: Caller, call: ServerDuplexStream<Req, EncodedMessage>) => void,
+): handleBidiStreamingCall<Req, EncodedMessage> {
+  const calls = (deps.metrics ?? NOOP_WORKLOAD_API_METRICS).rpc(method);
+  return (call) => serveStream(deps, method, calls, call, (session, caller) => start(session, caller, call));
+}
+
+/** One stream call: its end counted and logged as a call of `method`; `start` once the caller is attested. */
+function serveStream(deps: RpcDeps, method: string, calls: StatusCounter, call: StreamCall, start: (session: StreamSession, caller: Caller) => void): void {
+  const started = performance.now();
+  const pid = pidForLog(deps, call);
+  let selectors: readonly Selector[] | undefined;
+  const nearestMiss = refusalMiss(deps, () => selectors);
+  const session = new StreamSession(call, deps.streams, (end) => {
+    calls.inc(end.code);
+    deps.callLog.record({ method, pid, code: end.code, message: end.message, durationMs: performance.now() - started, ...missFor(end, nearestMiss) });
+  });
+  if (session.ended) return;
+  admit(deps, call, undefined, session.signal, (release) => session.onEnd(release))
+    .then((caller) => {
+      selectors = caller.selectors;
+      if (session.ended) return;
+      session.observe(deps.activity, caller.pid);
+      start(session, caller);
+    })
+    .catch((err: unknown) => session.fail(err));
 }
 
 /** A server-streaming RPC that only checks the header and answers Unimplemented. */
