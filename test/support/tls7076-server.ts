@@ -3,18 +3,11 @@
  * spire-server 1.15.0–1.15.1, reproducing spiffe/spire#7076): built once per input hash and
  * Go version, cached next to the interop builds, and started in a temporary directory.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdtemp, readFile, rename, rm } from 'node:fs/promises';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { cacheRoot, hashOf, mkdirShared, pruneSiblings, timed, type Toolchain } from './interop-builds.ts';
-import { REPO } from './server-process.ts';
-
-const execFileAsync = promisify(execFile);
-
-export const TLS7076_DIR = join(REPO, 'test/support/go/tls7076');
+import { buildGoProgram, type Toolchain } from './interop-builds.ts';
 
 /** Whether `go` is new enough: the condition exists only in Go >= 1.26's crypto/tls. */
 export function goReproduces7076(go: Toolchain): { ok: boolean; reason: string } {
@@ -26,26 +19,9 @@ export function goReproduces7076(go: Toolchain): { ok: boolean; reason: string }
   return { ok: true, reason: '' };
 }
 
-/** Builds the server once per (go.mod, main.go, Go version); returns the binary. */
-export async function buildTls7076(go: Toolchain): Promise<string> {
-  const inputs = ['go.mod', 'main.go'].map((f) => readFileSync(join(TLS7076_DIR, f)));
-  const dir = join(cacheRoot(), `tls7076-${hashOf([go.version, ...inputs])}`);
-  const bin = join(dir, 'tls7076');
-  if (existsSync(bin)) return bin;
-  await mkdirShared(dir);
-  const env: NodeJS.ProcessEnv = { ...process.env, GOFLAGS: '-mod=readonly -buildvcs=false', GOTOOLCHAIN: 'local', CGO_ENABLED: '0' };
-  if (env['HOME'] === undefined && env['GOCACHE'] === undefined) env['GOCACHE'] = join(cacheRoot(), 'gocache');
-  const tmp = `${bin}.tmp-${process.pid}`;
-  try {
-    await timed(`go build tls7076 (${go.version})`, () => execFileAsync(go.bin, ['build', '-o', tmp, '.'], { cwd: TLS7076_DIR, env, timeout: 300_000 }));
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`go build tls7076 failed: ${e.stderr ?? e.message}`);
-  }
-  await chmod(tmp, 0o755);
-  await rename(tmp, bin);
-  await pruneSiblings(dir);
-  return bin;
+/** Builds the server once per (go.mod, main.go, Go version) with {@link buildGoProgram}; returns the binary. */
+export function buildTls7076(go: Toolchain): Promise<string> {
+  return buildGoProgram(go, 'tls7076');
 }
 
 /** A running tls7076 server. */
