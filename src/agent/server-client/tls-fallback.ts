@@ -142,7 +142,7 @@ export function probeServerTls(target: ProbeTarget, mode: ServerTlsMode, timeout
  * What a probe after a failed call found: the mode was switched (reconnect), the server
  * refuses the SVID presented (`alert` as `42 bad_certificate`), or nothing to act on.
  */
-export type TlsFinding = { kind: 'switched' } | { kind: 'certificate-refused'; alert: string | undefined; detail: string } | { kind: 'none' };
+export type TlsFinding = { kind: 'switched' } | { kind: 'certificate-refused'; alert: string | undefined } | { kind: 'none' };
 
 const NONE: TlsFinding = { kind: 'none' };
 
@@ -252,5 +252,5 @@ export class ServerTlsSelector {
 }
 
 function refusedFinding(detail: string): TlsFinding {
-  return { kind: 'certificate-refused', alert: receivedCertificateAlert(detail), detail };
+  return { kind: 'certificate-refused', alert: receivedCertificateAlert(detail) };
 }
