@@ -8,7 +8,7 @@ import { systemClock, type Clock } from '../../common/clock.ts';
 import { parseSpiffeId, parseTrustDomain } from '../../common/spiffe-id.ts';
 import { parseAndVerifyCsr } from './csr.ts';
 import { signJwt } from './jwt.ts';
-import { generateP256, isKeyType, spkiOf, svidPublicKeyProblem, type KeyType } from './keys.ts';
+import { KEY_TYPES, generateP256, isKeyType, spkiOf, svidPublicKeyProblem, type KeyType } from './keys.ts';
 import { certificatesToPem } from '../../common/pem.ts';
 import { nextRotationTime, planRotation, type Authorities, type RotationDeps, type RotationMode } from './rotation.ts';
 import { NOT_BEFORE_CUSHION_MS, newJwtKey, newX509Ca } from './slots.ts';
@@ -66,7 +66,7 @@ interface Settings {
 
 function keyTypeOf(name: string, v: string | undefined, fallback: KeyType): KeyType {
   if (v === undefined) return fallback;
-  if (!isKeyType(v)) throw new ApiError(Code.INVALID_ARGUMENT, `ca: ${name} must be one of ec-p256, ec-p384, rsa-2048, rsa-4096, got "${v}"`);
+  if (!isKeyType(v)) throw new ApiError(Code.INVALID_ARGUMENT, `ca: ${name} must be one of ${KEY_TYPES.join(', ')}, got "${v}"`);
   return v;
 }
 
