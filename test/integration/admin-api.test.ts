@@ -10,9 +10,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { chmod, mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { stat } from 'node:fs/promises';
 import { createLocalJWKSet, jwtVerify, type JSONWebKeySet } from 'jose';
 import { startServerProcess, generateJoinToken, readBundlePem, type ServerHandle } from '../support/server-process.ts';
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
@@ -36,7 +34,6 @@ if (!IN_CI && !runnable) console.warn(`[admin-api] skipped: ${GO.ok ? 'needs roo
 let server: ServerHandle;
 let agent: AgentHandle;
 let agentId: string;
-let adminDir: string;
 let adminSocket: string;
 let clientBin: string;
 const children = new Set<ChildProcess>();
@@ -91,16 +88,9 @@ describe.skipIf(!IN_CI && !runnable)('admin socket: Delegated Identity API and D
   beforeAll(async () => {
     clientBin = await buildGoProgram(GO, 'delegate-client');
     server = await startServerProcess({ trustDomain: TD });
-    adminDir = await mkdtemp(join(tmpdir(), 'sna-admin-'));
-    await chmod(adminDir, 0o755);
-    adminSocket = join(adminDir, 'admin.sock');
-    agent = await startAgentProcess({
-      server,
-      joinToken: await generateJoinToken(server),
-      extraAgent: `  admin_socket_path = "${adminSocket}"\n  authorized_delegates = ["${DELEGATE_ID}"]`,
-    });
+    agent = await startAgentProcess({ server, joinToken: await generateJoinToken(server), authorizedDelegates: [DELEGATE_ID] });
+    adminSocket = agent.adminSocketPath;
     agentId = (await agent.waitForLog(/"spiffe_id":"(spiffe:\/\/[^"]+)","attestor":"join_token"/))[1] as string;
-    await agent.waitForLog(/"msg":"admin API listening"/);
     await createEntry('-spiffeID', DELEGATE_ID, '-selector', 'unix:uid:0');
     // A short TTL: the agent rotates it at about half its life, within the test.
     await createEntry('-spiffeID', WORKLOAD_ID, '-selector', `unix:uid:${NOBODY}`, '-x509SVIDTTL', '20', '-hint', 'web');
@@ -115,7 +105,6 @@ describe.skipIf(!IN_CI && !runnable)('admin socket: Delegated Identity API and D
     for (const child of children) child.kill('SIGKILL');
     await agent?.cleanup();
     await server?.cleanup();
-    if (adminDir !== undefined) await rm(adminDir, { recursive: true, force: true });
   });
 
   it('the admin socket is 0770 and refuses to connect a user outside its group', async () => {

@@ -12,6 +12,8 @@ export const AGENT_BIN = join(REPO, 'bin/spiffe-agent.js');
 export interface AgentHandle {
   dir: string;
   socketPath: string;
+  /** admin_socket_path: configured (and listening once started) only with {@link AgentSetup.authorizedDelegates}. */
+  adminSocketPath: string;
   dataDir: string;
   configPath: string;
   child: ChildProcess | undefined;
@@ -37,6 +39,8 @@ export interface AgentSetup {
   nodeAttestor?: string;
   syncInterval?: string;
   extraAgent?: string;
+  /** Gives the agent an admin socket (AgentHandle.adminSocketPath) with these authorized_delegates. */
+  authorizedDelegates?: readonly string[];
   /** Extra plugin blocks (e.g. another WorkloadAttestor). */
   extraPlugins?: string;
   /** Extra top-level blocks (e.g. `health_checks {…}`, `telemetry {…}`). */
@@ -61,6 +65,8 @@ export async function startAgentProcess(setup: AgentSetup): Promise<AgentHandle>
   // Workloads of other uids must reach the socket below this directory.
   await chmod(dir, 0o755);
   const socketPath = join(dir, 'sockets', 'agent.sock');
+  const adminSocketPath = join(dir, 'admin', 'admin.sock');
+  const delegates = setup.authorizedDelegates;
   const dataDir = join(dir, 'data');
   const configPath = join(dir, 'agent.conf');
   await writeFile(
@@ -77,6 +83,7 @@ ${setup.joinToken === undefined ? '' : `  join_token = "${setup.joinToken}"`}
   experimental {
     sync_interval = "${setup.syncInterval ?? '500ms'}"
   }
+${delegates === undefined ? '' : `  admin_socket_path = "${adminSocketPath}"\n  authorized_delegates = ${JSON.stringify(delegates)}`}
 ${setup.extraAgent ?? ''}
 }
 plugins {
@@ -111,7 +118,7 @@ ${setup.extraTopLevel ?? ''}
     child = proc;
     proc.stdout?.on('data', (d: Buffer) => (output += d.toString()));
     proc.stderr?.on('data', (d: Buffer) => (output += d.toString()));
-    await waitForLog(/"msg":"workload API listening"/, 20_000, from);
+    await waitForLog(delegates === undefined ? /"msg":"workload API listening"/ : /"msg":"admin API listening"/, 20_000, from);
   };
 
   const stop = async (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> => {
@@ -130,6 +137,7 @@ ${setup.extraTopLevel ?? ''}
   return {
     dir,
     socketPath,
+    adminSocketPath,
     dataDir,
     configPath,
     get child() {
