@@ -38,11 +38,15 @@ async function client(socket: string, args: string[], ids: { uid: number; gid: n
   const child = spawn(clientBin, ['-socket', socket, '-timeout', '20s', ...args], { ...ids, stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
-  await once(child, 'close');
-  return out
+  const [code] = (await once(child, 'close')) as [number | null];
+  const lines = out
     .split('\n')
     .filter((l) => l.startsWith('{'))
     .map((l) => JSON.parse(l) as Line);
+  // Every answer, error included, is a JSON line: none means the client itself failed (a usage
+  // error, a crash), which would otherwise compare equal on both sides.
+  if (lines.length === 0) throw new Error(`delegate-client ${args.join(' ')} printed no answer (exit ${code})`);
+  return lines;
 }
 
 /** Replaces what differs by nature between two agents' answers. */
