@@ -96,16 +96,15 @@ async function x509Mint(v: FlagValues, io: CommandIo): Promise<void> {
       }
       return;
     }
-    const files: [string, string, number, string][] = [
-      ['svid.pem', certificatesToPem(chain), 0o644, 'X509-SVID written to'],
-      ['key.pem', toPem('PRIVATE KEY', keyDer), 0o600, 'Private key written to'],
-      ['bundle.pem', certificatesToPem(roots), 0o644, 'Root CAs written to'],
+    const files: [name: string, text: string, mode: number, what: string, done: string][] = [
+      ['svid.pem', certificatesToPem(chain), 0o644, 'SVID', 'X509-SVID written to'],
+      ['key.pem', toPem('PRIVATE KEY', keyDer), 0o600, 'key', 'Private key written to'],
+      ['bundle.pem', certificatesToPem(roots), 0o644, 'bundle', 'Root CAs written to'],
     ];
-    const what = ['SVID', 'key', 'bundle'];
-    for (const [i, [name, text, mode, done]] of files.entries()) {
+    for (const [name, text, mode, what, done] of files) {
       const path = join(write, name);
       await writeFileAtomic(path, text, { mode }).catch((err: unknown) => {
-        throw new MintError(`unable to write ${what[i]}: ${err instanceof Error ? err.message : String(err)}`);
+        throw new MintError(`unable to write ${what}: ${err instanceof Error ? err.message : String(err)}`);
       });
       io.out(`${done} ${path}\n`);
     }
