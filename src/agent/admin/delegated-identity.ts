@@ -27,7 +27,7 @@ import type { StreamSession } from '../workload-api/stream-session.ts';
 import type { WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
 import { adminStream, adminUnary, type AdminCall, type AdminRpcDeps } from './admin-rpc.ts';
 import type { AdminService } from './admin-server.ts';
-import { authorizeDelegate, delegateTarget, requireAudience } from './delegate-checks.ts';
+import { authorizeDelegate, delegateTarget, NO_IDENTITY_ISSUED, requireAudience } from './delegate-checks.ts';
 import { jwtBundlesMap, jwtSvidMessage, x509BundlesMap, x509SvidsResponse } from './delegated-responses.ts';
 
 /** An entry as the delegated API needs it. */
@@ -209,7 +209,7 @@ export function delegatedIdentityService(opts: DelegatedIdentityOptions): AdminS
         log.error({ caller_pid: call.pid, error: apiError.message }, 'Could not fetch JWT-SVID');
         throw new ApiError(Code.UNAVAILABLE, `could not fetch JWT-SVID: ${apiError.message}`);
       }
-      if (svids.length === 0) throw new ApiError(Code.PERMISSION_DENIED, 'no identity issued');
+      if (svids.length === 0) throw new ApiError(Code.PERMISSION_DENIED, NO_IDENTITY_ISSUED);
       return encodeResponse(encodeJwtSvids, { svids: svids.map(jwtSvidMessage) }) as EncodedMessage;
     };
 

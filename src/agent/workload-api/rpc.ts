@@ -19,9 +19,7 @@ import { attestCaller, identifyPeer, peerPid, requireSecurityHeader, type Attest
 import { NOOP_WORKLOAD_API_METRICS } from './metrics.ts';
 import type { TrackedPeer } from './peer-tracker.ts';
 import { StreamSession, type StreamCall, type StreamRegistry } from './stream-session.ts';
-
-/** The Workload API's refusal of a caller no entry matches (SPIRE's words). */
-export const NO_IDENTITY_ISSUED = 'no identity issued';
+import { NO_IDENTITY_ISSUED } from './x509-svid-response.ts';
 
 /** An attested caller. */
 export interface Caller {

@@ -13,9 +13,12 @@ import { encodeResponse, serializerOf, type EncodedMessage } from './encode.ts';
 import { filterByHint } from './hint-filter.ts';
 import type { WorkloadState } from '../manager/workload-state.ts';
 
+/** The refusal of a caller no entry matches (SPIRE's words, which clients match on). */
+export const NO_IDENTITY_ISSUED = 'no identity issued';
+
 /** PermissionDenied with the text clients match on. */
 export function noIdentityIssued(): ApiError {
-  return new ApiError(Code.PERMISSION_DENIED, 'no identity issued');
+  return new ApiError(Code.PERMISSION_DENIED, NO_IDENTITY_ISSUED);
 }
 
 /**
