@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { freePort, startServerProcess, NODE, REPO, type ServerHandle } from '../support/server-process.ts';
 import { healthChecksBlock, startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
 import { podJson, startFakeKubelet, type FakeKubelet } from '../support/fake-kubelet.ts';
-import { startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
+import { psatAgentPlugin, psatServerPlugin, startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
 import { eventually } from '../support/eventually.ts';
 import { KUBELET_REFUSAL_RECHECK_MS } from '../../src/attestors/workload/k8s/k8s.ts';
 
@@ -96,16 +96,7 @@ beforeAll(async () => {
   const kubeconfig = await api.writeKubeconfig(join(fixtures, 'kubeconfig'));
   server = await startServerProcess({
     trustDomain: TD,
-    plugins: `  NodeAttestor "k8s_psat" {
-    plugin_data {
-      clusters = {
-        "c1" = {
-          service_account_allow_list = ["spire:spire-agent"]
-          kube_config_file = "${kubeconfig}"
-        }
-      }
-    }
-  }`,
+    plugins: psatServerPlugin(kubeconfig, 'spire:spire-agent'),
   });
 
   // One node alias covers every agent of cluster c1; the workload entry hangs off it.
@@ -120,12 +111,7 @@ beforeAll(async () => {
   agent = await startAgentProcess({
     extraTopLevel: healthChecksBlock(healthPort),
     server,
-    nodeAttestor: `  NodeAttestor "k8s_psat" {
-    plugin_data {
-      cluster = "c1"
-      token_path = "${join(fixtures, 'psat')}"
-    }
-  }`,
+    nodeAttestor: psatAgentPlugin(join(fixtures, 'psat')),
     extraPlugins: `  WorkloadAttestor "k8s" {
     plugin_data {
       kubelet_secure_port = ${new URL(kubelet.baseUrl).port}

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startServerProcess, type ServerHandle } from '../support/server-process.ts';
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
-import { startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
+import { psatAgentPlugin, psatServerPlugin, startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
 import { eventually } from '../support/eventually.ts';
 
 const TD = 'example.org';
@@ -49,27 +49,13 @@ beforeAll(async () => {
     trustDomain: TD,
     // Rotation at about half of this: several re-attestations within the test.
     serverBlock: '  agent_ttl = "20s"',
-    plugins: `  NodeAttestor "k8s_psat" {
-    plugin_data {
-      clusters = {
-        "c1" = {
-          service_account_allow_list = ["${NS}:spire-agent"]
-          kube_config_file = "${kubeconfig}"
-        }
-      }
-    }
-  }`,
+    plugins: psatServerPlugin(kubeconfig, `${NS}:spire-agent`),
   });
   await mkdir(join(dir, 'psat'));
   await kubeletWrite(join(dir, 'psat'), await api.tokenForPod(NS, POD));
   agent = await startAgentProcess({
     server,
-    nodeAttestor: `  NodeAttestor "k8s_psat" {
-    plugin_data {
-      cluster = "c1"
-      token_path = "${join(dir, 'psat', 'token')}"
-    }
-  }`,
+    nodeAttestor: psatAgentPlugin(join(dir, 'psat', 'token')),
   });
 }, 60_000);
 

@@ -12,7 +12,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startAgentProcess, type AgentHandle } from '../support/agent-process.ts';
-import { startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
+import { psatAgentPlugin, psatServerPlugin, startFakeKubeApiserver, type FakeKubeApiserver } from '../support/fake-kube-apiserver.ts';
 import { loadState } from '../../src/agent/storage.ts';
 import { eventually } from '../support/eventually.ts';
 import { spireJoinToken, startSpireServer, type SpireServerHandle } from './support/spire-processes.ts';
@@ -46,16 +46,7 @@ beforeAll(async () => {
   server = await startSpireServer({
     trustDomain: TD,
     serverBlock: `  experimental {\n    cache_reload_interval = "500ms"\n  }`,
-    plugins: `  NodeAttestor "k8s_psat" {
-    plugin_data {
-      clusters = {
-        "c1" = {
-          service_account_allow_list = ["${NS}:spire-agent"]
-          kube_config_file = "${kubeconfig}"
-        }
-      }
-    }
-  }`,
+    plugins: psatServerPlugin(kubeconfig, `${NS}:spire-agent`),
   });
   const tokenPath = join(dir, 'token');
   await writeFile(tokenPath, await api.tokenForPod(NS, POD));
@@ -66,12 +57,7 @@ beforeAll(async () => {
       server,
       trustBundlePath: server.bundlePath,
       syncInterval: '1s',
-      nodeAttestor: `  NodeAttestor "k8s_psat" {
-    plugin_data {
-      cluster = "c1"
-      token_path = "${tokenPath}"
-    }
-  }`,
+      nodeAttestor: psatAgentPlugin(tokenPath),
     }),
     startAgentProcess({ server, joinToken: token, trustBundlePath: server.bundlePath, syncInterval: '1s' }),
   ]);

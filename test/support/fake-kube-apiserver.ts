@@ -148,6 +148,37 @@ function tokenReviewFromProtobuf(body: Buffer): { apiVersion?: string; kind?: st
   };
 }
 
+/** The cluster name of {@link psatServerPlugin} and {@link psatAgentPlugin}: they must agree. */
+const PSAT_CLUSTER = 'c1';
+
+/**
+ * A server's `NodeAttestor "k8s_psat"` block (ours and spire-server read the same) for one
+ * cluster reviewed through `kubeconfig` (see writeKubeconfig), allowing the service account
+ * `allowed` (`namespace:name`).
+ */
+export function psatServerPlugin(kubeconfig: string, allowed: string): string {
+  return `  NodeAttestor "k8s_psat" {
+    plugin_data {
+      clusters = {
+        "${PSAT_CLUSTER}" = {
+          service_account_allow_list = ["${allowed}"]
+          kube_config_file = "${kubeconfig}"
+        }
+      }
+    }
+  }`;
+}
+
+/** The agent's `NodeAttestor "k8s_psat"` block for the cluster of {@link psatServerPlugin}, presenting the token at `tokenPath`. */
+export function psatAgentPlugin(tokenPath: string): string {
+  return `  NodeAttestor "k8s_psat" {
+    plugin_data {
+      cluster = "${PSAT_CLUSTER}"
+      token_path = "${tokenPath}"
+    }
+  }`;
+}
+
 /** Starts the fake apiserver on a free loopback port. */
 export async function startFakeKubeApiserver(opts: FakeKubeApiserverOptions = {}): Promise<FakeKubeApiserver> {
   const alg = opts.alg ?? 'RS256';
