@@ -15,10 +15,33 @@ function numericAbbreviation(offsetMinutes: number): string {
 /** English locales whose ICU data name different zones: each knows its own region's letters. */
 const ABBREVIATION_LOCALES = ['en-US', 'en-GB', 'en-AU', 'en-IN', 'en-NZ', 'en-CA'];
 
+/**
+ * Formatters by locale, zone and zone-name style. Building one costs tens of microseconds and
+ * a listing formats a time per line, so each is built once per process (`undefined`: the local
+ * zone as it was when first used).
+ */
+const formatters = new Map<string, Intl.DateTimeFormat>();
+
+function formatter(locale: string, timeZone: string | undefined, timeZoneName: 'short' | 'longOffset'): Intl.DateTimeFormat {
+  const key = `${locale}|${timeZone ?? ''}|${timeZoneName}`;
+  let f = formatters.get(key);
+  if (f === undefined) {
+    f = new Intl.DateTimeFormat(locale, {
+      ...(timeZone === undefined ? {} : { timeZone }),
+      timeZoneName,
+      ...(timeZoneName === 'longOffset'
+        ? { hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit', second: '2-digit' }
+        : {}),
+    });
+    formatters.set(key, f);
+  }
+  return f;
+}
+
 /** The zone's letters ("EST", "CET", "UTC"), or undefined where ICU knows it only by offset. */
 function zoneAbbreviation(date: Date, timeZone: string | undefined, offsetMinutes: number): string | undefined {
   for (const locale of ABBREVIATION_LOCALES) {
-    const name = new Intl.DateTimeFormat(locale, { ...(timeZone === undefined ? {} : { timeZone }), timeZoneName: 'short' })
+    const name = formatter(locale, timeZone, 'short')
       .formatToParts(date)
       .find((p) => p.type === 'timeZoneName')?.value;
     // ICU says "GMT" for any zone it cannot name in a locale; only a zero offset is really GMT.
@@ -36,17 +59,7 @@ function zoneAbbreviation(date: Date, timeZone: string | undefined, offsetMinute
  */
 export function formatGoTime(ms: number, timeZone?: string): string {
   const date = new Date(Math.floor(ms / 1000) * 1000);
-  const base: Intl.DateTimeFormatOptions = {
-    ...(timeZone === undefined ? {} : { timeZone }),
-    hourCycle: 'h23',
-    year: 'numeric',
-    month: '2-digit',
-    day: '2-digit',
-    hour: '2-digit',
-    minute: '2-digit',
-    second: '2-digit',
-  };
-  const parts = new Intl.DateTimeFormat('en-US', { ...base, timeZoneName: 'longOffset' }).formatToParts(date);
+  const parts = formatter('en-US', timeZone, 'longOffset').formatToParts(date);
   const part = (type: Intl.DateTimeFormatPartTypes): string => parts.find((p) => p.type === type)?.value ?? '';
   // "GMT" for a zero offset, else "GMT+05:30" / "GMT-03:00".
   const m = /^GMT(?:([+-])(\d{2}):(\d{2}))?$/.exec(part('timeZoneName'));
