@@ -144,9 +144,9 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
     logger.error('grpc-js did not create its HTTP/2 server through http2.createServer: connections will be closed after ~1000 cancelled streams (grpc-node#2872)');
   }
   if (http2Server !== undefined) {
-    watchSessionFailures(http2Server, { logger, clock: opts.clock ?? systemClock, pidOf: (key) => tracker.pidOf(key) });
+    watchSessionFailures(http2Server, { logger, clock, pidOf: (key) => tracker.pidOf(key) });
     // Half-sent requests are bounded per connection (see request-budget.ts); logged at most once per caller per 10 s.
-    const budgetLog = new KeyedRateLimit({ intervalMs: 10_000, clock: opts.clock ?? systemClock });
+    const budgetLog = new KeyedRateLimit({ intervalMs: 10_000, clock });
     boundPartialRequests(http2Server, {
       onExceeded: (session, heldBytes) => {
         const pid = tracker.pidOf(String(session.socket?.remoteAddress ?? ''));
