@@ -117,7 +117,7 @@ function isHeaderFrame(header: FrameHeader): boolean {
  * Decodes a header block after charging it to `budget`: an over-budget block throws
  * ENHANCE_YOUR_CALM before any decoding, a malformed one COMPRESSION_ERROR.
  */
-export function decodeBounded(budget: HpackBudget, decoder: HpackDecoder, block: Buffer): HeaderField[] {
+function decodeBounded(budget: HpackBudget, decoder: HpackDecoder, block: Buffer): HeaderField[] {
   try {
     budget.charge(block);
   } catch (err) {

@@ -9,7 +9,7 @@ import { removeSocketFile, type SocketFileId } from './socket-file.ts';
 import type { StreamRegistry } from './stream-session.ts';
 
 /** Shuts the server down, forcing it after `graceMs`. */
-export function tryShutdown(server: Server, graceMs: number): Promise<void> {
+function tryShutdown(server: Server, graceMs: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(() => {
       server.forceShutdown();
@@ -31,7 +31,7 @@ export function tryShutdown(server: Server, graceMs: number): Promise<void> {
  * streams are done. grpc-js's tryShutdown cannot be relied on for this: with injected
  * connections it reports sessions closed as soon as they are asked to close (1.14).
  */
-export function socketsClosed(sockets: ReadonlySet<Socket>, graceMs: number): Promise<void> {
+function socketsClosed(sockets: ReadonlySet<Socket>, graceMs: number): Promise<void> {
   const open = [...sockets].filter((s) => !s.destroyed);
   if (open.length === 0) return Promise.resolve();
   return new Promise((resolve) => {
