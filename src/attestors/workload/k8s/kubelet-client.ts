@@ -136,7 +136,8 @@ export function createKubeletClient(options: KubeletClientOptions): KubeletClien
     let error: string | undefined;
     try {
       const headers: Record<string, string> = { accept: 'application/json' };
-      if (auth.kind === 'token') headers['authorization'] = `Bearer ${await readToken(auth.tokenPath)}`;
+      const token = auth.kind === 'token' ? await readToken(auth.tokenPath) : undefined;
+      if (token !== undefined) headers['authorization'] = `Bearer ${token}`;
       // An injected transport brings its own TLS setup.
       const send = options.transport ?? (await agents.acquire());
 
@@ -162,7 +163,7 @@ export function createKubeletClient(options: KubeletClientOptions): KubeletClien
       }
       if (statusCode !== 200) {
         outcome = statusCode === 401 ? 'unauthorized' : statusCode === 403 ? 'forbidden' : 'http_error';
-        throw describeHttpFailure(statusCode, body, target, await describeIdentity(auth));
+        throw describeHttpFailure(statusCode, body, target, await describeIdentity(auth, token));
       }
       outcome = 'ok';
       return body;

@@ -87,19 +87,16 @@ export function describeHttpFailure(status: number, body: string, target: Target
   return new ApiError(Code.UNAVAILABLE, `kubelet: ${answer}`);
 }
 
-/** The credentials presented, for {@link describeHttpFailure}: never the secret itself. */
-export async function describeIdentity(auth: Auth): Promise<string> {
-  return auth.kind === 'token' ? await tokenClaims(auth.tokenPath) : await certificateSubject(auth);
+/**
+ * The credentials presented, for {@link describeHttpFailure}: never the secret itself. `token`
+ * is the bearer token the refused request carried (token auth).
+ */
+export async function describeIdentity(auth: Auth, token: string | undefined): Promise<string> {
+  return auth.kind === 'token' ? tokenClaims(auth.tokenPath, token ?? '') : await certificateSubject(auth);
 }
 
 /** The identity a token claims (never the token): for error messages only, unverified. */
-async function tokenClaims(path: string): Promise<string> {
-  let token: string;
-  try {
-    token = (await readFile(path, 'utf8')).trim();
-  } catch {
-    return `the bearer token from ${path}`;
-  }
+function tokenClaims(path: string, token: string): string {
   const payload = token.split('.')[1];
   if (payload === undefined) return `the bearer token from ${path} (not a JWT)`;
   try {
