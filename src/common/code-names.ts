@@ -30,3 +30,8 @@ export const GO_CODE_NAMES: readonly string[] = [
 export function goCodeNameOf(code: Code): string | undefined {
   return GO_CODE_NAMES[code];
 }
+
+/** The grpc-go name of a status code as grpc-go prints it: `PermissionDenied`, or `Code(17)` when unknown. */
+export function goCodeName(code: Code): string {
+  return goCodeNameOf(code) ?? `Code(${code})`;
+}

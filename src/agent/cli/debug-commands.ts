@@ -8,7 +8,7 @@ import { credentials } from '@grpc/grpc-js';
 import type { Command, CommandIo } from '../../common/command.ts';
 import { EXIT_FAILURE, EXIT_OK, EXIT_USAGE } from '../../common/command.ts';
 import { systemClock } from '../../common/clock.ts';
-import { goCodeNameOf } from '../../common/code-names.ts';
+import { goCodeName } from '../../common/code-names.ts';
 import { ApiError } from '../../common/errors.ts';
 import { unaryCall, unixTarget } from '../../common/grpc-client.ts';
 import { parseDuration } from '../../common/duration.ts';
@@ -61,7 +61,7 @@ async function withDebugClient(v: FlagValues, io: CommandIo, options: AgentCliOp
     return await fn(client, timeout.value);
   } catch (err) {
     // Every failure of a call is a gRPC status (connection failures too): printed as grpc-go does.
-    io.err(err instanceof ApiError ? `rpc error: code = ${goCodeNameOf(err.code) ?? err.code} desc = ${err.message}` : formatRpcError(err));
+    io.err(err instanceof ApiError ? `rpc error: code = ${goCodeName(err.code)} desc = ${err.message}` : formatRpcError(err));
     return EXIT_FAILURE;
   } finally {
     client.close();

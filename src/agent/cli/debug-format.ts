@@ -2,7 +2,7 @@
  * Text output of `spiffe-agent debug explain` and `debug workloads`. Pure: a response (as
  * the admin API returns it) and the time in, lines out.
  */
-import { goCodeNameOf } from '../../common/code-names.ts';
+import { goCodeName } from '../../common/code-names.ts';
 import type { Code } from '../../common/errors.ts';
 import { formatGoTimeUtc } from '../../common/go-time.ts';
 import type { ExplainResponse__Output } from '../../gen/spiffenodeagent/admin/v1/ExplainResponse.ts';
@@ -59,7 +59,7 @@ export function formatExplain(r: ExplainResponse__Output, now: number): string {
   }
   for (const a of r.attestors) {
     if (a.failed) {
-      out.push(`Attestor ${a.plugin} (${ms(a.duration_ms)}): failed: ${goCodeNameOf(a.error_code as Code) ?? a.error_code}: ${a.error_message}`);
+      out.push(`Attestor ${a.plugin} (${ms(a.duration_ms)}): failed: ${goCodeName(a.error_code as Code)}: ${a.error_message}`);
     } else {
       out.push(`Attestor ${a.plugin} (${ms(a.duration_ms)}): ${a.selectors.length} selector${a.selectors.length === 1 ? '' : 's'}`);
     }

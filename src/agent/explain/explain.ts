@@ -12,7 +12,7 @@
  * before attestation and checked again after it (the liveness check), so a PID reused
  * meanwhile is reported instead of explained with another process's selectors.
  */
-import { goCodeNameOf } from '../../common/code-names.ts';
+import { goCodeName } from '../../common/code-names.ts';
 import { ApiError, Code } from '../../common/errors.ts';
 import { selectorKey, type Selector } from '../../common/selector.ts';
 import type { CachedEntry } from '../manager/entries.ts';
@@ -69,7 +69,7 @@ export interface Verdict {
 }
 
 function verdict(code: Code, message: string): Verdict {
-  return { code, codeName: goCodeNameOf(code) ?? String(code), message };
+  return { code, codeName: goCodeName(code), message };
 }
 
 export interface ExplainReport {

@@ -6,17 +6,14 @@
 import { stat } from 'node:fs/promises';
 import { ApiError, Code } from '../../common/errors.ts';
 import { fromGrpcError } from '../../common/grpc-status.ts';
-import { goCodeNameOf } from '../../common/code-names.ts';
+import { goCodeName } from '../../common/code-names.ts';
 import type { WorkloadEndpoint } from './endpoint.ts';
 
 
 // Errors that carry a status from the wire. A WeakSet keeps the mark off the error object.
 const fromWire = new WeakSet<ApiError>();
 
-/** The grpc-go name of a status code, e.g. `PermissionDenied`; `Code(17)` when unknown. */
-export function goCodeName(code: Code): string {
-  return goCodeNameOf(code) ?? `Code(${code})`;
-}
+export { goCodeName };
 
 /** True when `err` is a status returned by a Workload API call (not a client-side error). */
 export function isRpcStatus(err: unknown): err is ApiError {

@@ -10,7 +10,7 @@ import { parseSpiffeId } from '../../common/spiffe-id.ts';
 import type { Entry, Entry__Output } from '../../gen/spire/api/types/Entry.ts';
 import type { SPIFFEID } from '../../gen/spire/api/types/SPIFFEID.ts';
 import { readFile } from 'node:fs/promises';
-import { goCodeNameOf } from '../../common/code-names.ts';
+import { goCodeName } from '../../common/code-names.ts';
 import { formatGoTimeUtc } from '../../common/go-time.ts';
 import { connectAdmin, socketPathFlag } from './admin-client.ts';
 import { parseEntryData } from './entry-data.ts';
@@ -214,7 +214,7 @@ export const entryCommands: readonly Command[] = [
           else {
             const sent = entries[i];
             failed.push(
-              `Failed to create the following entry (code: ${goCodeNameOf(code) ?? `Code(${code})`}, msg: ${JSON.stringify(r.status?.message ?? '')}):\n${sent === undefined ? '' : formatEntry(asOutput(sent))}`,
+              `Failed to create the following entry (code: ${goCodeName(code)}, msg: ${JSON.stringify(r.status?.message ?? '')}):\n${sent === undefined ? '' : formatEntry(asOutput(sent))}`,
             );
           }
         });

@@ -9,7 +9,7 @@ import { EXIT_FAILURE, EXIT_OK } from '../../common/command.ts';
 import type { FlagValues } from '../../common/flags.ts';
 import { unaryCall } from '../../common/grpc-client.ts';
 import { toApiError } from '../../common/errors.ts';
-import { goCodeNameOf } from '../../common/code-names.ts';
+import { goCodeName } from '../../common/code-names.ts';
 import { parseDuration } from '../../common/duration.ts';
 import { parseSpiffeId } from '../../common/spiffe-id.ts';
 import { createCsrWithSans } from '../../common/csr.ts';
@@ -24,7 +24,7 @@ class MintError extends Error {}
 /** A status from the server as Go's grpc prints it, after spire-server's prefix. */
 function rpcFailure(prefix: string, err: unknown): MintError {
   const e = toApiError(err);
-  return new MintError(`${prefix}: rpc error: code = ${goCodeNameOf(e.code) ?? `Code(${e.code})`} desc = ${e.message}`);
+  return new MintError(`${prefix}: rpc error: code = ${goCodeName(e.code)} desc = ${e.message}`);
 }
 
 /** Go's `t.UTC().Format(time.RFC3339)`. */
