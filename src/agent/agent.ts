@@ -295,7 +295,6 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
               wallNow: () => clock.now(),
             },
             matchingEntries: (selectors) => manager.matchingEntries(selectors),
-            attestor: workloadAttestor,
             authorizedDelegates: config.admin.authorizedDelegates,
             workloads: activity ?? new WorkloadActivity(),
             logger: adminLog,

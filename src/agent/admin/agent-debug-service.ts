@@ -22,7 +22,7 @@ import { explain, type ExplainedEntry, type ExplainSources, type ExplainTarget }
 import { encodeResponse, serializerOf, withPassthroughSerializers, type EncodedMessage } from '../workload-api/encode.ts';
 import { attestCaller } from '../workload-api/middleware.ts';
 import type { CallerActivity } from '../workload-api/workload-activity.ts';
-import type { TraceStep, WorkloadAttestor } from '../workload-attestation/workload-attestor.ts';
+import type { TraceStep } from '../workload-attestation/workload-attestor.ts';
 import { adminUnary, type AdminCall, type AdminRpcDeps } from './admin-rpc.ts';
 import type { AdminService } from './admin-server.ts';
 import { authorizeDelegate } from './delegate-checks.ts';
@@ -40,7 +40,6 @@ export interface AgentDebugOptions {
   readonly explainSources: ExplainSources;
   /** The caller's entries' SPIFFE IDs, for the delegate check (the cache manager's matchingEntries). */
   readonly matchingEntries: (selectors: readonly Selector[]) => readonly { readonly spiffeId: string }[];
-  readonly attestor: WorkloadAttestor;
   readonly authorizedDelegates: readonly string[];
   readonly workloads: WorkloadFacts;
   readonly logger: Logger;
@@ -102,7 +101,7 @@ export function agentDebugService(opts: AgentDebugOptions): AdminService {
       if (credentials.kind === 'process' && credentials.uid === 0) return;
       let selectors: readonly Selector[];
       try {
-        selectors = await attestCaller({ tracker: deps.tracker, attestor: opts.attestor }, call.peer, call.signal);
+        selectors = await attestCaller({ tracker: deps.tracker, attestor: opts.explainSources.attestor }, call.peer, call.signal);
       } catch (err) {
         log.warn({ caller_pid: call.pid, error: toApiError(err).message }, 'debug API: caller attestation failed');
         throw new ApiError(Code.PERMISSION_DENIED, NOT_ALLOWED);
