@@ -26,7 +26,7 @@ import { watchSessionFailures } from '../workload-api/session-failures.ts';
 import { listenOnSocket } from '../workload-api/socket-file.ts';
 import { StreamRegistry } from '../workload-api/stream-session.ts';
 import { createGatedListener } from '../workload-api/gated-listener.ts';
-import { boundPartialRequests, PARTIAL_REQUEST_BUDGET_BYTES } from '../workload-api/request-budget.ts';
+import { boundPartialRequests } from '../workload-api/request-budget.ts';
 import type { AdminApiMetrics, AdminRpcDeps } from './admin-rpc.ts';
 
 /** The admin socket's mode, as SPIRE's: owner and group only. */
@@ -118,7 +118,7 @@ export async function startAdminApi(opts: AdminApiOptions): Promise<AdminApiServ
   if (http2Server !== undefined) {
     watchSessionFailures(http2Server, { logger, clock, pidOf: (key) => tracker.pidOf(key) });
     // A delegate may hold 1,000 streams on one connection: half-sent requests are bounded per connection.
-    boundPartialRequests(http2Server, { budgetBytes: PARTIAL_REQUEST_BUDGET_BYTES });
+    boundPartialRequests(http2Server, { logger, clock, pidOf: (key) => tracker.pidOf(key), label: 'admin' });
   }
 
   const listener = createGatedListener({

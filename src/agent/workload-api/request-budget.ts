@@ -11,11 +11,14 @@
  * This reads the gRPC length-prefixed framing of each stream's DATA as it arrives (5 bytes:
  * flag and length, then the message) and keeps, per connection, the bytes of messages still
  * incomplete. A stream whose bytes would take the connection past the budget is reset with
- * ENHANCE_YOUR_CALM (its buffer is freed with it); complete messages cost nothing here once
+ * ENHANCE_YOUR_CALM (its buffer is freed with it) and logged; complete messages cost nothing here once
  * grpc-js has them. A well-behaved client never meets the budget: it sends one whole message
  * per call, a few of them at a time.
  */
 import { constants, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { Clock } from '../../common/clock.ts';
+import type { Logger } from '../../common/logger.ts';
+import { KeyedRateLimit } from '../../common/rate-limit.ts';
 
 /** Incomplete request bytes one connection may hold: two of the largest requests. */
 export const PARTIAL_REQUEST_BUDGET_BYTES = 2 * 1024 * 1024;
@@ -75,16 +78,34 @@ export class MessageFraming {
   }
 }
 
+/** How often at most one caller's resets are logged. */
+const RESET_LOG_INTERVAL_MS = 10_000;
+
 /** Options of {@link boundPartialRequests}. */
 export interface PartialRequestOptions {
   readonly budgetBytes?: number;
-  /** Told when a stream is reset for the budget (for a rate-limited log line). */
-  readonly onExceeded?: (session: ServerHttp2Session, heldBytes: number) => void;
+  /** Where each reset is logged, at most once per caller per 10 s. */
+  readonly logger: Logger;
+  readonly clock: Clock;
+  /** The caller PID behind a connection's tracking key (its socket's `remoteAddress`). */
+  readonly pidOf: (peerKey: string) => number | undefined;
+  /** Names the socket in the log line, e.g. `workload` or `admin`. */
+  readonly label: string;
 }
 
 /** Applies the budget to every connection of `server`. */
-export function boundPartialRequests(server: Http2Server, options: PartialRequestOptions = {}): void {
+export function boundPartialRequests(server: Http2Server, options: PartialRequestOptions): void {
   const budget = options.budgetBytes ?? PARTIAL_REQUEST_BUDGET_BYTES;
+  const rate = new KeyedRateLimit({ intervalMs: RESET_LOG_INTERVAL_MS, clock: options.clock });
+  const logReset = (session: ServerHttp2Session, heldBytes: number): void => {
+    const pid = options.pidOf(String(session.socket?.remoteAddress ?? ''));
+    const decision = rate.admit(String(pid ?? 'unknown'));
+    if (!decision.admitted) return;
+    options.logger.warn(
+      { caller_pid: pid, held_bytes: heldBytes, budget_bytes: budget, suppressed: decision.suppressed },
+      `${options.label} stream reset: the connection holds too many half-sent request bytes`,
+    );
+  };
   server.on('session', (session: ServerHttp2Session) => {
     let held = 0;
     session.on('stream', (stream: ServerHttp2Stream) => {
@@ -97,7 +118,7 @@ export function boundPartialRequests(server: Http2Server, options: PartialReques
         if (held <= budget) return;
         reset = true;
         held -= framing.held;
-        options.onExceeded?.(session, held + framing.held);
+        logReset(session, held + framing.held);
         stream.close(constants.NGHTTP2_ENHANCE_YOUR_CALM);
       });
       stream.once('close', () => {

@@ -35,8 +35,7 @@ import { watchSessionFailures } from './session-failures.ts';
 import { listenOnSocket, prepareSocketPath } from './socket-file.ts';
 import { StreamRegistry } from './stream-session.ts';
 import { createGatedListener } from './gated-listener.ts';
-import { KeyedRateLimit } from '../../common/rate-limit.ts';
-import { boundPartialRequests, PARTIAL_REQUEST_BUDGET_BYTES } from './request-budget.ts';
+import { boundPartialRequests } from './request-budget.ts';
 import type { WorkloadActivity } from './workload-activity.ts';
 import type { Selector } from '../../common/selector.ts';
 
@@ -145,17 +144,8 @@ export async function startWorkloadApi(opts: WorkloadApiOptions): Promise<Worklo
   }
   if (http2Server !== undefined) {
     watchSessionFailures(http2Server, { logger, clock, pidOf: (key) => tracker.pidOf(key) });
-    // Half-sent requests are bounded per connection (see request-budget.ts); logged at most once per caller per 10 s.
-    const budgetLog = new KeyedRateLimit({ intervalMs: 10_000, clock });
-    boundPartialRequests(http2Server, {
-      onExceeded: (session, heldBytes) => {
-        const pid = tracker.pidOf(String(session.socket?.remoteAddress ?? ''));
-        const decision = budgetLog.admit(String(pid ?? 'unknown'));
-        if (decision.admitted) {
-          logger.warn({ caller_pid: pid, held_bytes: heldBytes, budget_bytes: PARTIAL_REQUEST_BUDGET_BYTES, suppressed: decision.suppressed }, 'workload stream reset: the connection holds too many half-sent request bytes');
-        }
-      },
-    });
+    // Half-sent requests are bounded per connection (see request-budget.ts).
+    boundPartialRequests(http2Server, { logger, clock, pidOf: (key) => tracker.pidOf(key), label: 'workload' });
   }
 
   const listener = createGatedListener({
